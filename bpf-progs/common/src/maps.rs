@@ -1,0 +1,21 @@
+//! Map and program names. The map names are also their file names under the agent's bpffs pin directory,
+//! so they are written once here and nowhere else.
+
+/// Bumped whenever a key or value layout changes; the agent pins under `<bpffs root>/v<ABI_VERSION>`.
+pub const ABI_VERSION: u32 = 1;
+
+/// Pod IP → endpoint (its host-side veth and MACs).
+pub const ENDPOINTS: &str = "WEIR_ENDPOINTS";
+pub const ENDPOINTS_MAX: u32 = 65_536;
+
+/// One entry: this node's datapath settings.
+pub const CONFIG: &str = "WEIR_CONFIG";
+
+/// (endpoint, direction, reason) → packets and bytes, per CPU.
+pub const COUNTERS: &str = "WEIR_COUNTERS";
+pub const COUNTERS_MAX: u32 = 65_536;
+
+/// Program names (the function names in bpf-progs).
+pub const PROG_FROM_POD: &str = "tc_from_pod";
+pub const PROG_TO_POD: &str = "tc_to_pod";
+pub const PROG_FROM_HOST: &str = "tc_from_host";

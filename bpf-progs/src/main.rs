@@ -1,0 +1,46 @@
+//! Weir's eBPF datapath. Entry points only; the logic lives in the modules below.
+//!
+//! Three tc programs, named by direction relative to the pod:
+//! - `tc_from_pod`: tcx ingress of each pod's host-side veth. Answers ARP for the gateway, drops
+//!   spoofed packets, delivers pod → local pod straight to the destination veth, and hands the rest
+//!   to the host stack (node, Services, other nodes, the outside world).
+//! - `tc_to_pod`: tcx egress of each host-side veth: every packet a pod receives passes here.
+//! - `tc_from_host`: tcx egress of `weir0`, the device the node routes its pod CIDR to. It delivers
+//!   host-stack traffic (node → pod, forwarded and Service traffic) to the right veth, so the node
+//!   needs one route for all its pods instead of one per pod.
+#![no_std]
+#![no_main]
+#![deny(warnings)]
+
+mod arp;
+mod counters;
+mod maps;
+mod packet;
+mod route;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+
+#[classifier]
+pub fn tc_from_pod(ctx: TcContext) -> i32 {
+    route::from_pod(&ctx)
+}
+
+#[classifier]
+pub fn tc_to_pod(ctx: TcContext) -> i32 {
+    route::to_pod(&ctx)
+}
+
+#[classifier]
+pub fn tc_from_host(ctx: TcContext) -> i32 {
+    route::from_host(&ctx)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,82 @@
+//! Header access through `bpf_skb_load_bytes`/`bpf_skb_store_bytes`.
+//!
+//! The programs copy the headers they need onto the stack in one helper call instead of holding
+//! pointers into packet data: LLVM sometimes spills such pointers as 32-bit values, which the
+//! verifier rejects, and a 34-byte copy costs less than a second verifier fight per change.
+
+use aya_ebpf::programs::TcContext;
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+
+/// Offsets from the start of the frame.
+pub const OFF_ETH_DST: usize = 0;
+/// From the TTL to the end of the header checksum: ttl, protocol, checksum.
+pub const OFF_IP_TTL: usize = ETH_HLEN + 8;
+
+/// Ethernet header followed by a minimal IPv4 header, as copied out of the packet.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthIpv4 {
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub eth_proto: [u8; 2],
+    pub ver_ihl: u8,
+    pub tos: u8,
+    pub tot_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag_off: [u8; 2],
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: [u8; 2],
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+}
+
+// Byte arrays only, so `repr(C)` adds no padding: the struct is the 34 bytes on the wire.
+const _: () = assert!(core::mem::size_of::<EthIpv4>() == 34);
+
+impl EthIpv4 {
+    /// Source address as a map key expects it: the wire bytes read as a native u32.
+    #[inline(always)]
+    pub fn saddr_be(&self) -> u32 {
+        u32::from_ne_bytes(self.saddr)
+    }
+    #[inline(always)]
+    pub fn daddr_be(&self) -> u32 {
+        u32::from_ne_bytes(self.daddr)
+    }
+}
+
+/// The Ethernet type in host order, or `None` for a runt frame.
+#[inline(always)]
+pub fn ethertype(ctx: &TcContext) -> Option<u16> {
+    ctx.load::<[u8; 2]>(12).ok().map(u16::from_be_bytes)
+}
+
+#[inline(always)]
+pub fn load<T>(ctx: &TcContext, offset: usize) -> Option<T> {
+    ctx.load::<T>(offset).ok()
+}
+
+#[inline(always)]
+pub fn store<T>(ctx: &TcContext, offset: usize, value: &T) -> Option<()> {
+    ctx.store(offset, value, 0).ok()
+}
+
+/// The ifindex of the device the program runs on.
+#[inline(always)]
+pub fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Rewrite the Ethernet addresses for delivery on a veth.
+#[inline(always)]
+pub fn set_macs(ctx: &TcContext, dst: [u8; 6], src: [u8; 6]) -> Option<()> {
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&dst);
+    macs[6..].copy_from_slice(&src);
+    store(ctx, OFF_ETH_DST, &macs)
+}

@@ -1,0 +1,164 @@
+//! The CNI ↔ agent protocol.
+//!
+//! One request per connection on the agent's root-only unix socket: the client writes one JSON
+//! [`Request`] followed by a newline, the agent answers with one JSON [`Response`] and closes. It is
+//! blocking and tiny on purpose: the CNI binary is a short-lived process whose ADD latency matters,
+//! and a unix-socket round trip with no runtime to start costs tens of microseconds.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::Ipv4Addr,
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the agent listens unless configured otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/weir/agent.sock";
+
+/// One attachment of a container to the Weir network, as the CNI spec keys it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AttachmentId {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// Everything the agent needs to program a pod's datapath.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub attachment: AttachmentId,
+    /// Path of the pod's network namespace (may be gone later; informational).
+    pub netns: String,
+    /// Kubernetes namespace and name from CNI_ARGS (K8S_POD_NAMESPACE / K8S_POD_NAME), if given.
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub ip: Ipv4Addr,
+    /// MAC of the pod-side interface, "aa:bb:cc:dd:ee:ff".
+    pub pod_mac: String,
+    /// The host-side veth.
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+    pub host_mac: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the agent ready to program endpoints?
+    Status,
+    /// Program this endpoint; answered only once its datapath is in place.
+    Add { endpoint: Endpoint },
+    /// Remove the endpoint's datapath state. Succeeds when it is already gone.
+    Del { attachment: AttachmentId },
+    /// Return the registered endpoint for this attachment, if any.
+    Get { attachment: AttachmentId },
+    /// Remove every endpoint whose attachment is not in `valid`.
+    Gc { valid: Vec<AttachmentId> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    Status { ready: bool, message: String },
+    Endpoint { endpoint: Option<Endpoint> },
+    Gc { removed: Vec<AttachmentId> },
+    Error { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket is missing or refused the connection: the agent is not running.
+    #[error("weir-agent is not reachable at {path}: {source}")]
+    Unreachable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to weir-agent at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("weir-agent sent an unreadable answer: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("weir-agent closed the connection without answering")]
+    NoAnswer,
+}
+
+/// Send one request and wait for its answer.
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let path = socket.display().to_string();
+    let stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+        path: path.clone(),
+        source,
+    })?;
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    if answer.trim().is_empty() {
+        return Err(ClientError::NoAnswer);
+    }
+    Ok(serde_json::from_str(&answer)?)
+}
+
+/// Format a MAC address the way `ip link` does.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// Parse "aa:bb:cc:dd:ee:ff".
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trips_and_rejects_garbage() {
+        let mac = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0xff];
+        assert_eq!(parse_mac(&format_mac(mac)), Some(mac));
+        for bad in ["", "0a:58", "0a:58:0a:f4:01:ff:00", "zz:58:0a:f4:01:ff", "a:58:0a:f4:01:ff"] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_are_tagged_json() {
+        let req = Request::Del {
+            attachment: AttachmentId {
+                container_id: "abc".into(),
+                ifname: "eth0".into(),
+            },
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"op":"del","attachment":{"container_id":"abc","ifname":"eth0"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+    }
+}

@@ -1,0 +1,269 @@
+//! Start-up, adoption of what an earlier agent left, and the handlers behind the CNI socket.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    os::{fd::AsRawFd, unix::fs::PermissionsExt},
+    path::Path,
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use tracing::{info, warn};
+use weir_agent_api::{AttachmentId, Endpoint, Request, Response};
+use weir_common::{config::NODE_F_CONFIGURED, NodeConfig};
+
+use crate::{
+    config::{Config, GATEWAY, HOST_DEV, HOST_DEV_PEER, NETWORK_NAME},
+    datapath::{BpfDatapath, Datapath, Hook},
+    endpoints::{write_atomic, Endpoints},
+    host::{self, Host},
+};
+
+/// The kernel's magic number for bpffs (`BPF_FS_MAGIC`).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+pub struct Agent {
+    config: Config,
+    host: Host,
+    endpoints: Endpoints<BpfDatapath>,
+    mtu: u32,
+    /// Held for the agent's lifetime: one agent per node.
+    _lock: fs::File,
+}
+
+/// Where bpffs is conventionally mounted; the agent mounts it there when nothing is (as Cilium does),
+/// because pins on any other filesystem are impossible and pins are what make restarts safe.
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+fn is_bpffs(dir: &Path) -> Result<bool> {
+    let stat = nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
+    Ok(stat.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let mount_point = Path::new(BPFFS_MOUNT);
+    if dir.starts_with(mount_point) && mount_point.is_dir() && !is_bpffs(mount_point)? {
+        nix::mount::mount(
+            Some("bpf"),
+            mount_point,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=0700"),
+        )
+        .with_context(|| format!("mounting bpffs at {BPFFS_MOUNT}"))?;
+        info!("mounted bpffs at {BPFFS_MOUNT}");
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !is_bpffs(dir)? {
+        bail!(
+            "{} is not on a bpf filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) so pinned maps \
+             and programs survive agent restarts",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn lock(path: &Path) -> Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!("another weir-agent holds {}", path.display());
+    }
+    Ok(file)
+}
+
+impl Agent {
+    /// Bring the node's datapath up and adopt existing endpoints. Must run inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Self> {
+        let paths = &config.paths;
+        for dir in [&paths.run_dir, &paths.state_dir] {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        fs::set_permissions(&paths.run_dir, fs::Permissions::from_mode(0o700))?;
+        let lock = lock(&paths.lock_file())?;
+        ensure_bpffs(&paths.bpffs_dir)?;
+
+        let host = Host::connect()?;
+        let uplink = match &config.uplink {
+            Some(name) => Some(
+                host.link_by_name(name)
+                    .await?
+                    .with_context(|| format!("uplink {name} does not exist"))?,
+            ),
+            None => host.default_route_link().await?,
+        };
+        let mtu = config
+            .mtu
+            .or(uplink.as_ref().and_then(|l| l.mtu))
+            .unwrap_or(1500);
+        info!(uplink = ?uplink.as_ref().map(|l| &l.name), mtu, "node uplink");
+
+        let mut datapath = BpfDatapath::load(&paths.pin_dir(), &paths.link_pin_dir())
+            .context("loading the eBPF datapath")?;
+        let host_dev = host.ensure_host_dev(HOST_DEV, HOST_DEV_PEER, mtu).await?;
+        host::configure_node_sysctls(HOST_DEV)?;
+        host.replace_route(config.pod_cidr, host_dev.index).await?;
+        host::install_iptables(config.pod_cidr, config.cluster_cidr)?;
+        datapath.set_config(NodeConfig {
+            gateway_ip_be: u32::from(GATEWAY).to_be(),
+            cluster_cidr_be: u32::from(config.cluster_cidr.network()).to_be(),
+            cluster_prefix_len: u32::from(config.cluster_cidr.prefix_len()),
+            host_dev_ifindex: host_dev.index,
+            flags: NODE_F_CONFIGURED,
+            _pad: 0,
+        })?;
+        datapath.attach(HOST_DEV, Hook::FromHost)?;
+
+        let mut endpoints = Endpoints::open(datapath, &paths.endpoints_dir())?;
+        let mut alive = std::collections::BTreeSet::new();
+        for record in endpoints.records() {
+            let ep = &record.endpoint;
+            if let Some(link) = host.link_by_name(&ep.host_ifname).await? {
+                if link.index == ep.host_ifindex {
+                    alive.insert(ep.host_ifname.clone());
+                }
+            }
+        }
+        let done = endpoints.reconcile(|ep| alive.contains(&ep.host_ifname), &[HOST_DEV])?;
+        info!(
+            adopted = done.adopted.len(),
+            removed = done.removed.len(),
+            stale_map_entries = done.stale_map_entries.len(),
+            stale_links = done.stale_links.len(),
+            "adopted existing endpoints"
+        );
+
+        let mut agent = Self {
+            config,
+            host,
+            endpoints,
+            mtu,
+            _lock: lock,
+        };
+        agent.drain_del_queue();
+        Ok(agent)
+    }
+
+    /// DELs the CNI plugin spooled while no agent was listening.
+    fn drain_del_queue(&mut self) {
+        let dir = self.config.paths.del_queue_dir();
+        let Ok(entries) = fs::read_dir(&dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let attachment = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<AttachmentId>(&b).ok());
+            if let Some(attachment) = attachment {
+                match self.endpoints.del(&attachment) {
+                    Ok(_) => info!(container = %attachment.container_id, "applied a spooled DEL"),
+                    Err(e) => {
+                        warn!(%e, "spooled DEL failed; keeping it for the next start");
+                        continue;
+                    }
+                }
+            }
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Write the conflist: from now on runtimes may call the plugin.
+    pub fn write_conflist(&self) -> Result<()> {
+        let paths = &self.config.paths;
+        let conflist = json!({
+            "cniVersion": "1.0.0",
+            "cniVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+            "name": NETWORK_NAME,
+            "plugins": [{
+                "type": "weir",
+                "podCIDR": self.config.pod_cidr.to_string(),
+                "gateway": GATEWAY.to_string(),
+                "mtu": self.mtu,
+                "agentSocket": paths.socket(),
+                "dataDir": paths.ipam_dir(),
+                "logFile": paths.cni_log_file,
+            }],
+        });
+        fs::create_dir_all(&self.config.cni_conf_dir)?;
+        let bytes = serde_json::to_vec_pretty(&conflist)?;
+        write_atomic(&self.config.conflist_path(), &bytes)?;
+        info!(path = %self.config.conflist_path().display(), "wrote CNI config");
+        Ok(())
+    }
+
+    pub async fn handle(&mut self, request: Request) -> Response {
+        let result = match request {
+            Request::Status => return Response::Status {
+                ready: true,
+                message: format!("weir-agent on {} ready with {} endpoints", self.config.node_name, self.endpoints.len()),
+            },
+            Request::Add { endpoint } => self.add(endpoint).await.map(|()| Response::Ok),
+            Request::Del { attachment } => self.endpoints.del(&attachment).map(|_| Response::Ok).map_err(Into::into),
+            Request::Get { attachment } => Ok(Response::Endpoint {
+                endpoint: self.endpoints.get(&attachment).map(|r| r.endpoint.clone()),
+            }),
+            Request::Gc { valid } => self.endpoints.gc(&valid).map(|removed| Response::Gc { removed }).map_err(Into::into),
+        };
+        result.unwrap_or_else(|e: anyhow::Error| {
+            warn!(error = %format!("{e:#}"), "request failed");
+            Response::Error { message: format!("{e:#}") }
+        })
+    }
+
+    async fn add(&mut self, endpoint: Endpoint) -> Result<()> {
+        if !self.config.pod_cidr.contains(&endpoint.ip) || endpoint.ip == Ipv4Addr::UNSPECIFIED {
+            bail!("IP {} is outside this node's pod CIDR {}", endpoint.ip, self.config.pod_cidr);
+        }
+        let link = self
+            .host
+            .link_by_name(&endpoint.host_ifname)
+            .await?
+            .with_context(|| format!("host interface {} does not exist", endpoint.host_ifname))?;
+        if link.index != endpoint.host_ifindex {
+            bail!(
+                "host interface {} has index {}, not {}",
+                endpoint.host_ifname,
+                link.index,
+                endpoint.host_ifindex
+            );
+        }
+        host::configure_veth_sysctls(&endpoint.host_ifname)?;
+        self.endpoints.add(endpoint)?;
+        Ok(())
+    }
+}
+
+/// Remove everything an agent made on this node: pins (which detaches the programs), `weir0` and
+/// its route, leftover pod veths, iptables chains, the conflist and the agent's state.
+pub async fn cleanup(config: &Config) -> Result<()> {
+    let paths = &config.paths;
+    let _ = fs::remove_file(config.conflist_path());
+    let host = Host::connect()?;
+    if let Ok(entries) = fs::read_dir(paths.endpoints_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.path().file_stem().map(|s| s.to_string_lossy().into_owned());
+            if let Some(name) = name {
+                if let Err(e) = host.delete_link(&name).await {
+                    warn!(%e, "deleting {name}");
+                }
+            }
+        }
+    }
+    host.delete_link(HOST_DEV).await?;
+    host::remove_iptables(Some(config.pod_cidr));
+    for dir in [&paths.bpffs_dir, &paths.run_dir, &paths.state_dir] {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(%e, dir = %dir.display(), "removing"),
+        }
+    }
+    Ok(())
+}

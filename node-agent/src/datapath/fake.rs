@@ -1,0 +1,83 @@
+//! An in-memory datapath for tests of the endpoint logic.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use weir_common::{CounterKey, CounterValue, EndpointInfo, NodeConfig};
+
+use super::{Datapath, DatapathError, Hook};
+
+#[derive(Default, Debug)]
+pub struct FakeDatapath {
+    pub links: BTreeSet<(String, String)>,
+    pub endpoints: BTreeMap<Ipv4Addr, EndpointInfo>,
+    pub config: Option<NodeConfig>,
+    pub counters: BTreeMap<(u32, u8, u16), CounterValue>,
+    /// Makes the next `attach` fail, to test rollback.
+    pub fail_next_attach: bool,
+}
+
+fn hook_of(suffix: &str) -> Hook {
+    [Hook::FromPod, Hook::ToPod, Hook::FromHost]
+        .into_iter()
+        .find(|h| h.pin_suffix() == suffix)
+        .unwrap_or(Hook::FromHost)
+}
+
+impl Datapath for FakeDatapath {
+    fn attach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
+        if std::mem::take(&mut self.fail_next_attach) {
+            return Err(DatapathError::Link {
+                path: ifname.to_owned(),
+                message: "injected".into(),
+            });
+        }
+        self.links.insert((ifname.to_owned(), hook.pin_suffix().to_owned()));
+        Ok(())
+    }
+    fn detach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
+        self.links.remove(&(ifname.to_owned(), hook.pin_suffix().to_owned()));
+        Ok(())
+    }
+    fn pinned_links(&self) -> Result<Vec<(String, Hook)>, DatapathError> {
+        Ok(self.links.iter().map(|(i, s)| (i.clone(), hook_of(s))).collect())
+    }
+    fn set_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
+        self.endpoints.insert(ip, info);
+        Ok(())
+    }
+    fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        self.endpoints.remove(&ip);
+        Ok(())
+    }
+    fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError> {
+        Ok(self.endpoints.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn set_config(&mut self, config: NodeConfig) -> Result<(), DatapathError> {
+        self.config = Some(config);
+        Ok(())
+    }
+    fn counters(&self) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError> {
+        Ok(self
+            .counters
+            .iter()
+            .map(|(&(ifindex, direction, reason), v)| {
+                (
+                    CounterKey {
+                        ifindex,
+                        direction,
+                        _pad: 0,
+                        reason,
+                    },
+                    *v,
+                )
+            })
+            .collect())
+    }
+    fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        self.counters.retain(|k, _| k.0 != ifindex);
+        Ok(())
+    }
+}

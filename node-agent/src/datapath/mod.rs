@@ -1,0 +1,82 @@
+//! The agent's only way into the kernel's eBPF state, behind a trait so the endpoint logic can be
+//! tested without a kernel (see `fake.rs`).
+
+mod bpf;
+pub mod fake;
+
+use std::net::Ipv4Addr;
+
+pub use bpf::BpfDatapath;
+use weir_common::{CounterKey, CounterValue, EndpointInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("pinned link {path}: {message}")]
+    Link { path: String, message: String },
+    #[error("bpffs at {path}: {source}")]
+    Fs {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A tc attach point of the datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// Host-side veth ingress: what the pod sends.
+    FromPod,
+    /// Host-side veth egress: what the pod receives.
+    ToPod,
+    /// `weir0` egress: host-stack traffic to local pods.
+    FromHost,
+}
+
+impl Hook {
+    pub const ALL_ENDPOINT: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
+
+    /// Names the hook in the link's pin file name: `<suffix>:<ifname>`.
+    pub fn pin_suffix(self) -> &'static str {
+        match self {
+            Hook::FromPod => "from-pod",
+            Hook::ToPod => "to-pod",
+            Hook::FromHost => "from-host",
+        }
+    }
+}
+
+pub trait Datapath: Send {
+    /// Attach `hook`'s program to `ifname` with a pinned tcx link. If a pinned link already exists
+    /// (an earlier agent made it) its program is replaced atomically, so traffic never sees a gap.
+    fn attach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError>;
+    /// Remove the pinned link of `hook` on `ifname`; absent is fine.
+    fn detach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError>;
+    /// Names of the interfaces that have pinned links, with the hook.
+    fn pinned_links(&self) -> Result<Vec<(String, Hook)>, DatapathError>;
+
+    fn set_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError>;
+    /// Remove an endpoint; absent is fine.
+    fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError>;
+    fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError>;
+
+    fn set_config(&mut self, config: weir_common::NodeConfig) -> Result<(), DatapathError>;
+
+    /// Counters summed over CPUs.
+    fn counters(&self) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError>;
+    /// Forget the counters of one host-side interface (its endpoint is gone).
+    fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError>;
+}

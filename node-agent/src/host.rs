@@ -1,0 +1,329 @@
+//! The node's own network plumbing: the `weir0` device and its pod-CIDR route, sysctls, and the
+//! masquerade rules. The only module of the agent that speaks rtnetlink or runs iptables.
+
+use std::{
+    io::Write,
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::{
+    link::{LinkAttribute, LinkMessage},
+    route::{RouteAddress, RouteAttribute, RouteScope},
+};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use tracing::{debug, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("netlink: {context}: {source}")]
+    Netlink {
+        context: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("opening a netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("sysctl {path}: {source}")]
+    Sysctl {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interface {0} disappeared while being configured")]
+    Missing(String),
+    #[error("iptables: {0}")]
+    Iptables(String),
+}
+
+fn nl(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> HostError {
+    let context = context.into();
+    move |source| HostError::Netlink { context, source }
+}
+
+/// A link as the agent needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+fn to_link(msg: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        mac: None,
+        mtu: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.as_slice().try_into().ok(),
+            LinkAttribute::Mtu(m) => link.mtu = Some(*m),
+            _ => {}
+        }
+    }
+    link
+}
+
+fn is_enodev(err: &rtnetlink::Error) -> bool {
+    matches!(err, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::ENODEV)
+}
+
+#[derive(Clone)]
+pub struct Host {
+    handle: Handle,
+}
+
+impl Host {
+    /// Open a netlink connection in the current network namespace. Needs a tokio runtime.
+    pub fn connect() -> Result<Self, HostError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(HostError::Socket)?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, HostError> {
+        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        match links.try_next().await {
+            Ok(msg) => Ok(msg.as_ref().map(to_link)),
+            Err(e) if is_enodev(&e) => Ok(None),
+            Err(e) => Err(nl(format!("get link {name}"))(e)),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, HostError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(msg) => Ok(msg.as_ref().map(to_link)),
+            Err(e) if is_enodev(&e) => Ok(None),
+            Err(e) => Err(nl(format!("get link #{index}"))(e)),
+        }
+    }
+
+    /// Create `name` as one end of a veth pair (the other end is `peer`), without ARP since the
+    /// datapath writes the MACs itself, both ends up. Idempotent. A veth rather than a dummy device
+    /// because it needs no extra kernel driver: every kernel that runs pods has veth.
+    pub async fn ensure_host_dev(&self, name: &str, peer: &str, mtu: u32) -> Result<Link, HostError> {
+        if self.link_by_name(name).await?.is_none() {
+            self.handle
+                .link()
+                .add(LinkVeth::new(name, peer).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(nl(format!("create {name}")))?;
+        }
+        for (dev, arp) in [(peer, true), (name, false)] {
+            let link = self
+                .link_by_name(dev)
+                .await?
+                .ok_or_else(|| HostError::Missing(dev.to_owned()))?;
+            self.handle
+                .link()
+                .set(LinkUnspec::new_with_index(link.index).arp(arp).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("set {dev} up")))?;
+        }
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| HostError::Missing(name.to_owned()))
+    }
+
+    pub async fn delete_link(&self, name: &str) -> Result<(), HostError> {
+        if let Some(link) = self.link_by_name(name).await? {
+            match self.handle.link().del(link.index).execute().await {
+                Ok(()) => {}
+                Err(e) if is_enodev(&e) => {}
+                Err(e) => return Err(nl(format!("delete {name}"))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// `ip route replace <cidr> dev <ifindex> scope link`.
+    pub async fn replace_route(&self, cidr: Ipv4Net, ifindex: u32) -> Result<(), HostError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(cidr.network(), cidr.prefix_len())
+            .output_interface(ifindex)
+            .scope(RouteScope::Link)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("route {cidr}")))
+    }
+
+    /// The interface that holds the IPv4 default route, if any.
+    pub async fn default_route_link(&self) -> Result<Option<Link>, HostError> {
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut routes = self.handle.route().get(filter).execute();
+        while let Some(route) = routes.try_next().await.map_err(nl("dump routes"))? {
+            if route.header.destination_prefix_length != 0 || route.header.table != 254 {
+                continue;
+            }
+            let is_default = !route
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Destination(RouteAddress::Inet(ip)) if !ip.is_unspecified()));
+            let oif = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            if let (true, Some(oif)) = (is_default, oif) {
+                return self.link_by_index(oif).await;
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Write a sysctl under /proc/sys of the calling process's network namespace.
+pub fn write_sysctl(path: &str, value: &str) -> Result<(), HostError> {
+    let full = format!("/proc/sys/{path}");
+    std::fs::write(&full, value).map_err(|source| HostError::Sysctl { path: full, source })
+}
+
+pub fn read_sysctl(path: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/{path}"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Node-wide sysctls the datapath relies on.
+pub fn configure_node_sysctls(host_dev: &str) -> Result<(), HostError> {
+    write_sysctl("net/ipv4/ip_forward", "1")?;
+    // Pod packets reach the host stack on their veth, while the route back to them is via weir0:
+    // strict reverse-path filtering would drop them. The eBPF programs do the anti-spoofing instead.
+    if read_sysctl("net/ipv4/conf/all/rp_filter").as_deref() == Some("1") {
+        warn!("net.ipv4.conf.all.rp_filter is strict (1); setting it to loose (2) so pod traffic is not dropped");
+        write_sysctl("net/ipv4/conf/all/rp_filter", "2")?;
+    }
+    write_sysctl(&format!("net/ipv4/conf/{host_dev}/rp_filter"), "0")?;
+    Ok(())
+}
+
+/// Sysctls of one host-side veth.
+pub fn configure_veth_sysctls(ifname: &str) -> Result<(), HostError> {
+    write_sysctl(&format!("net/ipv4/conf/{ifname}/rp_filter"), "0")?;
+    // IPv4-only datapath: keep the host side from emitting router solicitations into the pod.
+    if let Err(e) = write_sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1") {
+        debug!(%e, "IPv6 sysctl not available");
+    }
+    Ok(())
+}
+
+const MASQ_CHAIN: &str = "WEIR-MASQ";
+const FWD_CHAIN: &str = "WEIR-FORWARD";
+
+/// The iptables rules of this node, in iptables-restore format, for `--noflush` application. Pod
+/// traffic leaving the cluster CIDR is masqueraded to the node; the forward chain accepts pod traffic
+/// even when the node's FORWARD policy is DROP (as Docker sets it).
+pub fn iptables_rules(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> String {
+    format!(
+        "*nat\n\
+         :{MASQ_CHAIN} - [0:0]\n\
+         -F {MASQ_CHAIN}\n\
+         -A {MASQ_CHAIN} -d {cluster_cidr} -j RETURN\n\
+         -A {MASQ_CHAIN} -m addrtype --dst-type LOCAL -j RETURN\n\
+         -A {MASQ_CHAIN} -j MASQUERADE --random-fully\n\
+         COMMIT\n\
+         *filter\n\
+         :{FWD_CHAIN} - [0:0]\n\
+         -F {FWD_CHAIN}\n\
+         -A {FWD_CHAIN} -s {pod_cidr} -j ACCEPT\n\
+         -A {FWD_CHAIN} -d {pod_cidr} -j ACCEPT\n\
+         COMMIT\n"
+    )
+}
+
+fn iptables(args: &[&str]) -> Result<bool, HostError> {
+    let status = Command::new("iptables")
+        .args(["-w", "5"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| HostError::Iptables(format!("running iptables: {e}")))?;
+    Ok(status.success())
+}
+
+/// Install the chains and the jumps to them. Idempotent.
+pub fn install_iptables(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> Result<(), HostError> {
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "5", "--noflush"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| HostError::Iptables(format!("running iptables-restore: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(iptables_rules(pod_cidr, cluster_cidr).as_bytes())
+            .map_err(|e| HostError::Iptables(e.to_string()))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| HostError::Iptables(e.to_string()))?;
+    if !out.status.success() {
+        return Err(HostError::Iptables(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    let masq_src = pod_cidr.to_string();
+    let jumps: [(&str, &str, Vec<&str>); 2] = [
+        ("nat", "POSTROUTING", vec!["-s", &masq_src, "-j", MASQ_CHAIN]),
+        ("filter", "FORWARD", vec!["-j", FWD_CHAIN]),
+    ];
+    for (table, chain, rule) in jumps {
+        let mut check = vec!["-t", table, "-C", chain];
+        check.extend(&rule);
+        if !iptables(&check)? {
+            let mut insert = vec!["-t", table, "-I", chain, "1"];
+            insert.extend(&rule);
+            if !iptables(&insert)? {
+                return Err(HostError::Iptables(format!("inserting jump to {table}/{chain}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove the jumps and chains. Best effort and idempotent: missing pieces are fine.
+pub fn remove_iptables(pod_cidr: Option<Ipv4Net>) {
+    let src = pod_cidr.map(|c| c.to_string());
+    if let Some(src) = &src {
+        while iptables(&["-t", "nat", "-D", "POSTROUTING", "-s", src, "-j", MASQ_CHAIN]).unwrap_or(false) {}
+    }
+    while iptables(&["-t", "filter", "-D", "FORWARD", "-j", FWD_CHAIN]).unwrap_or(false) {}
+    for (table, chain) in [("nat", MASQ_CHAIN), ("filter", FWD_CHAIN)] {
+        let _ = iptables(&["-t", table, "-F", chain]);
+        let _ = iptables(&["-t", table, "-X", chain]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iptables_rules_masquerade_only_traffic_leaving_the_cluster() {
+        let rules = iptables_rules("10.244.1.0/24".parse().unwrap(), "10.244.0.0/16".parse().unwrap());
+        let masq: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A WEIR-MASQ")).collect();
+        assert_eq!(
+            masq,
+            [
+                "-A WEIR-MASQ -d 10.244.0.0/16 -j RETURN",
+                "-A WEIR-MASQ -m addrtype --dst-type LOCAL -j RETURN",
+                "-A WEIR-MASQ -j MASQUERADE --random-fully",
+            ]
+        );
+        assert!(rules.contains("-A WEIR-FORWARD -s 10.244.1.0/24 -j ACCEPT"));
+        assert_eq!(rules.matches("COMMIT").count(), 2);
+    }
+}

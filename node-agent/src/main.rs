@@ -1,0 +1,177 @@
+//! `weir-agent`: run the node agent, clean a node, or read the datapath counters.
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::Mutex,
+};
+use tracing::info;
+use weir_agent::{
+    agent::{self, Agent},
+    config::{Config, Paths},
+    counters, server,
+};
+
+#[derive(Parser)]
+#[command(name = "weir-agent", version, about = "Weir node agent: eBPF pod networking")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (standalone mode: no Kubernetes API).
+    Run(RunArgs),
+    /// Remove everything Weir created on this node (pins, devices, iptables, conflist, state).
+    Cleanup(RunArgs),
+    /// Print the datapath's packet counters as JSON lines.
+    Counters {
+        #[command(flatten)]
+        paths: PathArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct PathArgs {
+    /// Survives reboots: the CNI plugin's IPAM state and spooled DELs.
+    #[arg(long, default_value = "/var/lib/weir")]
+    state_dir: PathBuf,
+    /// Run-time state and the CNI socket (agent.sock).
+    #[arg(long, default_value = "/run/weir")]
+    run_dir: PathBuf,
+    /// Where maps and links are pinned.
+    #[arg(long, default_value = "/sys/fs/bpf/weir")]
+    bpffs_dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// This node's pod CIDR, e.g. 10.244.1.0/24.
+    #[arg(long)]
+    pod_cidr: Ipv4Net,
+    /// Where the conflist is written once the agent is ready.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// The cluster's pod CIDR (all nodes); defaults to the node's pod CIDR widened to /16.
+    #[arg(long)]
+    cluster_cidr: Option<Ipv4Net>,
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's uplink; defaults to the interface of the IPv4 default route.
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Pod MTU; defaults to the uplink's.
+    #[arg(long)]
+    mtu: Option<u32>,
+    #[command(flatten)]
+    paths: PathArgs,
+    #[arg(long, default_value = "/var/log/weir/cni.log")]
+    cni_log_file: PathBuf,
+    /// Log to this file instead of stderr.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+impl RunArgs {
+    fn config(&self) -> Config {
+        let cluster_cidr = self.cluster_cidr.unwrap_or_else(|| {
+            Ipv4Net::new(self.pod_cidr.network(), self.pod_cidr.prefix_len().min(16))
+                .map(|n| n.trunc())
+                .unwrap_or(self.pod_cidr)
+        });
+        Config {
+            node_name: self.node_name.clone().unwrap_or_else(|| {
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "localhost".into())
+            }),
+            pod_cidr: self.pod_cidr.trunc(),
+            cluster_cidr,
+            uplink: self.uplink.clone(),
+            mtu: self.mtu,
+            cni_conf_dir: self.cni_conf_dir.clone(),
+            paths: Paths {
+                state_dir: self.paths.state_dir.clone(),
+                run_dir: self.paths.run_dir.clone(),
+                bpffs_dir: self.paths.bpffs_dir.clone(),
+                cni_log_file: self.cni_log_file.clone(),
+            },
+        }
+    }
+}
+
+fn init_tracing(args: &RunArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &args.log_file {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            builder.with_ansi(false).with_writer(Arc::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // One thread: the agent's work is a few syscalls per request, and a small footprint matters more.
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            init_tracing(&args)?;
+            runtime()?.block_on(run(args.config()))
+        }
+        Command::Cleanup(args) => {
+            init_tracing(&args)?;
+            runtime()?.block_on(agent::cleanup(&args.config()))
+        }
+        Command::Counters { paths } => {
+            let pin_dir = Paths {
+                state_dir: paths.state_dir,
+                run_dir: paths.run_dir,
+                bpffs_dir: paths.bpffs_dir,
+                cni_log_file: PathBuf::new(),
+            }
+            .pin_dir();
+            for row in counters::read_pinned(&pin_dir)? {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<()> {
+    info!(node = %config.node_name, pod_cidr = %config.pod_cidr, cluster_cidr = %config.cluster_cidr, "starting");
+    let socket = config.paths.socket();
+    let agent = Agent::start(config).await.context("starting weir-agent")?;
+    let listener = server::bind(&socket)?;
+    agent.write_conflist()?;
+    info!(socket = %socket.display(), "ready");
+    let agent = Arc::new(Mutex::new(agent));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        () = server::serve(listener, agent) => {}
+        _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
+        _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The root-only unix socket the CNI plugin talks to: one JSON request and one JSON answer per
+//! connection (see `weir-agent-api`).
+
+use std::{fs, os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+use anyhow::{Context, Result};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::Mutex,
+};
+use tracing::{debug, warn};
+use weir_agent_api::{Request, Response};
+
+use crate::agent::Agent;
+
+/// Largest request accepted; an endpoint is a few hundred bytes, a GC list of thousands of pods fits.
+const MAX_REQUEST: u64 = 4 << 20;
+
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let agent = agent.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle_connection(stream, agent).await {
+                        debug!(error = %format!("{e:#}"), "connection");
+                    }
+                });
+            }
+            Err(e) => warn!(%e, "accept failed"),
+        }
+    }
+}
+
+async fn handle_connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).take(MAX_REQUEST).read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            debug!(?request, "request");
+            agent.lock().await.handle(request).await
+        }
+        Err(e) => Response::Error {
+            message: format!("malformed request: {e}"),
+        },
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    Ok(())
+}
