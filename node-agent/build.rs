@@ -11,12 +11,19 @@ use std::{
 };
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let bpf_dir = manifest_dir.join("../bpf-progs");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let target_dir = out_dir.join("bpf-target");
 
-    for watched in ["src", "common/src", "Cargo.toml", "Cargo.lock", "common/Cargo.toml"] {
+    for watched in [
+        "src",
+        "common/src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", bpf_dir.join(watched).display());
     }
 
@@ -53,5 +60,6 @@ fn main() {
 }
 
 fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
 }

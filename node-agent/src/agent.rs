@@ -37,7 +37,8 @@ pub struct Agent {
 const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 
 fn is_bpffs(dir: &Path) -> Result<bool> {
-    let stat = nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
+    let stat =
+        nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
     Ok(stat.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }
 
@@ -155,7 +156,9 @@ impl Agent {
     /// DELs the CNI plugin spooled while no agent was listening.
     fn drain_del_queue(&mut self) {
         let dir = self.config.paths.del_queue_dir();
-        let Ok(entries) = fs::read_dir(&dir) else { return };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let attachment = fs::read(&path)
@@ -200,26 +203,46 @@ impl Agent {
 
     pub async fn handle(&mut self, request: Request) -> Response {
         let result = match request {
-            Request::Status => return Response::Status {
-                ready: true,
-                message: format!("weir-agent on {} ready with {} endpoints", self.config.node_name, self.endpoints.len()),
-            },
+            Request::Status => {
+                return Response::Status {
+                    ready: true,
+                    message: format!(
+                        "weir-agent on {} ready with {} endpoints",
+                        self.config.node_name,
+                        self.endpoints.len()
+                    ),
+                }
+            }
             Request::Add { endpoint } => self.add(endpoint).await.map(|()| Response::Ok),
-            Request::Del { attachment } => self.endpoints.del(&attachment).map(|_| Response::Ok).map_err(Into::into),
+            Request::Del { attachment } => self
+                .endpoints
+                .del(&attachment)
+                .map(|_| Response::Ok)
+                .map_err(Into::into),
             Request::Get { attachment } => Ok(Response::Endpoint {
                 endpoint: self.endpoints.get(&attachment).map(|r| r.endpoint.clone()),
             }),
-            Request::Gc { valid } => self.endpoints.gc(&valid).map(|removed| Response::Gc { removed }).map_err(Into::into),
+            Request::Gc { valid } => self
+                .endpoints
+                .gc(&valid)
+                .map(|removed| Response::Gc { removed })
+                .map_err(Into::into),
         };
         result.unwrap_or_else(|e: anyhow::Error| {
             warn!(error = %format!("{e:#}"), "request failed");
-            Response::Error { message: format!("{e:#}") }
+            Response::Error {
+                message: format!("{e:#}"),
+            }
         })
     }
 
     async fn add(&mut self, endpoint: Endpoint) -> Result<()> {
         if !self.config.pod_cidr.contains(&endpoint.ip) || endpoint.ip == Ipv4Addr::UNSPECIFIED {
-            bail!("IP {} is outside this node's pod CIDR {}", endpoint.ip, self.config.pod_cidr);
+            bail!(
+                "IP {} is outside this node's pod CIDR {}",
+                endpoint.ip,
+                self.config.pod_cidr
+            );
         }
         let link = self
             .host
@@ -248,7 +271,10 @@ pub async fn cleanup(config: &Config) -> Result<()> {
     let host = Host::connect()?;
     if let Ok(entries) = fs::read_dir(paths.endpoints_dir()) {
         for entry in entries.flatten() {
-            let name = entry.path().file_stem().map(|s| s.to_string_lossy().into_owned());
+            let name = entry
+                .path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned());
             if let Some(name) = name {
                 if let Err(e) = host.delete_link(&name).await {
                     warn!(%e, "deleting {name}");

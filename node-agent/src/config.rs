@@ -63,7 +63,8 @@ impl Paths {
     }
     /// Pins of this ABI version: maps directly in it, links under `links/`.
     pub fn pin_dir(&self) -> PathBuf {
-        self.bpffs_dir.join(format!("v{}", weir_common::maps::ABI_VERSION))
+        self.bpffs_dir
+            .join(format!("v{}", weir_common::maps::ABI_VERSION))
     }
     pub fn link_pin_dir(&self) -> PathBuf {
         self.pin_dir().join("links")

@@ -21,8 +21,15 @@ pub fn row(key: CounterKey, value: CounterValue) -> CounterRow {
     let reason = Reason::from_code(key.reason);
     CounterRow {
         ifindex: key.ifindex,
-        direction: if key.direction == DIR_FROM_POD { "from_pod" } else { "to_pod" },
-        reason: reason.map_or_else(|| format!("unknown_{}", key.reason), |r| r.name().to_owned()),
+        direction: if key.direction == DIR_FROM_POD {
+            "from_pod"
+        } else {
+            "to_pod"
+        },
+        reason: reason.map_or_else(
+            || format!("unknown_{}", key.reason),
+            |r| r.name().to_owned(),
+        ),
         drop: reason.is_some_and(Reason::is_drop),
         packets: value.packets,
         bytes: value.bytes,
@@ -33,16 +40,21 @@ pub fn row(key: CounterKey, value: CounterValue) -> CounterRow {
 pub fn read_pinned(pin_dir: &Path) -> Result<Vec<CounterRow>> {
     let path = pin_dir.join(COUNTERS);
     let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let map: PerCpuHashMap<_, CounterKey, CounterValue> = PerCpuHashMap::try_from(Map::PerCpuLruHashMap(data))?;
+    let map: PerCpuHashMap<_, CounterKey, CounterValue> =
+        PerCpuHashMap::try_from(Map::PerCpuLruHashMap(data))?;
     let mut rows = Vec::new();
     for item in map.iter() {
         let (key, per_cpu) = item?;
-        let total = per_cpu.iter().fold(CounterValue::default(), |a, v| CounterValue {
-            packets: a.packets + v.packets,
-            bytes: a.bytes + v.bytes,
-        });
+        let total = per_cpu
+            .iter()
+            .fold(CounterValue::default(), |a, v| CounterValue {
+                packets: a.packets + v.packets,
+                bytes: a.bytes + v.bytes,
+            });
         rows.push(row(key, total));
     }
-    rows.sort_by(|a, b| (a.ifindex, a.direction, &a.reason).cmp(&(b.ifindex, b.direction, &b.reason)));
+    rows.sort_by(|a, b| {
+        (a.ifindex, a.direction, &a.reason).cmp(&(b.ifindex, b.direction, &b.reason))
+    });
     Ok(rows)
 }

@@ -43,7 +43,8 @@ pub struct EndpointRecord {
 
 impl EndpointRecord {
     fn info(&self) -> Result<EndpointInfo, EndpointError> {
-        let mac = |s: &str| parse_mac(s).ok_or_else(|| EndpointError::Invalid(format!("bad MAC {s:?}")));
+        let mac =
+            |s: &str| parse_mac(s).ok_or_else(|| EndpointError::Invalid(format!("bad MAC {s:?}")));
         Ok(EndpointInfo {
             host_ifindex: self.endpoint.host_ifindex,
             endpoint_id: self.endpoint_id,
@@ -143,8 +144,14 @@ impl<D: Datapath> Endpoints<D> {
     /// Program an endpoint: attach its programs, publish it in the endpoint map, record it.
     /// Returns once the datapath is ready for it. Idempotent for the same attachment.
     pub fn add(&mut self, endpoint: Endpoint) -> Result<(), EndpointError> {
-        if endpoint.host_ifname.is_empty() || endpoint.host_ifname.len() > 15 || endpoint.host_ifname.contains('/') {
-            return Err(EndpointError::Invalid(format!("bad host interface name {:?}", endpoint.host_ifname)));
+        if endpoint.host_ifname.is_empty()
+            || endpoint.host_ifname.len() > 15
+            || endpoint.host_ifname.contains('/')
+        {
+            return Err(EndpointError::Invalid(format!(
+                "bad host interface name {:?}",
+                endpoint.host_ifname
+            )));
         }
         if let Some(owner) = self
             .records
@@ -165,7 +172,10 @@ impl<D: Datapath> Endpoints<D> {
             }
             None => self.free_id(),
         };
-        let record = EndpointRecord { endpoint, endpoint_id };
+        let record = EndpointRecord {
+            endpoint,
+            endpoint_id,
+        };
         let info = record.info()?;
         let ep = &record.endpoint;
 
@@ -176,7 +186,10 @@ impl<D: Datapath> Endpoints<D> {
                 attached.push(hook);
             }
             self.datapath.set_endpoint(ep.ip, info)?;
-            write_atomic(&self.record_path(ep), &serde_json::to_vec_pretty(&record).unwrap_or_default())
+            write_atomic(
+                &self.record_path(ep),
+                &serde_json::to_vec_pretty(&record).unwrap_or_default(),
+            )
         })();
         if let Err(e) = result {
             let _ = self.datapath.remove_endpoint(ep.ip);
@@ -187,7 +200,8 @@ impl<D: Datapath> Endpoints<D> {
             return Err(e);
         }
         info!(container = %ep.attachment.container_id, ip = %ep.ip, veth = %ep.host_ifname, "endpoint programmed");
-        self.records.insert(record.endpoint.attachment.clone(), record);
+        self.records
+            .insert(record.endpoint.attachment.clone(), record);
         Ok(())
     }
 
@@ -218,7 +232,12 @@ impl<D: Datapath> Endpoints<D> {
     /// Remove every endpoint whose attachment is not in `valid`.
     pub fn gc(&mut self, valid: &[AttachmentId]) -> Result<Vec<AttachmentId>, EndpointError> {
         let valid: BTreeSet<&AttachmentId> = valid.iter().collect();
-        let stale: Vec<AttachmentId> = self.records.keys().filter(|a| !valid.contains(a)).cloned().collect();
+        let stale: Vec<AttachmentId> = self
+            .records
+            .keys()
+            .filter(|a| !valid.contains(a))
+            .cloned()
+            .collect();
         for attachment in &stale {
             self.del(attachment)?;
         }
@@ -264,7 +283,8 @@ impl<D: Datapath> Endpoints<D> {
         for (ifname, hook) in self.datapath.pinned_links()? {
             if !known_ifs.contains(ifname.as_str()) {
                 self.datapath.detach(&ifname, hook)?;
-                done.stale_links.push(format!("{}:{ifname}", hook.pin_suffix()));
+                done.stale_links
+                    .push(format!("{}:{ifname}", hook.pin_suffix()));
             }
         }
         Ok(done)
@@ -328,7 +348,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
         eps.datapath_mut().fail_next_attach = true;
-        assert!(eps.add(endpoint("a", [10, 244, 1, 2], "weir0123456789a")).is_err());
+        assert!(eps
+            .add(endpoint("a", [10, 244, 1, 2], "weir0123456789a"))
+            .is_err());
         assert!(eps.is_empty());
         assert!(eps.datapath().links.is_empty());
         assert!(eps.datapath().endpoints.is_empty());
@@ -339,8 +361,11 @@ mod tests {
     fn an_ip_cannot_belong_to_two_attachments() {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
-        eps.add(endpoint("a", [10, 244, 1, 2], "weir0123456789a")).unwrap();
-        let err = eps.add(endpoint("b", [10, 244, 1, 2], "weir0123456789b")).unwrap_err();
+        eps.add(endpoint("a", [10, 244, 1, 2], "weir0123456789a"))
+            .unwrap();
+        let err = eps
+            .add(endpoint("b", [10, 244, 1, 2], "weir0123456789b"))
+            .unwrap_err();
         assert!(matches!(err, EndpointError::IpInUse { .. }), "{err}");
         assert_eq!(eps.len(), 1);
     }
@@ -351,7 +376,10 @@ mod tests {
         let mut eps = open(dir.path());
         let mut ep = endpoint("a", [10, 244, 1, 2], "weir0123456789a");
         ep.pod_mac = "nope".into();
-        assert!(matches!(eps.add(ep).unwrap_err(), EndpointError::Invalid(_)));
+        assert!(matches!(
+            eps.add(ep).unwrap_err(),
+            EndpointError::Invalid(_)
+        ));
         assert!(eps.datapath().links.is_empty());
     }
 
@@ -359,13 +387,20 @@ mod tests {
     fn registry_survives_reopen_and_reconcile_adopts_live_and_drops_dead() {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
-        eps.add(endpoint("live", [10, 244, 1, 2], "weirlive0000000")).unwrap();
-        eps.add(endpoint("dead", [10, 244, 1, 3], "weirdead0000000")).unwrap();
+        eps.add(endpoint("live", [10, 244, 1, 2], "weirlive0000000"))
+            .unwrap();
+        eps.add(endpoint("dead", [10, 244, 1, 3], "weirdead0000000"))
+            .unwrap();
         // A restarted agent sees the old pins and map entries (here: carried over in the fake),
         // plus junk nobody recorded.
         let mut datapath = std::mem::take(eps.datapath_mut());
-        datapath.endpoints.insert(Ipv4Addr::new(10, 244, 1, 99), datapath.endpoints[&Ipv4Addr::new(10, 244, 1, 2)]);
-        datapath.links.insert(("weirjunk0000000".into(), "to-pod".into()));
+        datapath.endpoints.insert(
+            Ipv4Addr::new(10, 244, 1, 99),
+            datapath.endpoints[&Ipv4Addr::new(10, 244, 1, 2)],
+        );
+        datapath
+            .links
+            .insert(("weirjunk0000000".into(), "to-pod".into()));
         datapath.links.insert(("weir0".into(), "from-host".into()));
         drop(eps);
 
@@ -380,7 +415,10 @@ mod tests {
         assert_eq!(done.stale_links, ["to-pod:weirjunk0000000"]);
         let ips: Vec<_> = eps.datapath().endpoints.keys().copied().collect();
         assert_eq!(ips, [Ipv4Addr::new(10, 244, 1, 2)]);
-        assert!(eps.datapath().links.contains(&("weir0".into(), "from-host".into())));
+        assert!(eps
+            .datapath()
+            .links
+            .contains(&("weir0".into(), "from-host".into())));
         assert_eq!(eps.datapath().links.len(), 3);
     }
 
@@ -390,7 +428,8 @@ mod tests {
         let mut eps = open(dir.path());
         let keep = endpoint("keep", [10, 244, 1, 2], "weirkeep0000000");
         eps.add(keep.clone()).unwrap();
-        eps.add(endpoint("drop", [10, 244, 1, 3], "weirdrop0000000")).unwrap();
+        eps.add(endpoint("drop", [10, 244, 1, 3], "weirdrop0000000"))
+            .unwrap();
         let removed = eps.gc(std::slice::from_ref(&keep.attachment)).unwrap();
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].container_id, "drop");
@@ -401,13 +440,19 @@ mod tests {
     fn endpoint_ids_are_reused_lowest_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
-        eps.add(endpoint("a", [10, 244, 1, 2], "weira0000000000")).unwrap();
+        eps.add(endpoint("a", [10, 244, 1, 2], "weira0000000000"))
+            .unwrap();
         let b = endpoint("b", [10, 244, 1, 3], "weirb0000000000");
         eps.add(b.clone()).unwrap();
-        eps.add(endpoint("c", [10, 244, 1, 4], "weirc0000000000")).unwrap();
+        eps.add(endpoint("c", [10, 244, 1, 4], "weirc0000000000"))
+            .unwrap();
         eps.del(&b.attachment).unwrap();
-        eps.add(endpoint("d", [10, 244, 1, 5], "weird0000000000")).unwrap();
+        eps.add(endpoint("d", [10, 244, 1, 5], "weird0000000000"))
+            .unwrap();
         let ids: Vec<u32> = eps.records().map(|r| r.endpoint_id).collect();
-        assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), [1, 2, 3].into());
+        assert_eq!(
+            ids.iter().copied().collect::<BTreeSet<_>>(),
+            [1, 2, 3].into()
+        );
     }
 }

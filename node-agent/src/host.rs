@@ -88,7 +88,12 @@ impl Host {
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, HostError> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         match links.try_next().await {
             Ok(msg) => Ok(msg.as_ref().map(to_link)),
             Err(e) if is_enodev(&e) => Ok(None),
@@ -108,7 +113,12 @@ impl Host {
     /// Create `name` as one end of a veth pair (the other end is `peer`), without ARP since the
     /// datapath writes the MACs itself, both ends up. Idempotent. A veth rather than a dummy device
     /// because it needs no extra kernel driver: every kernel that runs pods has veth.
-    pub async fn ensure_host_dev(&self, name: &str, peer: &str, mtu: u32) -> Result<Link, HostError> {
+    pub async fn ensure_host_dev(
+        &self,
+        name: &str,
+        peer: &str,
+        mtu: u32,
+    ) -> Result<Link, HostError> {
         if self.link_by_name(name).await?.is_none() {
             self.handle
                 .link()
@@ -273,11 +283,17 @@ pub fn install_iptables(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> Result<(), 
         .wait_with_output()
         .map_err(|e| HostError::Iptables(e.to_string()))?;
     if !out.status.success() {
-        return Err(HostError::Iptables(String::from_utf8_lossy(&out.stderr).into_owned()));
+        return Err(HostError::Iptables(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     let masq_src = pod_cidr.to_string();
     let jumps: [(&str, &str, Vec<&str>); 2] = [
-        ("nat", "POSTROUTING", vec!["-s", &masq_src, "-j", MASQ_CHAIN]),
+        (
+            "nat",
+            "POSTROUTING",
+            vec!["-s", &masq_src, "-j", MASQ_CHAIN],
+        ),
         ("filter", "FORWARD", vec!["-j", FWD_CHAIN]),
     ];
     for (table, chain, rule) in jumps {
@@ -287,7 +303,9 @@ pub fn install_iptables(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> Result<(), 
             let mut insert = vec!["-t", table, "-I", chain, "1"];
             insert.extend(&rule);
             if !iptables(&insert)? {
-                return Err(HostError::Iptables(format!("inserting jump to {table}/{chain}")));
+                return Err(HostError::Iptables(format!(
+                    "inserting jump to {table}/{chain}"
+                )));
             }
         }
     }
@@ -298,7 +316,18 @@ pub fn install_iptables(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> Result<(), 
 pub fn remove_iptables(pod_cidr: Option<Ipv4Net>) {
     let src = pod_cidr.map(|c| c.to_string());
     if let Some(src) = &src {
-        while iptables(&["-t", "nat", "-D", "POSTROUTING", "-s", src, "-j", MASQ_CHAIN]).unwrap_or(false) {}
+        while iptables(&[
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-s",
+            src,
+            "-j",
+            MASQ_CHAIN,
+        ])
+        .unwrap_or(false)
+        {}
     }
     while iptables(&["-t", "filter", "-D", "FORWARD", "-j", FWD_CHAIN]).unwrap_or(false) {}
     for (table, chain) in [("nat", MASQ_CHAIN), ("filter", FWD_CHAIN)] {
@@ -313,8 +342,14 @@ mod tests {
 
     #[test]
     fn iptables_rules_masquerade_only_traffic_leaving_the_cluster() {
-        let rules = iptables_rules("10.244.1.0/24".parse().unwrap(), "10.244.0.0/16".parse().unwrap());
-        let masq: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A WEIR-MASQ")).collect();
+        let rules = iptables_rules(
+            "10.244.1.0/24".parse().unwrap(),
+            "10.244.0.0/16".parse().unwrap(),
+        );
+        let masq: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.starts_with("-A WEIR-MASQ"))
+            .collect();
         assert_eq!(
             masq,
             [

@@ -17,7 +17,11 @@ use weir_agent::{
 };
 
 #[derive(Parser)]
-#[command(name = "weir-agent", version, about = "Weir node agent: eBPF pod networking")]
+#[command(
+    name = "weir-agent",
+    version,
+    about = "Weir node agent: eBPF pod networking"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -117,7 +121,10 @@ fn init_tracing(args: &RunArgs) -> Result<()> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             builder.with_ansi(false).with_writer(Arc::new(file)).init();
         }
         None => builder.with_writer(std::io::stderr).init(),
@@ -127,7 +134,9 @@ fn init_tracing(args: &RunArgs) -> Result<()> {
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     // One thread: the agent's work is a few syscalls per request, and a small footprint matters more.
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> Result<()> {

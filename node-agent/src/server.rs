@@ -23,7 +23,8 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
@@ -47,7 +48,10 @@ pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
 async fn handle_connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read).take(MAX_REQUEST).read_line(&mut line).await?;
+    BufReader::new(read)
+        .take(MAX_REQUEST)
+        .read_line(&mut line)
+        .await?;
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             debug!(?request, "request");

@@ -141,7 +141,13 @@ mod tests {
     fn mac_round_trips_and_rejects_garbage() {
         let mac = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0xff];
         assert_eq!(parse_mac(&format_mac(mac)), Some(mac));
-        for bad in ["", "0a:58", "0a:58:0a:f4:01:ff:00", "zz:58:0a:f4:01:ff", "a:58:0a:f4:01:ff"] {
+        for bad in [
+            "",
+            "0a:58",
+            "0a:58:0a:f4:01:ff:00",
+            "zz:58:0a:f4:01:ff",
+            "a:58:0a:f4:01:ff",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
     }

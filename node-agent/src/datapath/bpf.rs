@@ -18,7 +18,7 @@ use aya::{
 };
 use tracing::debug;
 use weir_common::{
-    maps::{COUNTERS, CONFIG, ENDPOINTS, PROG_FROM_HOST, PROG_FROM_POD, PROG_TO_POD},
+    maps::{CONFIG, COUNTERS, ENDPOINTS, PROG_FROM_HOST, PROG_FROM_POD, PROG_TO_POD},
     CounterKey, CounterValue, EndpointInfo, EndpointKey, NodeConfig,
 };
 
@@ -60,31 +60,47 @@ impl BpfDatapath {
 
     fn link_pin(&self, ifname: &str, hook: Hook) -> PathBuf {
         // bpffs rejects dots in names, which interface names may contain.
-        self.link_dir
-            .join(format!("{}:{}", hook.pin_suffix(), ifname.replace('.', "%")))
+        self.link_dir.join(format!(
+            "{}:{}",
+            hook.pin_suffix(),
+            ifname.replace('.', "%")
+        ))
     }
 
-    fn endpoints_map(&self) -> Result<HashMap<&aya::maps::MapData, EndpointKey, EndpointInfo>, DatapathError> {
+    fn endpoints_map(
+        &self,
+    ) -> Result<HashMap<&aya::maps::MapData, EndpointKey, EndpointInfo>, DatapathError> {
         let map = self.ebpf.map(ENDPOINTS).ok_or(missing_map(ENDPOINTS))?;
-        HashMap::try_from(map).map_err(|source| DatapathError::Map { name: ENDPOINTS, source })
+        HashMap::try_from(map).map_err(|source| DatapathError::Map {
+            name: ENDPOINTS,
+            source,
+        })
     }
 
     fn endpoints_map_mut(
         &mut self,
     ) -> Result<HashMap<&mut aya::maps::MapData, EndpointKey, EndpointInfo>, DatapathError> {
         let map = self.ebpf.map_mut(ENDPOINTS).ok_or(missing_map(ENDPOINTS))?;
-        HashMap::try_from(map).map_err(|source| DatapathError::Map { name: ENDPOINTS, source })
+        HashMap::try_from(map).map_err(|source| DatapathError::Map {
+            name: ENDPOINTS,
+            source,
+        })
     }
 }
 
 fn missing_map(name: &'static str) -> DatapathError {
     DatapathError::Map {
         name,
-        source: aya::maps::MapError::InvalidName { name: name.to_owned() },
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        },
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, DatapathError> {
+fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
     let prog = ebpf.program_mut(name).ok_or(DatapathError::Program {
         name,
         source: aya::programs::ProgramError::UnexpectedProgramType,
@@ -112,7 +128,10 @@ impl Datapath for BpfDatapath {
         let prog = program(&mut self.ebpf, name)?;
         let prog_err = |source| DatapathError::Program { name, source };
         let existing = if pin.exists() {
-            Some(PinnedLink::from_pin(&pin).map_err(|e| link_err(format!("{e}: {:?}", std::error::Error::source(&e))))?)
+            Some(
+                PinnedLink::from_pin(&pin)
+                    .map_err(|e| link_err(format!("{e}: {:?}", std::error::Error::source(&e))))?,
+            )
         } else {
             None
         };
@@ -128,7 +147,11 @@ impl Datapath for BpfDatapath {
             }
             None => {
                 let id = prog
-                    .attach_with_options(ifname, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                    .attach_with_options(
+                        ifname,
+                        attach_type,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
                     .map_err(prog_err)?;
                 let link: FdLink = prog
                     .take_link(id)
@@ -171,14 +194,21 @@ impl Datapath for BpfDatapath {
     }
 
     fn set_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
-        let key = EndpointKey { ip_be: u32::from(ip).to_be() };
+        let key = EndpointKey {
+            ip_be: u32::from(ip).to_be(),
+        };
         self.endpoints_map_mut()?
             .insert(key, info, 0)
-            .map_err(|source| DatapathError::Map { name: ENDPOINTS, source })
+            .map_err(|source| DatapathError::Map {
+                name: ENDPOINTS,
+                source,
+            })
     }
 
     fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
-        let key = EndpointKey { ip_be: u32::from(ip).to_be() };
+        let key = EndpointKey {
+            ip_be: u32::from(ip).to_be(),
+        };
         match self.endpoints_map_mut()?.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(aya::maps::MapError::SyscallError(SyscallError { io_error, .. }))
@@ -186,7 +216,10 @@ impl Datapath for BpfDatapath {
             {
                 Ok(())
             }
-            Err(source) => Err(DatapathError::Map { name: ENDPOINTS, source }),
+            Err(source) => Err(DatapathError::Map {
+                name: ENDPOINTS,
+                source,
+            }),
         }
     }
 
@@ -194,7 +227,10 @@ impl Datapath for BpfDatapath {
         let map = self.endpoints_map()?;
         let mut out = Vec::new();
         for item in map.iter() {
-            let (key, info) = item.map_err(|source| DatapathError::Map { name: ENDPOINTS, source })?;
+            let (key, info) = item.map_err(|source| DatapathError::Map {
+                name: ENDPOINTS,
+                source,
+            })?;
             out.push((Ipv4Addr::from(u32::from_be(key.ip_be)), info));
         }
         Ok(out)
@@ -203,23 +239,37 @@ impl Datapath for BpfDatapath {
     fn set_config(&mut self, config: NodeConfig) -> Result<(), DatapathError> {
         let map = self.ebpf.map_mut(CONFIG).ok_or(missing_map(CONFIG))?;
         let mut array: Array<_, NodeConfig> =
-            Array::try_from(map).map_err(|source| DatapathError::Map { name: CONFIG, source })?;
+            Array::try_from(map).map_err(|source| DatapathError::Map {
+                name: CONFIG,
+                source,
+            })?;
         array
             .set(0, config, 0)
-            .map_err(|source| DatapathError::Map { name: CONFIG, source })
+            .map_err(|source| DatapathError::Map {
+                name: CONFIG,
+                source,
+            })
     }
 
     fn counters(&self) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError> {
         let map = self.ebpf.map(COUNTERS).ok_or(missing_map(COUNTERS))?;
-        let map: PerCpuHashMap<_, CounterKey, CounterValue> =
-            PerCpuHashMap::try_from(map).map_err(|source| DatapathError::Map { name: COUNTERS, source })?;
+        let map: PerCpuHashMap<_, CounterKey, CounterValue> = PerCpuHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map {
+                name: COUNTERS,
+                source,
+            })?;
         let mut out = Vec::new();
         for item in map.iter() {
-            let (key, per_cpu) = item.map_err(|source| DatapathError::Map { name: COUNTERS, source })?;
-            let total = per_cpu.iter().fold(CounterValue::default(), |acc, v| CounterValue {
-                packets: acc.packets + v.packets,
-                bytes: acc.bytes + v.bytes,
-            });
+            let (key, per_cpu) = item.map_err(|source| DatapathError::Map {
+                name: COUNTERS,
+                source,
+            })?;
+            let total = per_cpu
+                .iter()
+                .fold(CounterValue::default(), |acc, v| CounterValue {
+                    packets: acc.packets + v.packets,
+                    bytes: acc.bytes + v.bytes,
+                });
             out.push((key, total));
         }
         Ok(out)
@@ -233,8 +283,11 @@ impl Datapath for BpfDatapath {
             .filter(|k| k.ifindex == ifindex)
             .collect();
         let map = self.ebpf.map_mut(COUNTERS).ok_or(missing_map(COUNTERS))?;
-        let mut map: PerCpuHashMap<_, CounterKey, CounterValue> =
-            PerCpuHashMap::try_from(map).map_err(|source| DatapathError::Map { name: COUNTERS, source })?;
+        let mut map: PerCpuHashMap<_, CounterKey, CounterValue> = PerCpuHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map {
+                name: COUNTERS,
+                source,
+            })?;
         for key in keys {
             // A concurrent LRU eviction may beat us to it; that is fine.
             let _ = map.remove(&key);

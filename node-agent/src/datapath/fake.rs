@@ -34,15 +34,21 @@ impl Datapath for FakeDatapath {
                 message: "injected".into(),
             });
         }
-        self.links.insert((ifname.to_owned(), hook.pin_suffix().to_owned()));
+        self.links
+            .insert((ifname.to_owned(), hook.pin_suffix().to_owned()));
         Ok(())
     }
     fn detach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
-        self.links.remove(&(ifname.to_owned(), hook.pin_suffix().to_owned()));
+        self.links
+            .remove(&(ifname.to_owned(), hook.pin_suffix().to_owned()));
         Ok(())
     }
     fn pinned_links(&self) -> Result<Vec<(String, Hook)>, DatapathError> {
-        Ok(self.links.iter().map(|(i, s)| (i.clone(), hook_of(s))).collect())
+        Ok(self
+            .links
+            .iter()
+            .map(|(i, s)| (i.clone(), hook_of(s)))
+            .collect())
     }
     fn set_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
         self.endpoints.insert(ip, info);

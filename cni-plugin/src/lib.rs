@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `weir`, Weir's CNI plugin (spec 0.3.0 – 1.1.0).
+//!
+//! The plugin is deliberately thin: it creates a veth pair (the pod end directly inside the pod's
+//! network namespace), gives the pod an address from a node-local allocator ([`ipam`]) with a /32
+//! and a default route through the link-local gateway, and hands the endpoint to weir-agent, which
+//! owns the datapath. DEL undoes all of it and succeeds when there is nothing left; when the agent
+//! is down, DELs are spooled for it to replay at start-up.
+//!
+//! Layout: [`skel`] turns `CNI_*` and stdin into a [`skel::Command`]; one module per verb under
+//! [`cmd`]; [`netlink`] is the only code that speaks rtnetlink or enters namespaces; [`types`] holds
+//! the configuration and the per-version result formats; [`error`] maps failures to spec codes.
+//! [`execute`] ties them together and is what the binary runs.
+
+use std::{
+    io::{Read, Write},
+    panic::{self, AssertUnwindSafe},
+    process::ExitCode,
+    time::Instant,
+};
+
+use sha2::{Digest, Sha256};
+
+pub mod agent;
+pub mod cmd;
+pub mod error;
+pub mod ipam;
+mod logging;
+pub mod netlink;
+pub mod skel;
+pub mod types;
+
+#[cfg(test)]
+mod test_support;
+
+pub use error::CniError;
+use skel::{Command, Invocation, Verb};
+use types::CniVersion;
+
+/// Every host-side veth name starts with this.
+pub const HOST_VETH_PREFIX: &str = "weir";
+/// How many hex digits of the attachment digest follow the prefix (4 + 11 = 15 = IFNAMSIZ - 1).
+const HOST_VETH_HEX: usize = 11;
+
+/// `sha256("<container id>/<ifname>")` in lowercase hex: the attachment's stable digest, used for
+/// the host veth name and the DEL spool file name.
+pub fn attachment_digest(container_id: &str, ifname: &str) -> String {
+    let digest = Sha256::digest(format!("{container_id}/{ifname}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The host-side veth of an attachment: `"weir"` + the first 11 hex digits of
+/// [`attachment_digest`]; always 15 characters, deterministic, so DEL and GC can find it without
+/// any state.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let digest = attachment_digest(container_id, ifname);
+    format!("{HOST_VETH_PREFIX}{}", &digest[..HOST_VETH_HEX])
+}
+
+/// Does `name` look like a name [`host_veth_name`] produces?
+pub fn is_host_veth_name(name: &str) -> bool {
+    name.len() == HOST_VETH_PREFIX.len() + HOST_VETH_HEX
+        && name.starts_with(HOST_VETH_PREFIX)
+        && name[HOST_VETH_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// What the process prints on stdout and how it exits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// 0 on success, 1 on any error.
+    pub exit_code: u8,
+    /// The result, the VERSION answer, the error object, or nothing.
+    pub stdout: String,
+}
+
+impl Outcome {
+    fn success(stdout: String) -> Self {
+        Self {
+            exit_code: 0,
+            stdout,
+        }
+    }
+
+    fn failure(error: &CniError, version: CniVersion) -> Self {
+        Self {
+            exit_code: 1,
+            stdout: error.to_json(version).to_string(),
+        }
+    }
+}
+
+/// Run one invocation: `env` looks up `CNI_*` variables, `stdin` is the network configuration.
+///
+/// Logs go to the configured `logFile` (never stdout); nothing is logged if it cannot be opened,
+/// for VERSION, or when stdin is not a JSON object.
+pub fn execute(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+    let peek = skel::peek(stdin);
+    // VERSION has no configuration, so no log file either.
+    let log_file = peek
+        .log_file
+        .filter(|_| env("CNI_COMMAND").as_deref() != Some("VERSION"));
+    let run = || match skel::parse(env, stdin) {
+        Ok(Command::Version) => Outcome::success(cmd::version::run()),
+        Ok(Command::Run(invocation)) => run_invocation(&invocation),
+        Err(failure) => {
+            tracing::warn!(
+                code = failure.error.code(),
+                details = %failure.error.details(),
+                "rejected invocation: {}",
+                failure.error
+            );
+            Outcome::failure(&failure.error, failure.version)
+        }
+    };
+    match log_file.and_then(|file| logging::dispatch(&file, &peek.log_level)) {
+        Some(dispatch) => tracing::dispatcher::with_default(&dispatch, run),
+        None => run(),
+    }
+}
+
+fn run_invocation(invocation: &Invocation) -> Outcome {
+    let conf = &invocation.conf;
+    let verb = &invocation.verb;
+    let (container_id, ifname) = verb
+        .attachment()
+        .map_or(("", ""), |a| (a.container_id.as_str(), a.ifname.as_str()));
+    let span = tracing::info_span!("cni", verb = verb.name(), container_id, ifname);
+    let _entered = span.enter();
+    let started = Instant::now();
+
+    let result = match verb {
+        Verb::Add(args) => cmd::add::run(conf, args).map(|r| r.to_json_string(conf.cni_version)),
+        Verb::Del(args) => cmd::del::run(conf, args).map(|()| String::new()),
+        Verb::Check(args) => cmd::check::run(conf, args).map(|()| String::new()),
+        Verb::Gc(args) => cmd::gc::run(conf, args).map(|()| String::new()),
+        Verb::Status => cmd::status::run(conf).map(|()| String::new()),
+    };
+    let elapsed_us = started.elapsed().as_micros();
+    match result {
+        Ok(stdout) => {
+            tracing::info!(elapsed_us, "{} succeeded", verb.name());
+            Outcome::success(stdout)
+        }
+        Err(e) => {
+            tracing::error!(
+                elapsed_us,
+                code = e.code(),
+                details = %e.details(),
+                "{} failed: {e}",
+                verb.name()
+            );
+            Outcome::failure(&e, conf.cni_version)
+        }
+    }
+}
+
+/// The whole process: read the environment and stdin, run, print, exit.
+pub fn main_entry() -> ExitCode {
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let mut stdin = Vec::new();
+    // VERSION does not read stdin, so that `CNI_COMMAND=VERSION weir` works from a terminal.
+    let outcome = if env("CNI_COMMAND").as_deref() == Some("VERSION") {
+        execute(&env, &stdin)
+    } else if let Err(e) = std::io::stdin().lock().read_to_end(&mut stdin) {
+        let err = CniError::io("reading the network configuration from stdin", e);
+        Outcome::failure(&err, CniVersion::LATEST)
+    } else {
+        // A panic must still produce a spec error object (the rollback guards run while unwinding).
+        panic::catch_unwind(AssertUnwindSafe(|| execute(&env, &stdin))).unwrap_or_else(|_| {
+            let err = CniError::Internal("internal error: the plugin panicked".into());
+            Outcome::failure(&err, skel::peek(&stdin).version)
+        })
+    };
+    let mut out = std::io::stdout().lock();
+    // Nothing useful can be done if stdout is gone; the exit code still tells.
+    let _ = out
+        .write_all(outcome.stdout.as_bytes())
+        .and_then(|()| out.flush());
+    ExitCode::from(outcome.exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_are_deterministic_and_fit_ifnamsiz() {
+        let name = host_veth_name("c0ffee", "eth0");
+        assert_eq!(name.len(), 15);
+        assert_eq!(name, host_veth_name("c0ffee", "eth0"));
+        assert_ne!(name, host_veth_name("c0ffee", "net1"));
+        assert!(is_host_veth_name(&name));
+        // `printf c0ffee/eth0 | sha256sum`
+        assert_eq!(
+            attachment_digest("c0ffee", "eth0"),
+            "6ad2516ced2a6b1030616013e11d64a0c36012ea6a1ba68f4405d3eb8947f253"
+        );
+        assert_eq!(name, "weir6ad2516ced2");
+        assert!(name.starts_with("weir"));
+    }
+
+    #[test]
+    fn host_veth_name_pattern() {
+        assert!(is_host_veth_name("weir0123456789a"));
+        for not_ours in [
+            "weir0",
+            "weir0123456789A",
+            "weir0123456789",
+            "weir0123456789ab",
+            "eth0123456789ab",
+            "weir0123456789g",
+        ] {
+            assert!(!is_host_veth_name(not_ours), "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn version_outcome() {
+        let out = execute(&|k| (k == "CNI_COMMAND").then(|| "VERSION".to_owned()), b"");
+        assert_eq!(out.exit_code, 0);
+        assert_eq!(
+            out.stdout,
+            r#"{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#
+        );
+    }
+}

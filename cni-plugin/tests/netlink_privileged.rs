@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The netlink vocabulary against a real kernel, inside throwaway namespaces: a "node" namespace
+//! whose thread runs the calls, and a "pod" namespace that receives the veth peer. Results are
+//! checked with `ip -j`. Skipped (loudly) when not root.
+
+mod common;
+
+use std::{net::Ipv4Addr, path::Path};
+
+use common::{has_flag, in_netns, privileged, TestNetns};
+use ipnet::Ipv4Net;
+use weir_cni::netlink::{NetlinkError, Netns, RouteV4, Runtime};
+
+const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+#[test]
+fn veth_is_created_with_its_peer_inside_the_pod_netns_and_configured_there() {
+    if !privileged("veth_is_created_with_its_peer_inside_the_pod_netns") {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let pod = TestNetns::new("pod");
+    let pod_path = pod.path();
+
+    let (host_index, pod_index) = in_netns(&node, || {
+        let pod_ns = Netns::open(&pod_path).unwrap();
+        let rt = Runtime::new().unwrap();
+        let host = rt.connect().unwrap();
+        host.create_veth_into_netns("weirtest0", "eth0", &pod_ns, 1400)
+            .unwrap();
+        let host_link = host.link_by_name("weirtest0").unwrap().unwrap();
+        assert!(host_link.up, "host end is up");
+        assert!(host_link.is_veth());
+        assert_eq!(host_link.mtu, Some(1400));
+        assert!(host_link.mac.is_some());
+        assert_eq!(
+            host.link_by_name("eth0").unwrap(),
+            None,
+            "the peer never shows up on the node"
+        );
+
+        let inside = rt.connect_in(&pod_ns).unwrap();
+        inside.set_up_by_name("lo").unwrap();
+        let pod_link = inside.link_by_name("eth0").unwrap().unwrap();
+        assert!(!pod_link.up, "pod end is created down");
+        inside.set_up(pod_link.index).unwrap();
+        assert_eq!(pod_link.mtu, Some(1400));
+        let addr: Ipv4Net = "10.244.1.5/32".parse().unwrap();
+        inside.add_addr(pod_link.index, addr).unwrap();
+        let on_link = RouteV4 {
+            dst: Ipv4Net::from(GW),
+            gateway: None,
+            oif: Some(pod_link.index),
+            link_scope: true,
+        };
+        let default = RouteV4 {
+            dst: Ipv4Net::default(),
+            gateway: Some(GW),
+            oif: Some(pod_link.index),
+            link_scope: false,
+        };
+        inside.add_route(&on_link).unwrap();
+        inside.add_route(&default).unwrap();
+
+        assert_eq!(inside.addrs(pod_link.index).unwrap(), vec![addr]);
+        let routes = inside.routes().unwrap();
+        assert!(routes.contains(&on_link), "{routes:?}");
+        assert!(routes.contains(&default), "{routes:?}");
+        assert_eq!(
+            inside.default_route_mtu().unwrap(),
+            Some(1400),
+            "the default route's device MTU"
+        );
+        (host_link.index, pod_link.index)
+    });
+
+    // What `ip` sees.
+    let host_link = node.link("weirtest0").expect("host veth on the node");
+    assert_eq!(host_link["ifindex"], host_index);
+    assert_eq!(host_link["mtu"], 1400);
+    assert!(has_flag(&host_link, "UP"));
+    let eth0 = pod.link("eth0").expect("eth0 in the pod");
+    assert_eq!(eth0["ifindex"], pod_index);
+    assert_eq!(eth0["mtu"], 1400);
+    assert!(has_flag(&eth0, "UP"));
+    assert!(has_flag(&pod.link("lo").unwrap(), "UP"));
+    assert!(
+        !pod.link_names().iter().any(|n| n == "weirtest0"),
+        "nothing else moved into the pod"
+    );
+    let addrs = pod.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
+    let info = &addrs[0]["addr_info"][0];
+    assert_eq!(info["local"], "10.244.1.5");
+    assert_eq!(info["prefixlen"], 32);
+    let routes = pod.ip_json(&["-4", "route", "show"]);
+    let routes = routes.as_array().unwrap();
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1" && r["dev"] == "eth0"),
+        "{routes:?}"
+    );
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link" && r["dev"] == "eth0"),
+        "{routes:?}"
+    );
+
+    // Deleting the host end takes the pod end along; deleting again is not an error.
+    in_netns(&node, || {
+        let rt = Runtime::new().unwrap();
+        let host = rt.connect().unwrap();
+        assert!(host.del_link("weirtest0").unwrap());
+        assert!(!host.del_link("weirtest0").unwrap());
+        assert_eq!(host.link_by_name("weirtest0").unwrap(), None);
+    });
+    assert!(node.link("weirtest0").is_none());
+    assert!(pod.link("eth0").is_none());
+}
+
+#[test]
+fn existing_names_are_reported_as_eexist_and_missing_links_as_none() {
+    if !privileged("existing_names_are_reported_as_eexist") {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let pod = TestNetns::new("pod");
+    let pod_path = pod.path();
+    in_netns(&node, || {
+        let pod_ns = Netns::open(&pod_path).unwrap();
+        let rt = Runtime::new().unwrap();
+        let host = rt.connect().unwrap();
+        assert_eq!(host.link_by_name("weirnothere").unwrap(), None);
+        assert_eq!(host.link_by_index(999_999).unwrap(), None);
+        host.create_veth_into_netns("weirtest1", "eth0", &pod_ns, 1500)
+            .unwrap();
+
+        // Same host name.
+        let err = host
+            .create_veth_into_netns("weirtest1", "eth1", &pod_ns, 1500)
+            .unwrap_err();
+        assert!(err.is_exists(), "{err:?}");
+        // Same pod name, other host name.
+        let err = host
+            .create_veth_into_netns("weirtest2", "eth0", &pod_ns, 1500)
+            .unwrap_err();
+        assert!(err.is_exists(), "{err:?}");
+        assert_eq!(
+            host.link_by_name("weirtest2").unwrap(),
+            None,
+            "a failed create leaves nothing"
+        );
+        // An address twice.
+        let inside = rt.connect_in(&pod_ns).unwrap();
+        let index = inside.link_by_name("eth0").unwrap().unwrap().index;
+        let addr: Ipv4Net = "10.0.0.2/32".parse().unwrap();
+        inside.add_addr(index, addr).unwrap();
+        assert!(inside.add_addr(index, addr).unwrap_err().is_exists());
+        let links = host.links().unwrap();
+        assert!(links.iter().any(|l| l.name == "weirtest1" && l.is_veth()));
+        assert!(links.iter().any(|l| l.name == "lo" && !l.is_veth()));
+    });
+}
+
+#[test]
+fn default_route_mtu_follows_the_device_of_the_default_route() {
+    if !privileged("default_route_mtu_follows_the_device") {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let pod = TestNetns::new("pod");
+    let pod_path = pod.path();
+    in_netns(&node, || {
+        let pod_ns = Netns::open(&pod_path).unwrap();
+        let rt = Runtime::new().unwrap();
+        let host = rt.connect().unwrap();
+        assert_eq!(
+            host.default_route_mtu().unwrap(),
+            None,
+            "no default route yet"
+        );
+        host.create_veth_into_netns("uplink0", "peer0", &pod_ns, 1234)
+            .unwrap();
+        let index = host.link_by_name("uplink0").unwrap().unwrap().index;
+        host.add_addr(index, "192.0.2.1/24".parse().unwrap())
+            .unwrap();
+        host.add_route(&RouteV4 {
+            dst: Ipv4Net::default(),
+            gateway: Some(Ipv4Addr::new(192, 0, 2, 254)),
+            oif: Some(index),
+            link_scope: false,
+        })
+        .unwrap();
+        assert_eq!(host.default_route_mtu().unwrap(), Some(1234));
+    });
+}
+
+#[test]
+fn netns_open_rejects_missing_paths_files_and_the_own_namespace() {
+    match Netns::open(Path::new("/run/netns/weir-cnitest-does-not-exist")) {
+        Err(NetlinkError::NetnsNotFound { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    match Netns::open(Path::new("/proc/self/status")) {
+        Err(NetlinkError::NotANetns { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let own = Netns::open(Path::new("/proc/thread-self/ns/net"));
+    if privileged("netns_open_rejects_the_own_namespace") {
+        match own {
+            Err(NetlinkError::HostNetns { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

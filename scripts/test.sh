@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every check Weir has: formatting, clippy with warnings as errors, unit tests, and the real-kernel
+# integration tests (network namespaces, the real CNI binary and agent, real packets, podman).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+export RUST_BACKTRACE=1 WEIR_REQUIRE_PODMAN=1
+
+step() { printf '\n=== %s\n' "$*" >&2; }
+
+step "rustfmt"
+cargo fmt --all -- --check
+(cd bpf-progs && cargo +nightly fmt -- --check)
+
+step "clippy (user space)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --bins --locked
+
+step "tests"
+# Integration tests build their own namespaces with unique names; two threads fit two cores.
+cargo test --workspace --locked -- --test-threads=2

@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `weir-lab`: bring up a Weir lab in network namespaces, add pods through the real CNI binary,
+//! probe between them, tear it all down. A thin layer over the `weir_tests` library.
+//!
+//! Exit codes: 0 success, 1 a probe (or a demo expectation) did not connect, 2 error.
+
+use std::{
+    io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::atomic::AtomicBool,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use weir_tests::{
+    demo::demo,
+    lab::{self, Lab, LabError, LabOptions, PodSpec},
+    names::{parse_labels, parse_ports, Endpoint, PodRef},
+    netns::open_netns,
+    paths,
+    probe::Proto,
+    serve::{ServeConfig, ServerSockets},
+    state::Routing,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "weir-lab", version, about = "A Weir lab in network namespaces")]
+struct Cli {
+    /// Lab directory (state, logs); its path also names the lab's namespaces.
+    #[arg(long, global = true, env = "WEIR_LAB_DIR")]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create the namespaces and start one weir-agent per node; wait until they are ready.
+    Up(UpArgs),
+    /// Tear everything down (idempotent; works from partial state).
+    Down,
+    /// Print the lab's state as JSON.
+    Status,
+    /// Add or delete pods.
+    #[command(subcommand)]
+    Pod(PodCmd),
+    /// Print a pod's IP.
+    Ip {
+        /// NAMESPACE/NAME
+        pod: PodRef,
+    },
+    /// Probe from FROM to TO (pod NS/NAME, `node`, `nodeK`, `ext`; TO may be an IPv4 address).
+    Probe {
+        from: Endpoint,
+        to: Endpoint,
+        #[command(flatten)]
+        probe: ProbeArgs,
+    },
+    /// Probe every ordered pair of pods.
+    Matrix {
+        #[command(flatten)]
+        probe: ProbeArgs,
+    },
+    /// Run the README demo (brings the lab up if needed; undoes it afterwards unless --keep).
+    Demo {
+        #[command(flatten)]
+        up: UpArgs,
+        /// Leave the lab and the demo pods in place.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Serve TCP and UDP inside a netns (what each pod runs).
+    #[command(hide = true)]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Number of nodes (only 1 is fully supported today).
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    #[arg(long, default_value = "native")]
+    routing: Routing,
+    /// Seconds to wait for the agents to be ready.
+    #[arg(long, default_value_t = 30)]
+    ready_timeout_s: u64,
+    /// Give ext routes to the pod CIDRs (pod IPs reachable from outside without NAT).
+    #[arg(long)]
+    ext_pod_routes: bool,
+    /// Leave a failed `up` in place for debugging.
+    #[arg(long)]
+    keep_on_failure: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum PodCmd {
+    /// Create a pod: netns, `weir` ADD, a server on tcp/udp 80 and 81.
+    Add {
+        /// NAMESPACE/NAME
+        pod: PodRef,
+        /// Labels, k=v[,k=v...].
+        #[arg(long, default_value = "", value_parser = parse_labels_arg)]
+        labels: LabelMap,
+        /// Node index (1-based).
+        #[arg(long, default_value_t = 1)]
+        node: u32,
+    },
+    /// Delete a pod: stop its server, `weir` DEL, delete its netns.
+    Del {
+        /// NAMESPACE/NAME
+        pod: PodRef,
+    },
+}
+
+type LabelMap = std::collections::BTreeMap<String, String>;
+
+fn parse_labels_arg(s: &str) -> Result<LabelMap, String> {
+    parse_labels(s).map_err(|e| e.to_string())
+}
+
+fn parse_ports_arg(s: &str) -> Result<Ports, String> {
+    parse_ports(s).map(Ports).map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Ports(Vec<u16>);
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    #[arg(long)]
+    proto: Proto,
+    /// Port (TCP/UDP).
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Netns to serve in (a name under /run/netns).
+    #[arg(long)]
+    netns: String,
+    /// Written back on each TCP connection.
+    #[arg(long, default_value = "weir-lab")]
+    name: String,
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: Ipv4Addr,
+    #[arg(long, default_value = "", value_parser = parse_ports_arg)]
+    tcp: Ports,
+    #[arg(long, default_value = "", value_parser = parse_ports_arg)]
+    udp: Ports,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(
+                LabError::CniAdd { error, stderr, .. } | LabError::CniDel { error, stderr, .. },
+            ) = err.downcast_ref::<LabError>()
+            {
+                // The CNI error itself, as the plugin reported it.
+                if let Ok(json) = serde_json::to_string(error) {
+                    println!("{json}");
+                }
+                if !stderr.trim().is_empty() {
+                    eprintln!("weir stderr:\n{}", stderr.trim_end());
+                }
+            }
+            eprintln!("weir-lab: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn up_options(dir: PathBuf, args: &UpArgs) -> LabOptions {
+    LabOptions {
+        dir,
+        nodes: args.nodes,
+        routing: args.routing,
+        ready_timeout: Duration::from_secs(args.ready_timeout_s),
+        ext_pod_routes: args.ext_pod_routes,
+        keep_on_failure: args.keep_on_failure,
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let dir = paths::lab_dir(cli.dir.as_deref());
+    match cli.command {
+        Cmd::Up(args) => {
+            if args.nodes > 1 {
+                eprintln!("weir-lab: warning: only --nodes 1 is fully supported today");
+            }
+            let state = lab::up(&up_options(dir, &args))?;
+            print_json(&state)?;
+        }
+        Cmd::Down => {
+            let report = lab::down(&dir)?;
+            for warning in &report.warnings {
+                eprintln!("weir-lab: warning: {warning}");
+            }
+            print_json(&report)?;
+        }
+        Cmd::Status => print_json(&Lab::open(&dir)?.state()?)?,
+        Cmd::Pod(PodCmd::Add { pod, labels, node }) => {
+            let spec = PodSpec { pod, labels, node };
+            print_json(&Lab::open(&dir)?.add_pod_with(&spec)?)?;
+        }
+        Cmd::Pod(PodCmd::Del { pod }) => {
+            Lab::open(&dir)?.del_pod(&pod.namespace, &pod.name)?;
+        }
+        Cmd::Ip { pod } => println!("{}", Lab::open(&dir)?.pod(&pod.namespace, &pod.name)?.ip),
+        Cmd::Probe { from, to, probe } => {
+            let result = Lab::open(&dir)?.probe(
+                &from.to_string(),
+                &to.to_string(),
+                probe.proto,
+                probe.port,
+                Duration::from_millis(probe.timeout_ms),
+            )?;
+            print_json(&result)?;
+            if !result.connected {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Matrix { probe } => {
+            let matrix = Lab::open(&dir)?.matrix(
+                probe.proto,
+                probe.port,
+                Duration::from_millis(probe.timeout_ms),
+            )?;
+            print_json(&matrix)?;
+            eprint!("{}", matrix.table());
+        }
+        Cmd::Demo { up, keep } => {
+            let report = demo(&up_options(dir, &up), keep)?;
+            print!("{}", report.table());
+            if !report.ok {
+                eprintln!("weir-lab: demo: some expected connections failed");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Serve(args) => serve(&args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Enter the netns (this process is single-threaded here, so the whole process moves), bind, say
+/// "ready" on stdout, serve until killed.
+fn serve(args: &ServeArgs) -> Result<()> {
+    let fd = open_netns(&args.netns)?;
+    nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering netns {}", args.netns))?;
+    drop(fd);
+    let sockets = ServerSockets::bind(&ServeConfig {
+        name: args.name.clone(),
+        bind: args.bind,
+        tcp_ports: args.tcp.0.clone(),
+        udp_ports: args.udp.0.clone(),
+    })?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "ready")?;
+        stdout.flush()?;
+    }
+    let never = AtomicBool::new(false);
+    sockets.serve(&never)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("weir-lab").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_accepts_nodes_and_routing() {
+        let cli = parse(&["up", "--nodes", "2", "--routing", "vxlan"]).unwrap();
+        let Cmd::Up(args) = cli.command else {
+            panic!("not up: {cli:?}")
+        };
+        assert_eq!((args.nodes, args.routing), (2, Routing::Vxlan));
+        assert!(parse(&["up", "--routing", "geneve"]).is_err());
+        let Cmd::Up(args) = parse(&["up"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            (args.nodes, args.routing, args.ready_timeout_s),
+            (1, Routing::Native, 30)
+        );
+    }
+
+    #[test]
+    fn pod_add_parses_labels_and_node() {
+        let cli = parse(&[
+            "pod",
+            "add",
+            "default/web",
+            "--labels",
+            "role=web,tier=front",
+            "--node",
+            "2",
+        ])
+        .unwrap();
+        let Cmd::Pod(PodCmd::Add { pod, labels, node }) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(pod, PodRef::new("default", "web"));
+        assert_eq!(labels.get("tier").map(String::as_str), Some("front"));
+        assert_eq!(node, 2);
+        assert!(parse(&["pod", "add", "web"]).is_err());
+        assert!(parse(&["pod", "add", "default/web", "--labels", "role"]).is_err());
+    }
+
+    #[test]
+    fn probe_parses_endpoints_and_defaults() {
+        let cli = parse(&["probe", "default/web", "10.244.1.7", "--proto", "udp"]).unwrap();
+        let Cmd::Probe { from, to, probe } = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(from, Endpoint::Pod(PodRef::new("default", "web")));
+        assert_eq!(to, Endpoint::Ip(Ipv4Addr::new(10, 244, 1, 7)));
+        assert_eq!(
+            (probe.proto, probe.port, probe.timeout_ms),
+            (Proto::Udp, 80, 1000)
+        );
+        assert!(parse(&[
+            "probe",
+            "node",
+            "ext",
+            "--proto",
+            "icmp",
+            "--port",
+            "81",
+            "--timeout-ms",
+            "50"
+        ])
+        .is_ok());
+        assert!(
+            parse(&["probe", "node", "ext"]).is_err(),
+            "--proto is required"
+        );
+        assert!(parse(&["probe", "nowhere", "ext", "--proto", "tcp"]).is_err());
+    }
+
+    #[test]
+    fn dir_is_global_and_serve_is_hidden_but_parses() {
+        let cli = parse(&["--dir", "/tmp/lab", "down"]).unwrap();
+        assert_eq!(cli.dir, Some(PathBuf::from("/tmp/lab")));
+        let cli = parse(&["matrix", "--proto", "tcp", "--dir", "/tmp/x"]).unwrap();
+        assert_eq!(cli.dir, Some(PathBuf::from("/tmp/x")));
+        let cli = parse(&["serve", "--netns", "x", "--tcp", "80,81", "--udp", "80"]).unwrap();
+        let Cmd::Serve(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.tcp, Ports(vec![80, 81]));
+        assert_eq!(args.udp, Ports(vec![80]));
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("serve"), "{help}");
+    }
+}

@@ -1,0 +1,1319 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The lab itself: a small "cluster" of network namespaces on one machine.
+//!
+//! ```text
+//!                 weir-lab-<id>-ext  ("the internet")
+//!   lo: 203.0.113.1/32 (outside host, serves tcp/udp 80,81)
+//!   br0: 192.0.2.1/24 ── n1 ── n2 ...            (veth peers, bridged)
+//!                         │     │
+//!   weir-lab-<id>-n1: eth0 192.0.2.11/24, default via 192.0.2.1, ip_forward=1
+//!       weir-agent run --pod-cidr 10.244.1.0/24 ... (bpffs /sys/fs/bpf/weir-lab-<id>-n1)
+//!       pods: weir-lab-<id>-p-<hash>, wired up by `weir` ADD, each serving tcp/udp 80,81
+//! ```
+//!
+//! Nothing is ever created in the machine's own network namespace: links are made with `ip -n`
+//! inside lab namespaces, and processes enter a lab namespace before they do anything.
+//!
+//! [`up`], [`down`] and the [`Lab`] methods are what the `weir-lab` CLI runs; integration tests use
+//! them directly. Each takes the lab's lock, so several processes can drive one lab.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    agent::{run_agent_cleanup, start_agent, wait_agent_ready, AgentConfig},
+    cni::{parse_add_result, plugin_config_from_dir, run_cni, with_prev_result, CniEnv, CniError},
+    names::{self, Endpoint, PodRef},
+    netns::{
+        create_netns, delete_netns, in_netns, ip_in, list_netns, netns_exists, netns_inode,
+        netns_path, pids_in_netns, Netns,
+    },
+    paths::{self, require_bin},
+    probe::{probe_in, ProbeSpec, Proto},
+    process::{spawn_detached, ProcessRef, Spawn},
+    state::{ExtState, LabState, NodeState, Phase, PodState, Routing, StateLock, STATE_VERSION},
+};
+
+/// Most nodes a lab may have.
+pub const MAX_NODES: u32 = 8;
+/// How long `down` gives an agent between SIGTERM and SIGKILL.
+pub const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
+/// Longest unix socket path (`sun_path` is 108 bytes, NUL included).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Errors a caller may want to tell apart.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("no lab is up in {0} (run `weir-lab up`)")]
+    NotUp(PathBuf),
+    #[error("a lab is already up in {0} (run `weir-lab down` first)")]
+    AlreadyUp(PathBuf),
+    #[error("the lab in {0} is half-built (an earlier `up` failed); run `weir-lab down`")]
+    HalfBuilt(PathBuf),
+    #[error("no pod {0} in the lab")]
+    NoSuchPod(PodRef),
+    #[error("pod {0} already exists")]
+    PodExists(PodRef),
+    #[error("the lab has no node {0}")]
+    NoSuchNode(u32),
+    /// The CNI plugin refused an ADD; `stderr` is the plugin's.
+    #[error("CNI ADD for {pod} failed: {error}")]
+    CniAdd {
+        pod: PodRef,
+        error: CniError,
+        stderr: String,
+    },
+    #[error("CNI DEL for {pod} failed: {error}")]
+    CniDel {
+        pod: PodRef,
+        error: CniError,
+        stderr: String,
+    },
+}
+
+/// How to bring a lab up.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// Lab directory (state, logs, agent dirs); its path determines the lab id.
+    pub dir: PathBuf,
+    pub nodes: u32,
+    pub routing: Routing,
+    /// How long to wait for every agent to be ready.
+    pub ready_timeout: Duration,
+    /// Give ext routes to every pod CIDR (as if pod IPs were routable from outside). Off by
+    /// default: the internet knows nothing of pod IPs, so pod → ext needs masquerading.
+    pub ext_pod_routes: bool,
+    /// Leave a failed `up` in place for debugging instead of tearing it down.
+    pub keep_on_failure: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            dir: paths::lab_dir(None),
+            nodes: 1,
+            routing: Routing::Native,
+            ready_timeout: Duration::from_secs(30),
+            ext_pod_routes: false,
+            keep_on_failure: false,
+        }
+    }
+}
+
+impl LabOptions {
+    /// Options for a lab in `dir`.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Options for a lab of its own, for one test: `<tmp>/weir-lab-<tag>-<pid>`.
+    pub fn isolated(tag: &str) -> Self {
+        Self::in_dir(std::env::temp_dir().join(format!("weir-lab-{tag}-{}", std::process::id())))
+    }
+}
+
+/// A pod as the lab reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: String,
+    pub ip: Ipv4Addr,
+    /// Node name (`n1`).
+    pub node: String,
+    pub netns: String,
+    pub container_id: String,
+    pub mac: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl PodInfo {
+    fn new(state: &LabState, pod: &PodState) -> Self {
+        Self {
+            name: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            ip: pod.ip,
+            node: state
+                .node(pod.node)
+                .map_or_else(|| names::node_name(pod.node), |n| n.name.clone()),
+            netns: pod.netns.clone(),
+            container_id: pod.container_id.clone(),
+            mac: pod.mac.clone(),
+            labels: pod.labels.clone(),
+        }
+    }
+
+    pub fn pod_ref(&self) -> PodRef {
+        PodRef::new(&self.namespace, &self.name)
+    }
+}
+
+/// What to add.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSpec {
+    pub pod: PodRef,
+    pub labels: BTreeMap<String, String>,
+    /// 1-based node index.
+    pub node: u32,
+}
+
+impl PodSpec {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            pod: PodRef::new(namespace, name),
+            labels: BTreeMap::new(),
+            node: 1,
+        }
+    }
+
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn on_node(mut self, node: u32) -> Self {
+        self.node = node;
+        self
+    }
+}
+
+/// One probe's result, as `weir-lab probe` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbeResult {
+    pub from: String,
+    pub to: String,
+    pub ip: Ipv4Addr,
+    pub proto: Proto,
+    /// `None` for ICMP.
+    pub port: Option<u16>,
+    pub connected: bool,
+    pub rtt_us: Option<u64>,
+    pub error: Option<String>,
+    /// TCP: the line the server wrote (its name); UDP: the echoed payload.
+    pub reply: Option<String>,
+}
+
+/// One cell of a [`Matrix`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MatrixEntry {
+    pub from: String,
+    pub to: String,
+    pub connected: bool,
+    pub error: Option<String>,
+}
+
+/// Every ordered pair of pods probed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Matrix {
+    pub proto: Proto,
+    pub port: Option<u16>,
+    pub results: Vec<MatrixEntry>,
+}
+
+impl Matrix {
+    /// Did `from` reach `to`? `None` if that pair was not probed.
+    pub fn connected(&self, from: &str, to: &str) -> Option<bool> {
+        self.results
+            .iter()
+            .find(|e| e.from == from && e.to == to)
+            .map(|e| e.connected)
+    }
+
+    /// Rows are sources, columns destinations: `ok`, `--` (no connection) or `.` (self).
+    pub fn table(&self) -> String {
+        let mut pods: Vec<&str> = self
+            .results
+            .iter()
+            .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+            .collect();
+        pods.sort_unstable();
+        pods.dedup();
+        let title = match self.port {
+            Some(port) => format!("{}/{port}", self.proto),
+            None => self.proto.to_string(),
+        };
+        let corner = format!("{title} from\\to");
+        let first = pods
+            .iter()
+            .map(|p| p.len())
+            .chain([corner.len()])
+            .max()
+            .unwrap_or(0);
+        let mut lines = Vec::with_capacity(pods.len() + 1);
+        let mut header = format!("{corner:<first$}");
+        for to in &pods {
+            let _ = write!(header, "  {to}");
+        }
+        lines.push(header);
+        for from in &pods {
+            let mut row = format!("{from:<first$}");
+            for to in &pods {
+                let cell = match self.connected(from, to) {
+                    _ if from == to => ".",
+                    Some(true) => "ok",
+                    Some(false) => "--",
+                    None => "?",
+                };
+                let _ = write!(row, "  {cell:<width$}", width = to.len());
+            }
+            lines.push(row.trim_end().to_owned());
+        }
+        let mut out = lines.join("\n");
+        out.push('\n');
+        out
+    }
+}
+
+/// What `down` could not do, short of leaving something behind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DownReport {
+    pub deleted_netns: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A lab, driven from this process.
+///
+/// [`Lab::up`] brings one up and tears it down when the value is dropped (so a failing test leaves
+/// nothing behind); [`Lab::open`] attaches to a running one and leaves it alone on drop.
+#[derive(Debug)]
+pub struct Lab {
+    dir: PathBuf,
+    id: String,
+    down_on_drop: bool,
+}
+
+impl Lab {
+    /// Bring a lab up; it goes down when this value is dropped.
+    pub fn up(opts: &LabOptions) -> Result<Self> {
+        let state = up(opts)?;
+        Ok(Self {
+            dir: state.dir,
+            id: state.id,
+            down_on_drop: true,
+        })
+    }
+
+    /// Attach to the lab that is up in `dir` (see [`paths::lab_dir`]).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let dir = names::normalize_dir(dir);
+        let state = read_state(&dir)?;
+        Ok(Self {
+            dir,
+            id: state.id,
+            down_on_drop: false,
+        })
+    }
+
+    /// Keep (or stop keeping) the lab when this value is dropped.
+    pub fn set_down_on_drop(&mut self, down_on_drop: bool) {
+        self.down_on_drop = down_on_drop;
+    }
+
+    /// Tear the lab down now.
+    pub fn down(mut self) -> Result<DownReport> {
+        self.down_on_drop = false;
+        down(&self.dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A snapshot of the state file.
+    pub fn state(&self) -> Result<LabState> {
+        read_state(&self.dir)
+    }
+
+    /// Node 1's netns.
+    pub fn node_netns(&self) -> String {
+        names::node_netns(&self.id, 1)
+    }
+
+    /// The ext ("internet") netns.
+    pub fn ext_netns(&self) -> String {
+        names::ext_netns(&self.id)
+    }
+
+    /// Node `index` (1-based).
+    pub fn node(&self, index: u32) -> Result<NodeState> {
+        self.state()?
+            .node(index)
+            .cloned()
+            .ok_or_else(|| LabError::NoSuchNode(index).into())
+    }
+
+    /// The CNI plugin configuration node `index`'s agent published (from its conflist).
+    pub fn plugin_config(&self, index: u32) -> Result<Value> {
+        plugin_config_from_dir(&self.node(index)?.cni_conf_dir)
+    }
+
+    /// A `weir` invocation as node `index`'s runtime would make it (runs in the node netns).
+    pub fn cni_env(&self, index: u32, command: &str) -> Result<CniEnv> {
+        let node = self.node(index)?;
+        Ok(CniEnv::new(command).run_in(&node.netns))
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<PodInfo> {
+        let state = self.state()?;
+        let pod = PodRef::new(namespace, name);
+        let found = state.pod(&pod).ok_or(LabError::NoSuchPod(pod))?;
+        Ok(PodInfo::new(&state, found))
+    }
+
+    pub fn pods(&self) -> Result<Vec<PodInfo>> {
+        let state = self.state()?;
+        Ok(state.pods.iter().map(|p| PodInfo::new(&state, p)).collect())
+    }
+
+    /// Add a pod on node 1.
+    pub fn add_pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)]) -> Result<PodInfo> {
+        let spec = labels
+            .iter()
+            .fold(PodSpec::new(namespace, name), |spec, (k, v)| {
+                spec.label(k, v)
+            });
+        self.add_pod_with(&spec)
+    }
+
+    /// Create the pod's netns, run `weir` ADD, start its server, record it.
+    pub fn add_pod_with(&self, spec: &PodSpec) -> Result<PodInfo> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let mut state = load_up(&lock)?;
+        add_pod_locked(&lock, &mut state, spec)
+    }
+
+    /// Stop the pod's server, run `weir` DEL (with prevResult), delete its netns.
+    pub fn del_pod(&self, namespace: &str, name: &str) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let mut state = load_up(&lock)?;
+        del_pod_locked(&lock, &mut state, &PodRef::new(namespace, name))
+    }
+
+    /// Probe from `from` to `to`; each is `NS/NAME`, `node`, `nodeK`, `ext` or (`to` only) an
+    /// IPv4 address. `port` is ignored for ICMP.
+    pub fn probe(
+        &self,
+        from: &str,
+        to: &str,
+        proto: Proto,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<ProbeResult> {
+        let from: Endpoint = from.parse()?;
+        let to: Endpoint = to.parse()?;
+        probe_endpoints(&self.state()?, &from, &to, proto, port, timeout)
+    }
+
+    /// Probe every ordered pair of distinct pods, in parallel.
+    pub fn matrix(&self, proto: Proto, port: u16, timeout: Duration) -> Result<Matrix> {
+        matrix(&self.state()?, proto, port, timeout)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.down_on_drop {
+            match down(&self.dir) {
+                Ok(report) => {
+                    for warning in report.warnings {
+                        eprintln!("weir-lab down: {warning}");
+                    }
+                }
+                Err(err) => eprintln!("weir-lab down: {err:#}"),
+            }
+        }
+    }
+}
+
+/// Read the state of the lab that is up in `dir`.
+pub fn read_state(dir: &Path) -> Result<LabState> {
+    let dir = names::normalize_dir(dir);
+    if !dir.join(crate::state::STATE_FILE).exists() {
+        return Err(LabError::NotUp(dir).into());
+    }
+    let lock = StateLock::acquire(&dir, false)?;
+    load_up(&lock)
+}
+
+fn load_up(lock: &StateLock) -> Result<LabState> {
+    match lock.load()? {
+        Some(state) if state.phase == Phase::Up => Ok(state),
+        Some(_) => Err(LabError::HalfBuilt(lock.dir().to_path_buf()).into()),
+        None => Err(LabError::NotUp(lock.dir().to_path_buf()).into()),
+    }
+}
+
+/// The `weir-lab` binary, which runs the servers (`weir-lab serve`).
+fn lab_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the current executable")?;
+    if exe.file_name().is_some_and(|n| n == "weir-lab") {
+        return Ok(exe);
+    }
+    require_bin("weir-lab")
+}
+
+/// Start `weir-lab serve` in `netns` answering as `name` on `bind`, ports 80 and 81.
+fn start_server(netns: &str, name: &str, bind: Ipv4Addr, log: &Path) -> Result<ProcessRef> {
+    let ports = names::SERVER_PORTS.map(|p| p.to_string()).join(",");
+    let mut command = Command::new(lab_binary()?);
+    command
+        .args(["serve", "--netns", netns, "--name", name, "--bind"])
+        .arg(bind.to_string())
+        .args(["--tcp", &ports, "--udp", &ports]);
+    spawn_detached(Spawn {
+        command,
+        netns: None,
+        log,
+        ready_timeout: Some(Duration::from_secs(5)),
+    })
+    .with_context(|| format!("starting the server for {name}"))
+}
+
+/// Mount bpffs on `/sys/fs/bpf` if nothing is mounted there (as a Kubernetes node would have it).
+/// Returns whether it mounted it. This is a mount, not a network change; it is left in place.
+pub fn ensure_bpffs() -> Result<bool> {
+    use nix::{
+        mount::{mount, MsFlags},
+        sys::statfs::{statfs, BPF_FS_MAGIC},
+    };
+    let root = Path::new(names::BPFFS_ROOT);
+    let fs = statfs(root).with_context(|| format!("statfs {}", root.display()))?;
+    if fs.filesystem_type() == BPF_FS_MAGIC {
+        return Ok(false);
+    }
+    mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .with_context(|| format!("mounting bpffs on {}", root.display()))?;
+    Ok(true)
+}
+
+/// The state `up` will build, before anything exists.
+pub fn plan(dir: &Path, opts: &LabOptions) -> LabState {
+    let id = names::lab_id(dir);
+    let nodes = (1..=opts.nodes)
+        .map(|k| {
+            let node_dir = dir.join(names::node_name(k));
+            NodeState {
+                index: k,
+                name: names::node_name(k),
+                netns: names::node_netns(&id, k),
+                uplink: "eth0".to_owned(),
+                ext_ifname: names::node_name(k),
+                ip: names::node_ip(k),
+                pod_cidr: names::node_pod_cidr(k),
+                bpffs_dir: names::node_bpffs_dir(&id, k),
+                cni_conf_dir: node_dir.join("cni/net.d"),
+                state_dir: node_dir.join("state"),
+                run_dir: node_dir.join("run"),
+                log_file: node_dir.join("agent.log"),
+                cni_log_file: node_dir.join("cni.log"),
+                stdout_log: node_dir.join("agent.out"),
+                agent: None,
+            }
+        })
+        .collect();
+    LabState {
+        version: STATE_VERSION,
+        id: id.clone(),
+        dir: dir.to_path_buf(),
+        phase: Phase::Creating,
+        routing: opts.routing,
+        cluster_cidr: names::CLUSTER_CIDR.to_owned(),
+        ext: ExtState {
+            netns: names::ext_netns(&id),
+            bridge: "br0".to_owned(),
+            gateway_ip: names::EXT_GATEWAY_IP,
+            host_ip: names::EXT_HOST_IP,
+            server: None,
+            server_log: dir.join("ext/server.log"),
+        },
+        nodes,
+        pods: Vec::new(),
+    }
+}
+
+/// Bring a lab up as `opts` says: namespaces, links, the outside host's server, one agent per
+/// node; returns once every agent is ready. On failure everything is torn down again (unless
+/// `keep_on_failure`), and the error carries the agents' log tails.
+pub fn up(opts: &LabOptions) -> Result<LabState> {
+    if !(1..=MAX_NODES).contains(&opts.nodes) {
+        bail!("--nodes must be between 1 and {MAX_NODES}");
+    }
+    let dir = names::normalize_dir(&opts.dir);
+    let lock = StateLock::acquire(&dir, true)?;
+    match lock.load()? {
+        Some(state) if state.phase == Phase::Up => return Err(LabError::AlreadyUp(dir).into()),
+        Some(_) => return Err(LabError::HalfBuilt(dir).into()),
+        None => {}
+    }
+    let mut state = plan(&dir, opts);
+    let leftovers = list_netns(&names::lab_prefix(&state.id));
+    if !leftovers.is_empty() {
+        bail!(
+            "network namespaces of an earlier lab with this id are still there ({}); run `weir-lab down` first",
+            leftovers.join(", ")
+        );
+    }
+    require_bin("weir-agent")?;
+    lab_binary()?;
+    for node in &state.nodes {
+        let socket = AgentConfig::for_node(&state, node).socket();
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            bail!(
+                "the agent socket path {} is too long for a unix socket; use a shorter lab directory",
+                socket.display()
+            );
+        }
+    }
+    lock.save(&state)?;
+    match build(&lock, &mut state, opts) {
+        Ok(()) => {
+            state.phase = Phase::Up;
+            lock.save(&state)?;
+            Ok(state)
+        }
+        Err(err) if opts.keep_on_failure => Err(err.context(format!(
+            "lab left half-built in {} for debugging (--keep-on-failure)",
+            dir.display()
+        ))),
+        Err(err) => {
+            let mut err = err.context("bringing the lab up failed; tore it down again");
+            match down_locked(&lock, Some(state)) {
+                Ok(report) if !report.warnings.is_empty() => {
+                    err = err.context(format!("teardown warnings: {}", report.warnings.join("; ")));
+                }
+                Ok(_) => {}
+                Err(down_err) => {
+                    err = err.context(format!("teardown failed too: {down_err:#}"));
+                }
+            }
+            Err(err)
+        }
+    }
+}
+
+fn build(lock: &StateLock, state: &mut LabState, opts: &LabOptions) -> Result<()> {
+    ensure_bpffs()?;
+    let ext = state.ext.clone();
+    let segment = |ip: Ipv4Addr| format!("{ip}/{}", names::SEGMENT_PREFIX_LEN);
+
+    create_netns(&ext.netns)?;
+    ip_in(&ext.netns, &["link", "add", &ext.bridge, "type", "bridge"])?;
+    ip_in(
+        &ext.netns,
+        &["addr", "add", &segment(ext.gateway_ip), "dev", &ext.bridge],
+    )?;
+    ip_in(&ext.netns, &["link", "set", &ext.bridge, "up"])?;
+    ip_in(
+        &ext.netns,
+        &["addr", "add", &format!("{}/32", ext.host_ip), "dev", "lo"],
+    )?;
+
+    for node in &state.nodes {
+        create_netns(&node.netns)?;
+        ip_in(
+            &ext.netns,
+            &[
+                "link",
+                "add",
+                &node.ext_ifname,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &node.uplink,
+                "netns",
+                &node.netns,
+            ],
+        )?;
+        ip_in(
+            &ext.netns,
+            &["link", "set", &node.ext_ifname, "master", &ext.bridge, "up"],
+        )?;
+        ip_in(
+            &node.netns,
+            &["addr", "add", &segment(node.ip), "dev", &node.uplink],
+        )?;
+        ip_in(&node.netns, &["link", "set", &node.uplink, "up"])?;
+        ip_in(
+            &node.netns,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &ext.gateway_ip.to_string(),
+            ],
+        )?;
+        in_netns(&node.netns, || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        })?
+        .with_context(|| format!("enabling forwarding in {}", node.netns))?;
+        for dir in [
+            &node.cni_conf_dir,
+            &node.state_dir,
+            &node.run_dir,
+            &node.bpffs_dir,
+        ] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+
+    // Stand-ins for what a cluster's network would know about pod CIDRs.
+    if opts.routing == Routing::Native {
+        for node in &state.nodes {
+            for other in state.nodes.iter().filter(|o| o.index != node.index) {
+                ip_in(
+                    &node.netns,
+                    &[
+                        "route",
+                        "add",
+                        &other.pod_cidr,
+                        "via",
+                        &other.ip.to_string(),
+                    ],
+                )?;
+            }
+        }
+    }
+    if opts.ext_pod_routes {
+        for node in &state.nodes {
+            ip_in(
+                &ext.netns,
+                &["route", "add", &node.pod_cidr, "via", &node.ip.to_string()],
+            )?;
+        }
+    }
+
+    state.ext.server = Some(start_server(
+        &ext.netns,
+        "ext",
+        ext.host_ip,
+        &ext.server_log,
+    )?);
+    lock.save(state)?;
+
+    for i in 0..state.nodes.len() {
+        let config = AgentConfig::for_node(state, &state.nodes[i]);
+        let node = &state.nodes[i];
+        let agent = start_agent(&node.netns, &config, &node.stdout_log)?;
+        state.nodes[i].agent = Some(agent);
+        lock.save(state)?;
+    }
+
+    let deadline = Instant::now() + opts.ready_timeout;
+    for node in &state.nodes {
+        let config = AgentConfig::for_node(state, node);
+        let agent = node.agent.context("agent not recorded")?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_agent_ready(&agent, &config, &node.stdout_log, left)?;
+    }
+    Ok(())
+}
+
+fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Result<PodInfo> {
+    let pod = spec.pod.clone();
+    if state.pod(&pod).is_some() {
+        return Err(LabError::PodExists(pod).into());
+    }
+    let node = state
+        .node(spec.node)
+        .cloned()
+        .ok_or(LabError::NoSuchNode(spec.node))?;
+    let netns_name = names::pod_netns(&state.id, &pod);
+    if let Some(other) = state.pods.iter().find(|p| p.netns == netns_name) {
+        bail!(
+            "pods {pod} and {} hash to the same netns name {netns_name}; pick another name",
+            other.pod_ref()
+        );
+    }
+    if netns_exists(&netns_name) {
+        bail!("netns {netns_name} already exists (a leftover?); run `weir-lab down`");
+    }
+    let weir = require_bin("weir")?;
+    let config = plugin_config_from_dir(&node.cni_conf_dir)?;
+    let netns = Netns::create(&netns_name)?;
+    let container_id = names::random_container_id()?;
+    let env = CniEnv {
+        plugin: weir,
+        ..CniEnv::for_pod(
+            "ADD",
+            &container_id,
+            &netns.path(),
+            &pod.namespace,
+            &pod.name,
+        )
+        .run_in(&node.netns)
+    };
+    let out = run_cni(&env, &config)?;
+    if let Some(error) = out.error() {
+        // What runtimes do after a failed ADD: DEL, so the plugin releases anything half-made.
+        let del = CniEnv {
+            command: "DEL".to_owned(),
+            ..env.clone()
+        };
+        let _ = run_cni(&del, &config);
+        return Err(LabError::CniAdd {
+            pod,
+            error,
+            stderr: out.stderr,
+        }
+        .into());
+    }
+    let result = out.json.unwrap_or(Value::Null);
+    let undo = |err: anyhow::Error| {
+        let del = CniEnv {
+            command: "DEL".to_owned(),
+            ..env.clone()
+        };
+        match run_cni(&del, &with_prev_result(&config, &result)) {
+            Ok(out) if out.success() => err,
+            Ok(out) => err.context(format!(
+                "and the undoing DEL failed: {}",
+                out.error().map(|e| e.to_string()).unwrap_or_default()
+            )),
+            Err(del_err) => err.context(format!("and the undoing DEL failed: {del_err:#}")),
+        }
+    };
+    let parsed = match parse_add_result(&result) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            return Err(undo(
+                err.context(format!("CNI ADD result for {pod}: {result}")),
+            ))
+        }
+    };
+    let server_log = state
+        .dir
+        .join("pods")
+        .join(format!("{}.log", names::pod_hash(&pod)));
+    let server = match start_server(
+        &netns_name,
+        &pod.to_string(),
+        Ipv4Addr::UNSPECIFIED,
+        &server_log,
+    ) {
+        Ok(server) => server,
+        Err(err) => return Err(undo(err)),
+    };
+    state.pods.push(PodState {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        node: spec.node,
+        netns: netns_name,
+        container_id,
+        ifname: "eth0".to_owned(),
+        ip: parsed.ip,
+        mac: parsed.mac,
+        labels: spec.labels.clone(),
+        server: Some(server),
+        server_log,
+        cni_config: config.clone(),
+        cni_result: result.clone(),
+    });
+    if let Err(err) = lock.save(state) {
+        server.terminate(Duration::from_secs(1));
+        state.pods.pop();
+        return Err(undo(err));
+    }
+    netns.persist();
+    let added = state.pods.last().context("pod just added")?;
+    Ok(PodInfo::new(state, added))
+}
+
+/// `weir` DEL for a recorded pod, with the conflist's current configuration (or the one used at
+/// ADD, if the conflist is gone) and the ADD result as `prevResult`.
+fn cni_del(state: &LabState, pod: &PodState, timeout: Duration) -> Result<()> {
+    let node = state.node(pod.node).ok_or(LabError::NoSuchNode(pod.node))?;
+    if !netns_exists(&node.netns) {
+        bail!(
+            "node netns {} is gone; cannot run DEL for {}",
+            node.netns,
+            pod.pod_ref()
+        );
+    }
+    let config =
+        plugin_config_from_dir(&node.cni_conf_dir).unwrap_or_else(|_| pod.cni_config.clone());
+    let env = CniEnv {
+        plugin: require_bin("weir")?,
+        timeout,
+        ..CniEnv::for_pod(
+            "DEL",
+            &pod.container_id,
+            &netns_path(&pod.netns),
+            &pod.namespace,
+            &pod.name,
+        )
+        .run_in(&node.netns)
+    };
+    let out = run_cni(&env, &with_prev_result(&config, &pod.cni_result))?;
+    match out.error() {
+        None => Ok(()),
+        Some(error) => Err(LabError::CniDel {
+            pod: pod.pod_ref(),
+            error,
+            stderr: out.stderr,
+        }
+        .into()),
+    }
+}
+
+fn del_pod_locked(lock: &StateLock, state: &mut LabState, pod: &PodRef) -> Result<()> {
+    let index = state
+        .pods
+        .iter()
+        .position(|p| p.namespace == pod.namespace && p.name == pod.name)
+        .ok_or_else(|| LabError::NoSuchPod(pod.clone()))?;
+    if let Some(server) = state.pods[index].server.take() {
+        server.terminate(Duration::from_secs(1));
+        lock.save(state)?;
+    }
+    // On a failed DEL the pod stays recorded (and its netns in place) so DEL can be retried.
+    cni_del(state, &state.pods[index], Duration::from_secs(60))?;
+    delete_netns(&state.pods[index].netns)?;
+    state.pods.remove(index);
+    lock.save(state)?;
+    Ok(())
+}
+
+/// Where a probe runs from: netns and source address.
+fn resolve_from(state: &LabState, from: &Endpoint) -> Result<(String, Option<Ipv4Addr>)> {
+    match from {
+        Endpoint::Pod(pod) => {
+            let found = state
+                .pod(pod)
+                .ok_or_else(|| LabError::NoSuchPod(pod.clone()))?;
+            Ok((found.netns.clone(), None))
+        }
+        Endpoint::Node(k) => Ok((
+            state
+                .node(*k)
+                .ok_or(LabError::NoSuchNode(*k))?
+                .netns
+                .clone(),
+            None,
+        )),
+        // The outside host speaks from its own address, not from the segment's gateway.
+        Endpoint::Ext => Ok((state.ext.netns.clone(), Some(state.ext.host_ip))),
+        Endpoint::Ip(ip) => bail!("a probe must start from a pod, a node or ext, not {ip}"),
+    }
+}
+
+fn resolve_to(state: &LabState, to: &Endpoint) -> Result<Ipv4Addr> {
+    match to {
+        Endpoint::Pod(pod) => Ok(state
+            .pod(pod)
+            .ok_or_else(|| LabError::NoSuchPod(pod.clone()))?
+            .ip),
+        Endpoint::Node(k) => Ok(state.node(*k).ok_or(LabError::NoSuchNode(*k))?.ip),
+        Endpoint::Ext => Ok(state.ext.host_ip),
+        Endpoint::Ip(ip) => Ok(*ip),
+    }
+}
+
+/// Probe between two endpoints of a lab whose state is `state`.
+pub fn probe_endpoints(
+    state: &LabState,
+    from: &Endpoint,
+    to: &Endpoint,
+    proto: Proto,
+    port: u16,
+    timeout: Duration,
+) -> Result<ProbeResult> {
+    let (netns, source) = resolve_from(state, from)?;
+    let dest = resolve_to(state, to)?;
+    let outcome = probe_in(
+        &netns,
+        &ProbeSpec {
+            source,
+            dest,
+            proto,
+            port,
+            timeout,
+        },
+    )?;
+    Ok(ProbeResult {
+        from: from.to_string(),
+        to: to.to_string(),
+        ip: dest,
+        proto,
+        port: (proto != Proto::Icmp).then_some(port),
+        connected: outcome.connected,
+        rtt_us: outcome
+            .rtt
+            .map(|rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
+        error: outcome.error,
+        reply: outcome.reply,
+    })
+}
+
+/// Probe every ordered pair of distinct pods, up to 32 at a time.
+pub fn matrix(state: &LabState, proto: Proto, port: u16, timeout: Duration) -> Result<Matrix> {
+    let mut pods: Vec<PodRef> = state.pods.iter().map(PodState::pod_ref).collect();
+    pods.sort();
+    let pairs: Vec<(Endpoint, Endpoint)> = pods
+        .iter()
+        .flat_map(|from| {
+            pods.iter()
+                .filter(move |to| *to != from)
+                .map(move |to| (Endpoint::Pod(from.clone()), Endpoint::Pod(to.clone())))
+        })
+        .collect();
+    let mut results = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(32) {
+        let outcomes: Vec<Result<ProbeResult>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(from, to)| {
+                    scope.spawn(move || probe_endpoints(state, from, to, proto, port, timeout))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("probe thread panicked")))
+                })
+                .collect()
+        });
+        for outcome in outcomes {
+            let result = outcome?;
+            results.push(MatrixEntry {
+                from: result.from,
+                to: result.to,
+                connected: result.connected,
+                error: result.error,
+            });
+        }
+    }
+    Ok(Matrix {
+        proto,
+        port: (proto != Proto::Icmp).then_some(port),
+        results,
+    })
+}
+
+/// Tear down the lab in `dir`, whatever state it is in: stop pod servers and run DEL for each pod,
+/// stop the agents (SIGTERM, then SIGKILL after 5 s), run `weir-agent cleanup` in each node,
+/// kill anything still running in a lab netns, delete every netns named `weir-lab-<id>-*`,
+/// remove `/sys/fs/bpf/weir-lab-<id>-*`, and remove the lab directory. Idempotent.
+///
+/// Returns an error only if something is left behind; lesser failures are warnings.
+pub fn down(dir: &Path) -> Result<DownReport> {
+    let dir = names::normalize_dir(dir);
+    let lock = StateLock::acquire(&dir, true)?;
+    let (state, warning) = match lock.load() {
+        Ok(state) => (state, None),
+        Err(err) => (None, Some(format!("ignoring unreadable state: {err:#}"))),
+    };
+    let mut report = down_locked(&lock, state)?;
+    report.warnings.extend(warning);
+    Ok(report)
+}
+
+fn down_locked(lock: &StateLock, state: Option<LabState>) -> Result<DownReport> {
+    let dir = lock.dir().to_path_buf();
+    let id = state
+        .as_ref()
+        .map_or_else(|| names::lab_id(&dir), |s| s.id.clone());
+    let prefix = names::lab_prefix(&id);
+    let mut report = DownReport::default();
+    let mut warn = |msg: String| report.warnings.push(msg);
+
+    if let Some(state) = &state {
+        for pod in &state.pods {
+            if let Some(server) = &pod.server {
+                server.terminate(Duration::from_secs(1));
+            }
+            if let Err(err) = cni_del(state, pod, Duration::from_secs(15)) {
+                warn(format!("{err:#}"));
+            }
+        }
+        if let Some(server) = &state.ext.server {
+            server.terminate(Duration::from_secs(1));
+        }
+        // Stop all agents at once; each gets the full grace period.
+        std::thread::scope(|scope| {
+            for node in &state.nodes {
+                if let Some(agent) = node.agent {
+                    scope.spawn(move || agent.terminate(AGENT_STOP_GRACE));
+                }
+            }
+        });
+        for node in &state.nodes {
+            let config = AgentConfig::for_node(state, node);
+            if netns_exists(&node.netns) && paths::bin_path("weir-agent").is_file() {
+                if let Err(err) = run_agent_cleanup(&node.netns, &config, Duration::from_secs(30)) {
+                    warn(format!("node {}: {err:#}", node.name));
+                }
+            }
+        }
+    }
+
+    // Whatever still runs in a lab netns was started by the lab (or by its agents).
+    let mut namespaces: Vec<String> = state
+        .iter()
+        .flat_map(|s| {
+            s.pods
+                .iter()
+                .map(|p| p.netns.clone())
+                .chain(s.nodes.iter().map(|n| n.netns.clone()))
+                .chain([s.ext.netns.clone()])
+        })
+        .chain(list_netns(&prefix))
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    for netns in &namespaces {
+        if let Some(inode) = netns_inode(netns) {
+            for pid in pids_in_netns(inode) {
+                if let Ok(process) = ProcessRef::from_pid(pid) {
+                    warn(format!("killing leftover process {pid} in {netns}"));
+                    process.terminate(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    for netns in &namespaces {
+        if netns_exists(netns) {
+            match delete_netns(netns) {
+                Ok(()) => report.deleted_netns.push(netns.clone()),
+                Err(err) => report.warnings.push(format!("{err:#}")),
+            }
+        }
+    }
+
+    for path in bpffs_dirs(&prefix) {
+        if let Err(err) = std::fs::remove_dir_all(&path) {
+            report
+                .warnings
+                .push(format!("removing {}: {err}", path.display()));
+        }
+    }
+
+    // Check before removing the state that nothing is left.
+    let mut left = list_netns(&prefix);
+    left.extend(bpffs_dirs(&prefix).iter().map(|p| p.display().to_string()));
+    if let Some(state) = &state {
+        let processes = state
+            .pods
+            .iter()
+            .filter_map(|p| p.server)
+            .chain(state.ext.server)
+            .chain(state.nodes.iter().filter_map(|n| n.agent));
+        left.extend(
+            processes
+                .filter(ProcessRef::is_alive)
+                .map(|p| format!("process {}", p.pid)),
+        );
+    }
+    if !left.is_empty() {
+        bail!(
+            "could not remove: {} (warnings: {})",
+            left.join(", "),
+            report.warnings.join("; ")
+        );
+    }
+    remove_lab_dir(&dir, state.as_ref(), &mut report.warnings);
+    Ok(report)
+}
+
+/// `/sys/fs/bpf/<prefix>*`.
+fn bpffs_dirs(prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(names::BPFFS_ROOT)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Remove what the lab put in its directory, then the directory if that leaves it empty. Only
+/// known names are removed, in case `WEIR_LAB_DIR` points somewhere shared.
+fn remove_lab_dir(dir: &Path, state: Option<&LabState>, warnings: &mut Vec<String>) {
+    let is_node_dir = |name: &str| {
+        name.strip_prefix('n')
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut known: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            is_node_dir(&name) || ["ext", "pods"].contains(&name.as_str())
+        })
+        .map(|e| e.path())
+        .collect();
+    if let Some(state) = state {
+        for node in &state.nodes {
+            for path in [&node.cni_conf_dir, &node.state_dir, &node.run_dir] {
+                if !path.starts_with(dir) {
+                    known.push(path.clone());
+                }
+            }
+        }
+    }
+    for path in known {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(err) = removed {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                warnings.push(format!("removing {}: {err}", path.display()));
+            }
+        }
+    }
+    for name in [
+        crate::state::STATE_FILE,
+        &format!("{}.tmp", crate::state::STATE_FILE),
+        crate::state::LOCK_FILE,
+    ] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    if let Err(err) = std::fs::remove_dir(dir) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            warnings.push(format!("leaving {}: {err}", dir.display()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_names_everything_after_the_lab_id() {
+        let opts = LabOptions {
+            nodes: 2,
+            ..LabOptions::in_dir("/run/weir-lab")
+        };
+        let state = plan(Path::new("/run/weir-lab"), &opts);
+        let prefix = names::lab_prefix(&state.id);
+        assert_eq!(state.id, names::lab_id(Path::new("/run/weir-lab")));
+        assert!(state.ext.netns.starts_with(&prefix));
+        assert_eq!(state.nodes.len(), 2);
+        let n2 = state.node(2).unwrap();
+        assert_eq!(n2.netns, format!("{prefix}n2"));
+        assert_eq!(n2.ip, Ipv4Addr::new(192, 0, 2, 12));
+        assert_eq!(n2.pod_cidr, "10.244.2.0/24");
+        assert_eq!(n2.ext_ifname, "n2");
+        assert!(n2.bpffs_dir.starts_with(names::BPFFS_ROOT));
+        assert!(n2
+            .bpffs_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&prefix));
+        assert_eq!(n2.cni_conf_dir, PathBuf::from("/run/weir-lab/n2/cni/net.d"));
+        assert_eq!(state.phase, Phase::Creating);
+    }
+
+    #[test]
+    fn matrix_table_marks_pairs() {
+        let entry = |from: &str, to: &str, connected| MatrixEntry {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            connected,
+            error: None,
+        };
+        let matrix = Matrix {
+            proto: Proto::Tcp,
+            port: Some(80),
+            results: vec![
+                entry("default/a", "default/b", true),
+                entry("default/b", "default/a", false),
+            ],
+        };
+        assert_eq!(matrix.connected("default/a", "default/b"), Some(true));
+        assert_eq!(matrix.connected("default/b", "default/a"), Some(false));
+        assert_eq!(matrix.connected("default/a", "default/c"), None);
+        let table = matrix.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("tcp/80 from\\to"), "{table}");
+        assert!(
+            lines[1].starts_with("default/a") && lines[1].contains("ok"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("default/b") && lines[2].contains("--"),
+            "{table}"
+        );
+        // Cells sit under their column headers.
+        assert_eq!(lines[0].find("default/b"), lines[1].find("ok"), "{table}");
+        assert_eq!(lines[0].find("default/a"), lines[2].find("--"), "{table}");
+    }
+
+    #[test]
+    fn probe_results_serialize_as_documented() {
+        let result = ProbeResult {
+            from: "default/web".to_owned(),
+            to: "ext".to_owned(),
+            ip: names::EXT_HOST_IP,
+            proto: Proto::Icmp,
+            port: None,
+            connected: true,
+            rtt_us: Some(42),
+            error: None,
+            reply: None,
+        };
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"from": "default/web", "to": "ext", "ip": "203.0.113.1", "proto": "icmp",
+                "port": null, "connected": true, "rtt_us": 42, "error": null, "reply": null})
+        );
+    }
+
+    #[test]
+    fn down_of_a_lab_that_never_was_is_a_no_op() {
+        let dir = std::env::temp_dir().join(format!("weir-lab-never-{}", std::process::id()));
+        let report = down(&dir).unwrap();
+        assert!(report.deleted_netns.is_empty(), "{report:?}");
+        assert!(report.warnings.is_empty(), "{report:?}");
+        assert!(!dir.exists());
+        // And again.
+        down(&dir).unwrap();
+    }
+
+    #[test]
+    fn lab_dir_removal_spares_unknown_files() {
+        let dir = std::env::temp_dir().join(format!("weir-lab-rm-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("n1/run")).unwrap();
+        std::fs::create_dir_all(dir.join("pods")).unwrap();
+        std::fs::write(dir.join("state.json"), "{}").unwrap();
+        std::fs::write(dir.join("precious"), "keep me").unwrap();
+        let mut warnings = Vec::new();
+        remove_lab_dir(&dir, None, &mut warnings);
+        assert!(dir.join("precious").exists());
+        assert!(!dir.join("n1").exists() && !dir.join("pods").exists());
+        assert!(!dir.join("state.json").exists());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

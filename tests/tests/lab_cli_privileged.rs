@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `weir-lab` end to end, with the test-only stand-ins for `weir-agent` and `weir`
+//! (`weir-lab-fake`): up, pods, probes, matrix, demo, down, and down from lost state. Needs root;
+//! checks that the machine's own network namespace is untouched and nothing is left behind.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+use weir_tests::names;
+
+use crate::common::{fake_bin_dir, leftovers, root_netns_snapshot};
+
+struct Cli {
+    dir: PathBuf,
+    bin_dir: PathBuf,
+}
+
+impl Cli {
+    fn new(tag: &str) -> Self {
+        Self {
+            dir: std::env::temp_dir().join(format!("weir-lab-cli-{tag}-{}", std::process::id())),
+            bin_dir: fake_bin_dir(tag),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_weir-lab"))
+            .args(args)
+            .env("WEIR_LAB_DIR", &self.dir)
+            .env("WEIR_BIN_DIR", &self.bin_dir)
+            .output()
+            .expect("running weir-lab")
+    }
+
+    /// Run and expect exit code `code`; returns stdout parsed as JSON (Null if not JSON).
+    fn expect(&self, code: i32, args: &[&str]) -> Value {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "weir-lab {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            args.join(" ")
+        );
+        serde_json::from_str(&stdout).unwrap_or(Value::Null)
+    }
+
+    fn id(&self) -> String {
+        names::lab_id(&self.dir)
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        // Whatever happened, leave nothing behind.
+        let _ = self.run(&["down"]);
+        let _ = std::fs::remove_dir_all(&self.bin_dir);
+    }
+}
+
+fn assert_clean(cli: &Cli) {
+    assert_eq!(leftovers(&cli.id()), Vec::<String>::new());
+    assert!(!cli.dir.exists(), "{} still exists", cli.dir.display());
+}
+
+#[test]
+fn lab_goes_up_runs_pods_and_probes_and_comes_down_clean() {
+    require_root!();
+    let before = root_netns_snapshot();
+    let cli = Cli::new("e2e");
+
+    let state = cli.expect(0, &["up", "--ext-pod-routes"]);
+    assert_eq!(state["phase"], "up");
+    assert_eq!(state["nodes"][0]["netns"], names::node_netns(&cli.id(), 1));
+    let stderr = String::from_utf8_lossy(&cli.run(&["up"]).stderr).into_owned();
+    assert!(stderr.contains("already up"), "{stderr}");
+
+    let web = cli.expect(0, &["pod", "add", "default/web", "--labels", "role=web"]);
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["namespace"], "default");
+    assert_eq!(web["node"], "n1");
+    let web_ip = web["ip"].as_str().unwrap().to_owned();
+    assert!(web_ip.starts_with("10.244.1."), "{web}");
+    assert!(web["netns"]
+        .as_str()
+        .unwrap()
+        .starts_with(&names::lab_prefix(&cli.id())));
+    cli.expect(
+        0,
+        &["pod", "add", "default/api", "--labels", "role=api-pod"],
+    );
+    cli.expect(0, &["pod", "add", "default/db", "--labels", "role=db"]);
+    cli.expect(2, &["pod", "add", "default/web"]);
+
+    // A CNI error is printed as such, and leaves nothing behind.
+    let netns_before = weir_tests::netns::list_netns(&names::lab_prefix(&cli.id()));
+    let error = cli.expect(2, &["pod", "add", "default/fail-add"]);
+    assert_eq!(error["code"], 11, "{error}");
+    assert_eq!(
+        weir_tests::netns::list_netns(&names::lab_prefix(&cli.id())),
+        netns_before
+    );
+
+    let out = cli.run(&["ip", "default/web"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), web_ip);
+
+    let probe = cli.expect(
+        0,
+        &["probe", "default/web", "default/api", "--proto", "tcp"],
+    );
+    assert_eq!(probe["connected"], true);
+    assert_eq!(probe["reply"], "default/api");
+    assert_eq!(probe["port"], 80);
+    assert!(probe["rtt_us"].is_u64());
+    let refused = cli.expect(
+        1,
+        &[
+            "probe",
+            "default/web",
+            "default/api",
+            "--proto",
+            "tcp",
+            "--port",
+            "82",
+        ],
+    );
+    assert_eq!(refused["connected"], false);
+    assert!(refused["error"].as_str().unwrap().contains("refused"));
+    for (from, to, proto, port) in [
+        ("default/web", "node", "icmp", "0"),
+        ("default/api", "ext", "icmp", "0"),
+        ("default/web", "ext", "tcp", "81"),
+        ("default/db", "ext", "udp", "80"),
+        ("ext", "default/web", "tcp", "80"),
+        ("node", "default/db", "udp", "81"),
+        ("node", "ext", "icmp", "0"),
+        ("default/api", &web_ip, "tcp", "81"),
+    ] {
+        let result = cli.expect(0, &["probe", from, to, "--proto", proto, "--port", port]);
+        assert_eq!(
+            result["connected"], true,
+            "{from} -> {to} {proto}/{port}: {result}"
+        );
+    }
+    let ext = cli.expect(0, &["probe", "default/web", "ext", "--proto", "tcp"]);
+    assert_eq!(ext["reply"], "ext");
+    assert_eq!(ext["ip"], "203.0.113.1");
+    cli.expect(
+        1,
+        &[
+            "probe",
+            "default/web",
+            "10.244.1.250",
+            "--proto",
+            "icmp",
+            "--timeout-ms",
+            "300",
+        ],
+    );
+    cli.expect(2, &["probe", "default/nope", "node", "--proto", "icmp"]);
+    cli.expect(2, &["probe", "10.244.1.2", "node", "--proto", "icmp"]);
+
+    let out = cli.run(&["matrix", "--proto", "tcp", "--port", "80"]);
+    assert_eq!(out.status.code(), Some(0));
+    let matrix: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = matrix["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    assert!(results.iter().all(|r| r["connected"] == true), "{matrix}");
+    let table = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        table.contains("tcp/80") && table.contains("default/web"),
+        "{table}"
+    );
+
+    cli.expect(0, &["pod", "del", "default/db"]);
+    cli.expect(2, &["pod", "del", "default/db"]);
+    cli.expect(2, &["probe", "default/web", "default/db", "--proto", "tcp"]);
+    let status = cli.expect(0, &["status"]);
+    assert_eq!(status["pods"].as_array().unwrap().len(), 2);
+
+    cli.expect(0, &["down"]);
+    assert_clean(&cli);
+    cli.expect(0, &["down"]);
+    cli.expect(2, &["probe", "default/web", "node", "--proto", "icmp"]);
+    assert_eq!(root_netns_snapshot(), before);
+}
+
+#[test]
+fn demo_runs_and_cleans_up() {
+    require_root!();
+    let before = root_netns_snapshot();
+    let cli = Cli::new("demo");
+    let out = cli.run(&["demo", "--ext-pod-routes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 10, "{stdout}");
+    assert!(lines[0].starts_with("FROM"));
+    assert!(lines[1..].iter().all(|l| l.contains(" ok ")), "{stdout}");
+    assert_clean(&cli);
+    assert_eq!(root_netns_snapshot(), before);
+}
+
+#[test]
+fn demo_without_masquerade_or_routes_reports_the_failure() {
+    require_root!();
+    // Without --ext-pod-routes, ext cannot answer pods (the fake does no NAT): exit 1, still clean.
+    let cli = Cli::new("demofail");
+    let out = cli.run(&["demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("FAIL")).count(),
+        3,
+        "{stdout}"
+    );
+    assert_clean(&cli);
+}
+
+#[test]
+fn down_cleans_up_even_when_the_state_file_is_lost() {
+    require_root!();
+    let before = root_netns_snapshot();
+    let cli = Cli::new("lost");
+    let state = cli.expect(0, &["up"]);
+    cli.expect(0, &["pod", "add", "default/web"]);
+    let status = cli.expect(0, &["status"]);
+    let pids: Vec<i64> = [
+        &status["nodes"][0]["agent"]["pid"],
+        &status["ext"]["server"]["pid"],
+        &status["pods"][0]["server"]["pid"],
+    ]
+    .iter()
+    .map(|p| p.as_i64().unwrap())
+    .collect();
+    std::fs::remove_file(cli.dir.join("state.json")).unwrap();
+    assert!(!leftovers(&cli.id()).is_empty());
+
+    let report = cli.expect(0, &["down"]);
+    assert!(
+        report["deleted_netns"].as_array().unwrap().len() >= 3,
+        "{report}"
+    );
+    assert_clean(&cli);
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "process {pid} survived down"
+        );
+    }
+    assert!(state["nodes"][0]["bpffs_dir"].is_string());
+    assert_eq!(root_netns_snapshot(), before);
+}
