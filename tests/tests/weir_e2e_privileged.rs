@@ -1,0 +1,484 @@
+// SPDX-License-Identifier: Apache-2.0
+//! End to end on the real kernel with the real `weir` plugin and `weir-agent`: pods are network
+//! namespaces made by invoking the plugin exactly as a runtime does, and every check sends real
+//! packets. Each test has a lab of its own, torn down on drop, also when the test fails.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    path::Path,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use weir_tests::{
+    agent::{start_agent, wait_agent_ready, AgentConfig},
+    cni::{run_cni, with_prev_result, CniEnv},
+    in_netns, ip_in, Lab, LabOptions, Netns, Proto,
+};
+
+const T: Duration = Duration::from_secs(2);
+
+fn lab(tag: &str) -> Lab {
+    Lab::up(&LabOptions::isolated(tag)).expect("lab up")
+}
+
+/// Host-side veths the plugin made (`weir` + 11 hex) still in the node.
+fn pod_veths(lab: &Lab) -> Vec<String> {
+    let links = ip_in(&lab.node_netns(), &["-o", "link", "show"]).unwrap();
+    links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+        .filter(|n| n.len() == 15 && n.starts_with("weir"))
+        .collect()
+}
+
+/// IPs reserved in the plugin's IPAM state (`allocations[].ip` of its state file).
+fn reserved_ips(lab: &Lab) -> Vec<String> {
+    let node = lab.node(1).unwrap();
+    let file = node.state_dir.join("ipam/weir/allocations.json");
+    let Ok(bytes) = std::fs::read(&file) else {
+        return Vec::new();
+    };
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    v["allocations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| a["ip"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Endpoints programmed in the agent: pinned links of pods, and the agent's records.
+fn endpoint_pins(lab: &Lab) -> Vec<String> {
+    let node = lab.node(1).unwrap();
+    std::fs::read_dir(node.bpffs_dir.join("v1/links"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(":weir0"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn counters(lab: &Lab) -> Vec<Value> {
+    let node = lab.node(1).unwrap();
+    let out = Command::new(weir_tests::bin_path("weir-agent"))
+        .arg("counters")
+        .arg("--bpffs-dir")
+        .arg(&node.bpffs_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn drops(lab: &Lab, reason: &str) -> u64 {
+    counters(lab)
+        .iter()
+        .filter(|c| c["reason"] == reason)
+        .map(|c| c["packets"].as_u64().unwrap())
+        .sum()
+}
+
+fn assert_clean(lab: &Lab) {
+    assert_eq!(pod_veths(lab), Vec::<String>::new(), "host veths left");
+    assert_eq!(reserved_ips(lab), Vec::<String>::new(), "IPs left reserved");
+    assert_eq!(
+        endpoint_pins(lab),
+        Vec::<String>::new(),
+        "pinned links left"
+    );
+}
+
+#[test]
+fn pods_reach_each_other_their_node_and_the_outside() {
+    require_root!();
+    let lab = lab("e2e-conn");
+    lab.add_pod("default", "web", &[]).unwrap();
+    lab.add_pod("default", "api", &[]).unwrap();
+    for (proto, port) in [(Proto::Tcp, 80), (Proto::Udp, 81), (Proto::Icmp, 0)] {
+        for (from, to) in [
+            ("default/web", "default/api"),
+            ("default/api", "default/web"),
+        ] {
+            let r = lab.probe(from, to, proto, port, T).unwrap();
+            assert!(r.connected, "{r:?}");
+        }
+    }
+    // Node → pod (kubelet probes) and pod → node.
+    let r = lab.probe("node", "default/web", Proto::Tcp, 80, T).unwrap();
+    assert!(r.connected, "{r:?}");
+    let r = lab.probe("default/web", "node", Proto::Icmp, 0, T).unwrap();
+    assert!(r.connected, "{r:?}");
+    // The outside host has no route to pods: this works only through masquerade.
+    let r = lab.probe("default/api", "ext", Proto::Tcp, 80, T).unwrap();
+    assert!(r.connected, "{r:?}");
+    assert!(
+        drops(&lab, "forward_local") > 0,
+        "pod → pod went through eBPF redirect"
+    );
+    lab.del_pod("default", "web").unwrap();
+    lab.del_pod("default", "api").unwrap();
+    assert_clean(&lab);
+}
+
+#[test]
+fn fifty_concurrent_adds_get_distinct_ips_and_dels_leave_nothing() {
+    require_root!();
+    let lab = lab("e2e-fifty");
+    let pods: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let lab = &lab;
+                s.spawn(move || lab.add_pod("load", &format!("p{i}"), &[]).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<Ipv4Addr> = pods.iter().map(|p| p.ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 50, "duplicate IPs handed out");
+    assert_eq!(pod_veths(&lab).len(), 50);
+    let r = lab.probe("load/p0", "load/p49", Proto::Tcp, 80, T).unwrap();
+    assert!(r.connected, "{r:?}");
+    std::thread::scope(|s| {
+        for i in 0..50 {
+            let lab = &lab;
+            s.spawn(move || lab.del_pod("load", &format!("p{i}")).unwrap());
+        }
+    });
+    assert_clean(&lab);
+}
+
+/// ADD straight through the plugin for a netns of the test's own.
+fn add_env(lab: &Lab, netns: &Netns, cid: &str) -> CniEnv {
+    CniEnv::for_pod(
+        "ADD",
+        cid,
+        &weir_tests::netns::netns_path(netns.name()),
+        "t",
+        cid,
+    )
+    .run_in(&lab.node_netns())
+}
+
+#[test]
+fn a_failure_after_each_add_step_leaves_nothing_behind() {
+    require_root!();
+    let lab = lab("e2e-fail");
+    let config = lab.plugin_config(1).unwrap();
+    for step in ["ipam", "veth", "address", "route", "agent"] {
+        let netns = Netns::create(format!(
+            "{}-f-{step}",
+            weir_tests::names::lab_prefix(lab.id())
+        ))
+        .unwrap();
+        let mut env = add_env(&lab, &netns, &format!("fail{step}"));
+        env.extra_env
+            .insert("WEIR_TEST_FAIL_AFTER".into(), step.into());
+        let out = run_cni(&env, &config).unwrap();
+        let err = out
+            .error()
+            .unwrap_or_else(|| panic!("ADD with failure after {step} succeeded"));
+        assert_eq!(err.code, 100, "{err:?}");
+        assert_clean(&lab);
+        let pod_links = ip_in(netns.name(), &["-o", "link", "show"]).unwrap();
+        assert!(
+            !pod_links.contains("eth0"),
+            "pod interface left after {step}: {pod_links}"
+        );
+    }
+}
+
+#[test]
+fn del_is_idempotent_and_succeeds_without_netns_or_prev_result() {
+    require_root!();
+    let lab = lab("e2e-del");
+    let config = lab.plugin_config(1).unwrap();
+    let netns = Netns::create(format!("{}-del", weir_tests::names::lab_prefix(lab.id()))).unwrap();
+    let add = run_cni(&add_env(&lab, &netns, "delme"), &config).unwrap();
+    let result = add.into_result().unwrap();
+    assert_eq!(pod_veths(&lab).len(), 1);
+    drop(netns); // the runtime lost the netns (reboot, crash)
+
+    let mut del =
+        CniEnv::for_pod("DEL", "delme", Path::new(""), "t", "delme").run_in(&lab.node_netns());
+    del.netns = None;
+    for config in [with_prev_result(&config, &result), config.clone()] {
+        let out = run_cni(&del, &config).unwrap();
+        assert!(out.success(), "{out:?}");
+        assert_clean(&lab);
+    }
+}
+
+#[test]
+fn exhausted_range_is_a_clear_error_that_changes_nothing() {
+    require_root!();
+    let lab = lab("e2e-full");
+    let mut config = lab.plugin_config(1).unwrap();
+    // A /30 inside the node's range: two usable addresses.
+    config["name"] = json!("weir-small");
+    config["podCIDR"] = json!("10.244.1.0/30");
+    let mut netnses = Vec::new();
+    for i in 0..3 {
+        let netns =
+            Netns::create(format!("{}-x{i}", weir_tests::names::lab_prefix(lab.id()))).unwrap();
+        let out = run_cni(&add_env(&lab, &netns, &format!("full{i}")), &config).unwrap();
+        if i < 2 {
+            assert!(out.success(), "{out:?}");
+        } else {
+            let err = out.error().expect("third ADD in a /30 must fail");
+            assert_eq!(err.code, 110, "{err:?}");
+            assert!(err.msg.contains("exhausted"), "{err:?}");
+            assert_eq!(pod_veths(&lab).len(), 2, "the failed ADD left a veth");
+        }
+        netnses.push(netns);
+    }
+    for i in 0..2 {
+        let mut del = CniEnv::for_pod("DEL", &format!("full{i}"), Path::new(""), "t", "x")
+            .run_in(&lab.node_netns());
+        del.netns = None;
+        assert!(run_cni(&del, &config).unwrap().success());
+    }
+    assert_eq!(pod_veths(&lab), Vec::<String>::new());
+}
+
+#[test]
+fn add_is_try_again_later_and_status_is_50_while_the_agent_is_down() {
+    require_root!();
+    let lab = lab("e2e-down");
+    let config = lab.plugin_config(1).unwrap();
+    let mut status_conf = config.clone();
+    status_conf["cniVersion"] = json!("1.1.0");
+    let status = CniEnv::new("STATUS").run_in(&lab.node_netns());
+    assert!(run_cni(&status, &status_conf).unwrap().success());
+
+    let agent = lab.node(1).unwrap().agent.unwrap();
+    assert!(agent.terminate(Duration::from_secs(5)));
+    let out = run_cni(&status, &status_conf).unwrap();
+    assert_eq!(out.error().map(|e| e.code), Some(50), "{out:?}");
+    let netns = Netns::create(format!("{}-dn", weir_tests::names::lab_prefix(lab.id()))).unwrap();
+    let out = run_cni(&add_env(&lab, &netns, "down1"), &config).unwrap();
+    assert_eq!(out.error().map(|e| e.code), Some(11), "{out:?}");
+    assert_eq!(pod_veths(&lab), Vec::<String>::new());
+    assert_eq!(reserved_ips(&lab), Vec::<String>::new());
+}
+
+/// Restart the lab's agent with the same configuration, as a DaemonSet would.
+fn restart_agent(lab: &Lab, kill: bool) {
+    let state = lab.state().unwrap();
+    let node = state.node(1).unwrap();
+    let agent = node.agent.unwrap();
+    if kill {
+        // A crash: SIGKILL leaves the agent no chance to clean anything.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        weir_tests::process::wait_until(Duration::from_secs(5), || !agent.is_alive());
+    } else {
+        assert!(agent.terminate(Duration::from_secs(5)));
+    }
+    let config = AgentConfig::for_node(&state, node);
+    let process = start_agent(&node.netns, &config, &node.stdout_log).unwrap();
+    wait_agent_ready(&process, &config, &node.stdout_log, Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn agent_restart_keeps_an_established_tcp_stream_and_pods_working() {
+    require_root!();
+    let lab = lab("e2e-restart");
+    let server = lab.add_pod("default", "server", &[]).unwrap();
+    let client = lab.add_pod("default", "client", &[]).unwrap();
+    let server_ns = lab
+        .state()
+        .unwrap()
+        .pods
+        .iter()
+        .find(|p| p.name == "server")
+        .unwrap()
+        .netns
+        .clone();
+    let client_ns = lab
+        .state()
+        .unwrap()
+        .pods
+        .iter()
+        .find(|p| p.name == "client")
+        .unwrap()
+        .netns
+        .clone();
+
+    let listener = in_netns(&server_ns, || TcpListener::bind((server.ip, 9000)).unwrap()).unwrap();
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut total = 0u64;
+        let mut buf = [0u8; 65536];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n as u64,
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = in_netns(&client_ns, || {
+        TcpStream::connect(SocketAddrV4::new(server.ip, 9000)).unwrap()
+    })
+    .unwrap();
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let chunk = [7u8; 16384];
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                stream.write_all(&chunk)?;
+                sent += chunk.len() as u64;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            stream.shutdown(std::net::Shutdown::Write)?;
+            Ok::<u64, std::io::Error>(sent)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    restart_agent(&lab, true); // a crash: no chance to clean anything
+    std::thread::sleep(Duration::from_millis(300));
+    restart_agent(&lab, false); // and a graceful restart
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender
+        .join()
+        .unwrap()
+        .expect("the stream was reset during the restart");
+    let got = received.join().unwrap().expect("the server saw a reset");
+    assert_eq!(sent, got);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The adopted endpoints still work, and new pods can be added.
+    let r = lab
+        .probe("default/client", "default/server", Proto::Tcp, 80, T)
+        .unwrap();
+    assert!(r.connected, "{r:?}");
+    lab.add_pod("default", "after", &[]).unwrap();
+    let r = lab
+        .probe("default/after", "default/client", Proto::Udp, 81, T)
+        .unwrap();
+    assert!(r.connected, "{r:?}");
+    let _ = client;
+}
+
+/// One UDP datagram with a forged source, built by hand and sent on a raw socket from inside a pod.
+fn send_spoofed_udp(netns: &str, src: Ipv4Addr, dst: Ipv4Addr, port: u16) {
+    in_netns(netns, || {
+        // SAFETY: plain socket(2)/sendto(2) with a buffer we own; the fd is closed below.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0);
+            let payload = b"spoof";
+            let total = 20 + 8 + payload.len();
+            let mut pkt = vec![0u8; total];
+            pkt[0] = 0x45;
+            pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            pkt[8] = 64;
+            pkt[9] = libc::IPPROTO_UDP as u8;
+            pkt[12..16].copy_from_slice(&src.octets());
+            pkt[16..20].copy_from_slice(&dst.octets());
+            pkt[20..22].copy_from_slice(&4444u16.to_be_bytes());
+            pkt[22..24].copy_from_slice(&port.to_be_bytes());
+            pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            pkt[28..].copy_from_slice(payload);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(dst).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let n = libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            libc::close(fd);
+            assert_eq!(n as usize, pkt.len());
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn spoofed_packets_are_dropped_and_counted() {
+    require_root!();
+    let lab = lab("e2e-spoof");
+    lab.add_pod("default", "mallory", &[]).unwrap();
+    let victim = lab.add_pod("default", "victim", &[]).unwrap();
+    let mallory_ns = lab
+        .state()
+        .unwrap()
+        .pods
+        .iter()
+        .find(|p| p.name == "mallory")
+        .unwrap()
+        .netns
+        .clone();
+    let victim_ns = lab
+        .state()
+        .unwrap()
+        .pods
+        .iter()
+        .find(|p| p.name == "victim")
+        .unwrap()
+        .netns
+        .clone();
+    let socket = in_netns(&victim_ns, || {
+        let s = std::net::UdpSocket::bind((victim.ip, 9999)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    })
+    .unwrap();
+
+    let before = drops(&lab, "drop_spoofed_ip");
+    for _ in 0..3 {
+        send_spoofed_udp(&mallory_ns, Ipv4Addr::new(10, 244, 1, 250), victim.ip, 9999);
+    }
+    let mut buf = [0u8; 64];
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "a spoofed datagram was delivered"
+    );
+    assert!(drops(&lab, "drop_spoofed_ip") >= before + 3);
+    // The same pod sending as itself is delivered.
+    let mallory = lab.pod("default", "mallory").unwrap();
+    send_spoofed_udp(&mallory_ns, mallory.ip, victim.ip, 9999);
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .expect("an honest datagram is delivered");
+    assert_eq!(&buf[..n], b"spoof");
+    assert_eq!(from.ip(), std::net::IpAddr::V4(mallory.ip));
+}
