@@ -482,3 +482,51 @@ fn spoofed_packets_are_dropped_and_counted() {
     assert_eq!(&buf[..n], b"spoof");
     assert_eq!(from.ip(), std::net::IpAddr::V4(mallory.ip));
 }
+
+#[test]
+fn check_and_gc_work_against_the_real_agent_for_every_version_that_has_them() {
+    require_root!();
+    let lab = lab("e2e-checkgc");
+    let base = lab.plugin_config(1).unwrap();
+    let prefix = weir_tests::names::lab_prefix(lab.id());
+    for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let mut config = base.clone();
+        config["cniVersion"] = json!(version);
+        let tag = version.replace('.', "");
+        let netns = Netns::create(format!("{prefix}-c{tag}")).unwrap();
+        let cid = format!("check{tag}");
+        let result = run_cni(&add_env(&lab, &netns, &cid), &config)
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(result["cniVersion"], version);
+        let mut check = add_env(&lab, &netns, &cid);
+        check.command = "CHECK".into();
+        let out = run_cni(&check, &with_prev_result(&config, &result)).unwrap();
+        if version.starts_with("0.3") {
+            assert_eq!(
+                out.error().map(|e| e.code),
+                Some(1),
+                "CHECK does not exist before 0.4.0"
+            );
+        } else {
+            assert!(out.success(), "CHECK {version}: {out:?}");
+            // Break the datapath behind the plugin's back: CHECK must say what is missing.
+            ip_in(netns.name(), &["link", "set", "eth0", "down"]).unwrap();
+            let out = run_cni(&check, &with_prev_result(&config, &result)).unwrap();
+            assert!(
+                out.error().is_some(),
+                "CHECK {version} passed with the pod interface down"
+            );
+        }
+        if version == "1.1.0" {
+            // GC with no valid attachments removes everything of this network on the node.
+            let mut gc_conf = config.clone();
+            gc_conf["cni.dev/valid-attachments"] = json!([]);
+            let gc = CniEnv::new("GC").run_in(&lab.node_netns());
+            let out = run_cni(&gc, &gc_conf).unwrap();
+            assert!(out.success(), "GC: {out:?}");
+            assert_clean(&lab);
+        }
+    }
+}
