@@ -530,3 +530,87 @@ fn check_and_gc_work_against_the_real_agent_for_every_version_that_has_them() {
         }
     }
 }
+
+/// Everything a plugin run could leave on a node: its links, routes, IPAM state and pins.
+fn node_snapshot(lab: &Lab) -> String {
+    let ns = lab.node_netns();
+    format!(
+        "{}\n{}\n{:?}\n{:?}",
+        ip_in(&ns, &["-o", "link", "show"]).unwrap(),
+        ip_in(&ns, &["route", "show", "table", "all"]).unwrap(),
+        reserved_ips(lab),
+        endpoint_pins(lab),
+    )
+}
+
+#[test]
+fn malformed_input_gets_its_error_code_and_changes_nothing_on_the_node() {
+    require_root!();
+    let lab = lab("e2e-corpus");
+    let good = lab.plugin_config(1).unwrap();
+    let netns = Netns::create(format!("{}-m", weir_tests::names::lab_prefix(lab.id()))).unwrap();
+    let before = node_snapshot(&lab);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        c
+    };
+    let add = add_env(&lab, &netns, "corpus");
+    let mut no_cid = add.clone();
+    no_cid.container_id = None;
+    let mut no_ifname = add.clone();
+    no_ifname.ifname = None;
+    let mut missing_netns = add.clone();
+    missing_netns.netns = Some("/run/netns/weir-lab-does-not-exist".into());
+    let mut bad_command = add.clone();
+    bad_command.command = "FROB".into();
+    let cases: Vec<(&str, CniEnv, Value, u32)> = vec![
+        ("stdin not JSON", add.clone(), json!("not an object"), 6),
+        (
+            "unknown cniVersion",
+            add.clone(),
+            with(&|c| c["cniVersion"] = json!("9.9.9")),
+            1,
+        ),
+        (
+            "podCIDR garbage",
+            add.clone(),
+            with(&|c| c["podCIDR"] = json!("10.244.1.0/99")),
+            7,
+        ),
+        (
+            "podCIDR missing",
+            add.clone(),
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("podCIDR");
+            }),
+            7,
+        ),
+        (
+            "mtu too small",
+            add.clone(),
+            with(&|c| c["mtu"] = json!(10)),
+            7,
+        ),
+        (
+            "name missing",
+            add.clone(),
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("name");
+            }),
+            7,
+        ),
+        ("CNI_CONTAINERID missing", no_cid, good.clone(), 4),
+        ("CNI_IFNAME missing", no_ifname, good.clone(), 4),
+        ("unknown CNI_COMMAND", bad_command, good.clone(), 4),
+        ("netns does not exist", missing_netns, good.clone(), 3),
+    ];
+    for (what, env, stdin, code) in cases {
+        let out = run_cni(&env, &stdin).unwrap();
+        let err = out
+            .error()
+            .unwrap_or_else(|| panic!("{what}: accepted: {out:?}"));
+        assert_eq!(err.code, code, "{what}: {err:?}");
+        assert_eq!(node_snapshot(&lab), before, "{what} changed the node");
+    }
+}
