@@ -97,6 +97,18 @@ fn drops(lab: &Lab, reason: &str) -> u64 {
         .sum()
 }
 
+/// The network namespace of pod `default/<name>`.
+fn pod_netns(lab: &Lab, name: &str) -> String {
+    let state = lab.state().unwrap();
+    let pod = state
+        .pods
+        .iter()
+        .find(|p| p.namespace == "default" && p.name == name);
+    pod.unwrap_or_else(|| panic!("no pod default/{name}"))
+        .netns
+        .clone()
+}
+
 fn assert_clean(lab: &Lab) {
     assert_eq!(pod_veths(lab), Vec::<String>::new(), "host veths left");
     assert_eq!(reserved_ips(lab), Vec::<String>::new(), "IPs left reserved");
@@ -309,24 +321,8 @@ fn agent_restart_keeps_an_established_tcp_stream_and_pods_working() {
     let lab = lab("e2e-restart");
     let server = lab.add_pod("default", "server", &[]).unwrap();
     let client = lab.add_pod("default", "client", &[]).unwrap();
-    let server_ns = lab
-        .state()
-        .unwrap()
-        .pods
-        .iter()
-        .find(|p| p.name == "server")
-        .unwrap()
-        .netns
-        .clone();
-    let client_ns = lab
-        .state()
-        .unwrap()
-        .pods
-        .iter()
-        .find(|p| p.name == "client")
-        .unwrap()
-        .netns
-        .clone();
+    let server_ns = pod_netns(&lab, "server");
+    let client_ns = pod_netns(&lab, "client");
 
     let listener = in_netns(&server_ns, || TcpListener::bind((server.ip, 9000)).unwrap()).unwrap();
     let received = std::thread::spawn(move || {
@@ -437,24 +433,8 @@ fn spoofed_packets_are_dropped_and_counted() {
     let lab = lab("e2e-spoof");
     lab.add_pod("default", "mallory", &[]).unwrap();
     let victim = lab.add_pod("default", "victim", &[]).unwrap();
-    let mallory_ns = lab
-        .state()
-        .unwrap()
-        .pods
-        .iter()
-        .find(|p| p.name == "mallory")
-        .unwrap()
-        .netns
-        .clone();
-    let victim_ns = lab
-        .state()
-        .unwrap()
-        .pods
-        .iter()
-        .find(|p| p.name == "victim")
-        .unwrap()
-        .netns
-        .clone();
+    let mallory_ns = pod_netns(&lab, "mallory");
+    let victim_ns = pod_netns(&lab, "victim");
     let socket = in_netns(&victim_ns, || {
         let s = std::net::UdpSocket::bind((victim.ip, 9999)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500)))
