@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn allocates_in_order_skipping_the_network_address() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.244.1.0/24");
         for (i, expected) in ["10.244.1.1", "10.244.1.2", "10.244.1.3"]
             .iter()
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn skips_the_gateway_when_it_is_in_the_range() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = Ipam::new(
             dir.path(),
             "weir",
@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_slash_30_has_two_addresses_then_is_exhausted() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.0/30");
         assert_eq!(ipam.allocate(&id("a")).unwrap().ip, ip("10.0.0.1"));
         assert_eq!(ipam.allocate(&id("b")).unwrap().ip, ip("10.0.0.2"));
@@ -439,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_slash_29_has_six_addresses_and_never_the_broadcast() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.8/29");
         let got: Vec<_> = (0..6)
             .map(|i| ipam.allocate(&id(&format!("c{i}"))).unwrap().ip)
@@ -458,7 +458,7 @@ mod tests {
 
     #[test]
     fn round_robin_does_not_reuse_a_freed_address_at_once_and_wraps() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.0/29");
         assert_eq!(ipam.allocate(&id("a")).unwrap().ip, ip("10.0.0.1"));
         assert_eq!(ipam.allocate(&id("b")).unwrap().ip, ip("10.0.0.2"));
@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn allocation_is_idempotent_per_attachment() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.0/24");
         let first = ipam.allocate(&id("a")).unwrap();
         let again = ipam.allocate(&id("a")).unwrap();
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn release_is_idempotent_and_get_reflects_it() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.0/24");
         assert_eq!(ipam.release(&id("never")).unwrap(), None);
         let a = ipam.allocate(&id("a")).unwrap().ip;
@@ -501,7 +501,7 @@ mod tests {
 
     #[test]
     fn state_persists_across_handles() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let a = ipam(&dir, "10.0.0.0/24").allocate(&id("a")).unwrap().ip;
         let b = ipam(&dir, "10.0.0.0/24").allocate(&id("b")).unwrap().ip;
         let reopened = ipam(&dir, "10.0.0.0/24");
@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn networks_are_separate() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let range: Ipv4Net = "10.0.0.0/24".parse().unwrap();
         let gw = ip("169.254.1.1");
         let a = Ipam::new(dir.path(), "one", range, gw);
@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn retain_releases_everything_else() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.0/24");
         for name in ["a", "b", "c"] {
             ipam.allocate(&id(name)).unwrap();
@@ -546,7 +546,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_state_file_is_an_error_not_a_reset() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.0/24");
         ipam.allocate(&id("a")).unwrap();
         fs::write(dir.path().join("weir").join(STATE_FILE), b"{not json").unwrap();
@@ -559,7 +559,7 @@ mod tests {
 
     #[test]
     fn reading_a_missing_state_creates_nothing() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.0/24");
         assert!(ipam.list().unwrap().is_empty());
         assert_eq!(ipam.get(&id("a")).unwrap(), None);
@@ -570,7 +570,7 @@ mod tests {
     fn lifecycle_lock_is_shared_for_adds_and_exclusive_for_gc() {
         use std::{sync::mpsc, time::Duration};
 
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let ipam = ipam(&dir, "10.0.0.0/24");
         let add_a = ipam.lifecycle_lock(false).unwrap();
         let add_b = ipam.lifecycle_lock(false).unwrap();
@@ -591,7 +591,7 @@ mod tests {
 
     #[test]
     fn fifty_concurrent_allocations_get_fifty_distinct_addresses() {
-        let dir = Arc::new(TempDir::new());
+        let dir = Arc::new(TempDir::new().unwrap());
         let threads: Vec<_> = (0..50)
             .map(|i| {
                 let dir = Arc::clone(&dir);

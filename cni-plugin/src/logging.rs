@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn logs_go_to_the_file_and_its_directory_is_created() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let file = dir.path().join("nested/dir/cni.log");
         let dispatch = dispatch(&file, "debug").expect("file opens");
         tracing::dispatcher::with_default(&dispatch, || tracing::debug!("hello from the test"));
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn an_unopenable_file_means_no_logging() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         std::fs::write(dir.path().join("file"), b"").unwrap();
         // A path below a regular file can never be created.
         assert!(dispatch(&dir.path().join("file/cni.log"), "info").is_none());

@@ -12,7 +12,7 @@ use std::{
 use serde_json::{json, Value};
 
 mod common;
-use common::TempDir;
+use tempfile::TempDir;
 
 struct Run {
     status: i32,
@@ -82,7 +82,7 @@ fn version_prints_the_supported_versions() {
 
 #[test]
 fn environment_decode_version_and_config_errors_have_their_codes() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let good = conf(dir.path(), "1.0.0");
 
     let e = error(&weir(&[], &good));
@@ -133,7 +133,7 @@ fn environment_decode_version_and_config_errors_have_their_codes() {
 
 #[test]
 fn add_with_an_unreachable_agent_is_try_again_later_and_creates_nothing() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         let e = error(&weir(ADD, &conf(dir.path(), version)));
         assert_eq!(e["code"], 11, "{version}: {e}");
@@ -154,7 +154,7 @@ fn add_with_an_unreachable_agent_is_try_again_later_and_creates_nothing() {
 
 #[test]
 fn status_without_an_agent_is_code_50() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     let e = error(&weir(
         &[("CNI_COMMAND", "STATUS")],
         &conf(dir.path(), "1.1.0"),
@@ -165,7 +165,7 @@ fn status_without_an_agent_is_code_50() {
 
 #[test]
 fn an_unwritable_log_file_changes_nothing() {
-    let dir = TempDir::new();
+    let dir = TempDir::new().unwrap();
     std::fs::write(dir.path().join("file"), b"").unwrap();
     let stdin = conf(dir.path(), "1.1.0").replace(
         &dir.path().join("log/cni.log").display().to_string(),

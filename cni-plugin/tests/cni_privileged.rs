@@ -22,8 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{has_flag, in_netns, privileged, TempDir, TestNetns};
+use common::{has_flag, in_netns, privileged, TestNetns};
 use serde_json::json;
+use tempfile::TempDir;
 use weir_agent_api::{AttachmentId, Endpoint, Request, Response};
 use weir_cni::{
     cmd, host_veth_name,
@@ -161,7 +162,7 @@ struct Lab {
 impl Lab {
     fn new() -> Self {
         let node = TestNetns::new("node");
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let agent = Some(FakeAgent::start(&dir.path().join("agent.sock")));
         Self { agent, node, dir }
     }

@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_agent_gets_the_del_spooled() {
-        let dir = TempDir::new();
+        let dir = TempDir::new().unwrap();
         let agent = Agent::new(&dir.path().join("no-agent.sock"));
         let spool_dir = dir.path().join("del-queue");
         let delivery = tell_agent(&agent, &spool_dir, &id()).unwrap();
