@@ -14,8 +14,11 @@
 
 mod arp;
 mod counters;
+mod ct;
+mod flow;
 mod maps;
 mod packet;
+mod policy;
 mod route;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};

@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruPerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap},
 };
 use weir_common::{
-    maps::{COUNTERS_MAX, ENDPOINTS_MAX},
-    CounterKey, CounterValue, EndpointInfo, EndpointKey, NodeConfig,
+    maps::{COUNTERS_MAX, CT_MAX, ENDPOINTS_MAX, HOST_IPS_MAX, POLICY_PEERS_MAX, POLICY_PORTS_MAX},
+    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey,
+    PeerValue, PortKey, PortValue,
 };
 
 #[map(name = "WEIR_ENDPOINTS")]
@@ -20,3 +21,16 @@ pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 #[map(name = "WEIR_COUNTERS")]
 pub static COUNTERS: LruPerCpuHashMap<CounterKey, CounterValue> =
     LruPerCpuHashMap::pinned(COUNTERS_MAX, 0);
+
+#[map(name = "WEIR_POLICY_PEERS")]
+pub static POLICY_PEERS: LpmTrie<PeerKey, PeerValue> = LpmTrie::pinned(POLICY_PEERS_MAX, 0);
+
+#[map(name = "WEIR_POLICY_PORTS")]
+pub static POLICY_PORTS: LpmTrie<PortKey, PortValue> = LpmTrie::pinned(POLICY_PORTS_MAX, 0);
+
+/// LRU: when full, the least recently used flow goes, never a new one.
+#[map(name = "WEIR_CT")]
+pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_MAX, 0);
+
+#[map(name = "WEIR_HOST_IPS")]
+pub static HOST_IPS: HashMap<EndpointKey, u32> = HashMap::pinned(HOST_IPS_MAX, 0);

@@ -61,6 +61,7 @@ pub fn op_name(request: &Request) -> &'static str {
         Request::Del { .. } => "DEL",
         Request::Get { .. } => "GET",
         Request::Gc { .. } => "GC",
+        Request::Sync => "SYNC",
     }
 }
 

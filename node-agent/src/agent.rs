@@ -28,6 +28,8 @@ pub struct Agent {
     host: Host,
     endpoints: Endpoints<BpfDatapath>,
     mtu: u32,
+    /// What the datapath's config entry holds (the policy epoch moves).
+    node_config: NodeConfig,
     /// Held for the agent's lifetime: one agent per node.
     _lock: fs::File,
 }
@@ -64,6 +66,27 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Pins of an older map layout (`v<N>` below the current ABI version) belong to programs this agent
+/// has just replaced on every interface; removing them detaches the old programs and frees their maps.
+fn remove_old_abi_pins(bpffs_dir: &Path) {
+    let Ok(entries) = fs::read_dir(bpffs_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = name
+            .strip_prefix('v')
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|v| v < weir_common::maps::ABI_VERSION);
+        if old {
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => info!(dir = %entry.path().display(), "removed pins of an older datapath ABI"),
+                Err(e) => warn!(%e, dir = %entry.path().display(), "removing old pins"),
+            }
+        }
+    }
 }
 
 fn lock(path: &Path) -> Result<fs::File> {
@@ -113,14 +136,19 @@ impl Agent {
         host::configure_node_sysctls(HOST_DEV)?;
         host.replace_route(config.pod_cidr, host_dev.index).await?;
         host::install_iptables(config.pod_cidr, config.cluster_cidr)?;
-        datapath.set_config(NodeConfig {
+        let node_config = NodeConfig {
             gateway_ip_be: u32::from(GATEWAY).to_be(),
             cluster_cidr_be: u32::from(config.cluster_cidr.network()).to_be(),
             cluster_prefix_len: u32::from(config.cluster_cidr.prefix_len()),
             host_dev_ifindex: host_dev.index,
             flags: NODE_F_CONFIGURED,
-            _pad: 0,
-        })?;
+            // Continue from the epoch an earlier agent left, so no flow is wrongly thought current.
+            policy_epoch: datapath.config()?.policy_epoch.wrapping_add(1),
+            service_cidr_be: u32::from(config.service_cidr.network()).to_be(),
+            service_prefix_len: u32::from(config.service_cidr.prefix_len()),
+        };
+        datapath.set_config(node_config)?;
+        datapath.set_host_ips(&host.ipv4_addresses().await?)?;
         datapath.attach(HOST_DEV, Hook::FromHost)?;
 
         let mut endpoints = Endpoints::open(datapath, &paths.endpoints_dir())?;
@@ -142,11 +170,14 @@ impl Agent {
             "adopted existing endpoints"
         );
 
+        remove_old_abi_pins(&paths.bpffs_dir);
+
         let mut agent = Self {
             config,
             host,
             endpoints,
             mtu,
+            node_config,
             _lock: lock,
         };
         agent.drain_del_queue();
@@ -227,6 +258,10 @@ impl Agent {
                 .gc(&valid)
                 .map(|removed| Response::Gc { removed })
                 .map_err(Into::into),
+            Request::Sync => Ok(Response::Synced {
+                generation: 0,
+                rejected: Vec::new(),
+            }),
         };
         result.unwrap_or_else(|e: anyhow::Error| {
             warn!(error = %format!("{e:#}"), "request failed");
@@ -258,7 +293,7 @@ impl Agent {
             );
         }
         host::configure_veth_sysctls(&endpoint.host_ifname)?;
-        self.endpoints.add(endpoint)?;
+        self.endpoints.add(endpoint, (0, 0))?;
         Ok(())
     }
 }

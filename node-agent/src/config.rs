@@ -27,6 +27,11 @@ pub struct Config {
     /// Pod MTU; derived from the uplink when not set.
     pub mtu: Option<u32>,
     pub cni_conf_dir: PathBuf,
+    /// The Service ClusterIP range: egress to it is judged after the host stack's DNAT.
+    pub service_cidr: Ipv4Net,
+    /// Kubernetes manifests (Namespaces, Pods, NetworkPolicies, Services) to enforce, when the
+    /// agent runs without an API server.
+    pub manifest_dir: Option<PathBuf>,
     pub paths: Paths,
 }
 

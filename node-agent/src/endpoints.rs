@@ -14,7 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use weir_agent_api::{parse_mac, AttachmentId, Endpoint};
-use weir_common::{endpoint::ENDPOINT_F_READY, EndpointInfo};
+use weir_common::{endpoint::ENDPOINT_F_READY, policy::TABLE_DENY_ALL, EndpointInfo};
 
 use crate::datapath::{Datapath, DatapathError, Hook};
 
@@ -41,8 +41,14 @@ pub struct EndpointRecord {
     pub endpoint_id: u32,
 }
 
+/// The rule tables an endpoint's traffic is judged by: (ingress, egress).
+pub type Tables = (u32, u32);
+
+/// Until the policy of an endpoint is known it is isolated both ways (fail closed).
+pub const TABLES_UNKNOWN: Tables = (TABLE_DENY_ALL, TABLE_DENY_ALL);
+
 impl EndpointRecord {
-    fn info(&self) -> Result<EndpointInfo, EndpointError> {
+    fn info(&self, (ingress_table, egress_table): Tables) -> Result<EndpointInfo, EndpointError> {
         let mac =
             |s: &str| parse_mac(s).ok_or_else(|| EndpointError::Invalid(format!("bad MAC {s:?}")));
         Ok(EndpointInfo {
@@ -51,6 +57,8 @@ impl EndpointRecord {
             pod_mac: mac(&self.endpoint.pod_mac)?,
             host_mac: mac(&self.endpoint.host_mac)?,
             flags: ENDPOINT_F_READY,
+            ingress_table,
+            egress_table,
         })
     }
 }
@@ -68,6 +76,8 @@ pub struct Endpoints<D> {
     datapath: D,
     dir: PathBuf,
     records: BTreeMap<AttachmentId, EndpointRecord>,
+    /// The rule tables each endpoint's map entry points at now.
+    tables: BTreeMap<Ipv4Addr, Tables>,
 }
 
 fn store_err(path: &Path) -> impl FnOnce(io::Error) -> EndpointError + '_ {
@@ -104,6 +114,7 @@ impl<D: Datapath> Endpoints<D> {
             datapath,
             dir: dir.to_owned(),
             records,
+            tables: BTreeMap::new(),
         })
     }
 
@@ -141,9 +152,28 @@ impl<D: Datapath> Endpoints<D> {
         (1..).find(|id| !used.contains(id)).unwrap_or(u32::MAX)
     }
 
-    /// Program an endpoint: attach its programs, publish it in the endpoint map, record it.
-    /// Returns once the datapath is ready for it. Idempotent for the same attachment.
-    pub fn add(&mut self, endpoint: Endpoint) -> Result<(), EndpointError> {
+    /// The tables an endpoint is judged by now.
+    pub fn tables(&self, ip: Ipv4Addr) -> Option<Tables> {
+        self.tables.get(&ip).copied()
+    }
+
+    /// Point an endpoint's map entry at other rule tables (one atomic map update).
+    pub fn set_tables(&mut self, ip: Ipv4Addr, tables: Tables) -> Result<(), EndpointError> {
+        if self.tables.get(&ip) == Some(&tables) {
+            return Ok(());
+        }
+        let Some(record) = self.records.values().find(|r| r.endpoint.ip == ip) else {
+            return Ok(());
+        };
+        self.datapath.set_endpoint(ip, record.info(tables)?)?;
+        self.tables.insert(ip, tables);
+        Ok(())
+    }
+
+    /// Program an endpoint: attach its programs, publish it in the endpoint map with its rule
+    /// tables, record it. Returns once the datapath is ready for it. Idempotent for the same
+    /// attachment.
+    pub fn add(&mut self, endpoint: Endpoint, tables: Tables) -> Result<(), EndpointError> {
         if endpoint.host_ifname.is_empty()
             || endpoint.host_ifname.len() > 15
             || endpoint.host_ifname.contains('/')
@@ -164,7 +194,10 @@ impl<D: Datapath> Endpoints<D> {
             });
         }
         let endpoint_id = match self.records.get(&endpoint.attachment) {
-            Some(old) if old.endpoint == endpoint => return Ok(()),
+            Some(old) if old.endpoint == endpoint => {
+                let ip = old.endpoint.ip;
+                return self.set_tables(ip, tables);
+            }
             Some(old) => {
                 let id = old.endpoint_id;
                 self.del(&endpoint.attachment)?;
@@ -176,7 +209,7 @@ impl<D: Datapath> Endpoints<D> {
             endpoint,
             endpoint_id,
         };
-        let info = record.info()?;
+        let info = record.info(tables)?;
         let ep = &record.endpoint;
 
         let mut attached = Vec::new();
@@ -200,6 +233,7 @@ impl<D: Datapath> Endpoints<D> {
             return Err(e);
         }
         info!(container = %ep.attachment.container_id, ip = %ep.ip, veth = %ep.host_ifname, "endpoint programmed");
+        self.tables.insert(ep.ip, tables);
         self.records
             .insert(record.endpoint.attachment.clone(), record);
         Ok(())
@@ -225,6 +259,7 @@ impl<D: Datapath> Endpoints<D> {
             Err(e) => return Err(store_err(&path)(e)),
         }
         self.records.remove(attachment);
+        self.tables.remove(&ep.ip);
         info!(container = %attachment.container_id, ip = %ep.ip, "endpoint removed");
         Ok(true)
     }
@@ -253,6 +288,14 @@ impl<D: Datapath> Endpoints<D> {
         keep_links: &[&str],
     ) -> Result<Reconciled, EndpointError> {
         let mut done = Reconciled::default();
+        // Adopted endpoints keep judging by the tables they point at until the policy is
+        // recompiled; one without an entry is isolated until then.
+        let in_map: BTreeMap<Ipv4Addr, Tables> = self
+            .datapath
+            .endpoints()?
+            .into_iter()
+            .map(|(ip, info)| (ip, (info.ingress_table, info.egress_table)))
+            .collect();
         let all: Vec<EndpointRecord> = self.records.values().cloned().collect();
         for record in all {
             let ep = &record.endpoint;
@@ -260,7 +303,9 @@ impl<D: Datapath> Endpoints<D> {
                 for hook in Hook::ALL_ENDPOINT {
                     self.datapath.attach(&ep.host_ifname, hook)?;
                 }
-                self.datapath.set_endpoint(ep.ip, record.info()?)?;
+                let tables = in_map.get(&ep.ip).copied().unwrap_or(TABLES_UNKNOWN);
+                self.datapath.set_endpoint(ep.ip, record.info(tables)?)?;
+                self.tables.insert(ep.ip, tables);
                 done.adopted.push(ep.attachment.clone());
             } else {
                 self.del(&ep.attachment)?;
@@ -329,7 +374,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
         let ep = endpoint("a", [10, 244, 1, 2], "weir0123456789a");
-        eps.add(ep.clone()).unwrap();
+        eps.add(ep.clone(), (0, 0)).unwrap();
         assert_eq!(eps.datapath().links.len(), 2);
         let info = eps.datapath().endpoints[&ep.ip];
         assert_eq!(info.pod_mac, [0x0a, 0x58, 0, 0, 0, 1]);
@@ -349,7 +394,7 @@ mod tests {
         let mut eps = open(dir.path());
         eps.datapath_mut().fail_next_attach = true;
         assert!(eps
-            .add(endpoint("a", [10, 244, 1, 2], "weir0123456789a"))
+            .add(endpoint("a", [10, 244, 1, 2], "weir0123456789a"), (0, 0))
             .is_err());
         assert!(eps.is_empty());
         assert!(eps.datapath().links.is_empty());
@@ -361,10 +406,10 @@ mod tests {
     fn an_ip_cannot_belong_to_two_attachments() {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
-        eps.add(endpoint("a", [10, 244, 1, 2], "weir0123456789a"))
+        eps.add(endpoint("a", [10, 244, 1, 2], "weir0123456789a"), (0, 0))
             .unwrap();
         let err = eps
-            .add(endpoint("b", [10, 244, 1, 2], "weir0123456789b"))
+            .add(endpoint("b", [10, 244, 1, 2], "weir0123456789b"), (0, 0))
             .unwrap_err();
         assert!(matches!(err, EndpointError::IpInUse { .. }), "{err}");
         assert_eq!(eps.len(), 1);
@@ -377,7 +422,7 @@ mod tests {
         let mut ep = endpoint("a", [10, 244, 1, 2], "weir0123456789a");
         ep.pod_mac = "nope".into();
         assert!(matches!(
-            eps.add(ep).unwrap_err(),
+            eps.add(ep, (0, 0)).unwrap_err(),
             EndpointError::Invalid(_)
         ));
         assert!(eps.datapath().links.is_empty());
@@ -387,9 +432,9 @@ mod tests {
     fn registry_survives_reopen_and_reconcile_adopts_live_and_drops_dead() {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
-        eps.add(endpoint("live", [10, 244, 1, 2], "weirlive0000000"))
+        eps.add(endpoint("live", [10, 244, 1, 2], "weirlive0000000"), (0, 0))
             .unwrap();
-        eps.add(endpoint("dead", [10, 244, 1, 3], "weirdead0000000"))
+        eps.add(endpoint("dead", [10, 244, 1, 3], "weirdead0000000"), (0, 0))
             .unwrap();
         // A restarted agent sees the old pins and map entries (here: carried over in the fake),
         // plus junk nobody recorded.
@@ -427,8 +472,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
         let keep = endpoint("keep", [10, 244, 1, 2], "weirkeep0000000");
-        eps.add(keep.clone()).unwrap();
-        eps.add(endpoint("drop", [10, 244, 1, 3], "weirdrop0000000"))
+        eps.add(keep.clone(), (0, 0)).unwrap();
+        eps.add(endpoint("drop", [10, 244, 1, 3], "weirdrop0000000"), (0, 0))
             .unwrap();
         let removed = eps.gc(std::slice::from_ref(&keep.attachment)).unwrap();
         assert_eq!(removed.len(), 1);
@@ -440,14 +485,14 @@ mod tests {
     fn endpoint_ids_are_reused_lowest_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = open(dir.path());
-        eps.add(endpoint("a", [10, 244, 1, 2], "weira0000000000"))
+        eps.add(endpoint("a", [10, 244, 1, 2], "weira0000000000"), (0, 0))
             .unwrap();
         let b = endpoint("b", [10, 244, 1, 3], "weirb0000000000");
-        eps.add(b.clone()).unwrap();
-        eps.add(endpoint("c", [10, 244, 1, 4], "weirc0000000000"))
+        eps.add(b.clone(), (0, 0)).unwrap();
+        eps.add(endpoint("c", [10, 244, 1, 4], "weirc0000000000"), (0, 0))
             .unwrap();
         eps.del(&b.attachment).unwrap();
-        eps.add(endpoint("d", [10, 244, 1, 5], "weird0000000000"))
+        eps.add(endpoint("d", [10, 244, 1, 5], "weird0000000000"), (0, 0))
             .unwrap();
         let ids: Vec<u32> = eps.records().map(|r| r.endpoint_id).collect();
         assert_eq!(

@@ -171,6 +171,25 @@ impl Host {
             .map_err(nl(format!("route {cidr}")))
     }
 
+    /// Every IPv4 address configured in this network namespace (loopback included).
+    pub async fn ipv4_addresses(&self) -> Result<Vec<Ipv4Addr>, HostError> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut out = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(nl("dump addresses"))? {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Local(std::net::IpAddr::V4(ip))
+                | AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr
+                {
+                    if !out.contains(ip) {
+                        out.push(*ip);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The interface that holds the IPv4 default route, if any.
     pub async fn default_route_link(&self) -> Result<Option<Link>, HostError> {
         let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();

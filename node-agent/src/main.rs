@@ -72,6 +72,13 @@ struct RunArgs {
     /// Pod MTU; defaults to the uplink's.
     #[arg(long)]
     mtu: Option<u32>,
+    /// The Service ClusterIP range (kube-apiserver's --service-cluster-ip-range).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: Ipv4Net,
+    /// A directory of Kubernetes manifests (YAML or JSON: Namespace, Pod, NetworkPolicy,
+    /// Service) to enforce; watched for changes. Without it no pod is isolated.
+    #[arg(long)]
+    manifest_dir: Option<PathBuf>,
     #[command(flatten)]
     paths: PathArgs,
     #[arg(long, default_value = "/var/log/weir/cni.log")]
@@ -102,6 +109,8 @@ impl RunArgs {
             uplink: self.uplink.clone(),
             mtu: self.mtu,
             cni_conf_dir: self.cni_conf_dir.clone(),
+            service_cidr: self.service_cidr.trunc(),
+            manifest_dir: self.manifest_dir.clone(),
             paths: Paths {
                 state_dir: self.paths.state_dir.clone(),
                 run_dir: self.paths.run_dir.clone(),

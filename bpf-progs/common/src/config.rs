@@ -12,13 +12,19 @@ pub struct NodeConfig {
     pub host_dev_ifindex: u32,
     /// `NODE_F_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Bumped by the agent after every policy change; conntrack entries judged under an older
+    /// epoch are judged again on their next forward packet.
+    pub policy_epoch: u32,
+    /// The Service ClusterIP range, network order: traffic to it is DNATed by the host stack, so
+    /// egress policy is judged where the real backend is known.
+    pub service_cidr_be: u32,
+    pub service_prefix_len: u32,
 }
 
 /// The agent has written this entry; until then the programs pass everything to the host stack.
 pub const NODE_F_CONFIGURED: u32 = 1;
 
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 32);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), Copy, all fields are integers with explicit padding.

@@ -39,6 +39,8 @@ pub enum Reason {
     ArpReply = 3,
     /// Delivered from the host stack to a pod.
     FromHost = 4,
+    /// Delivered to the pod (counted on its veth, direction to-pod): ingress allowed.
+    Deliver = 5,
     /// Source IP is not the pod's own.
     DropSpoofedIp = 100,
     /// Source MAC is not the pod's own.
@@ -51,6 +53,12 @@ pub enum Reason {
     DropNoEndpoint = 104,
     /// ARP with a spoofed sender.
     DropSpoofedArp = 105,
+    /// Denied by the sending pod's egress policy.
+    DropPolicyEgress = 106,
+    /// Denied by the receiving pod's ingress policy.
+    DropPolicyIngress = 107,
+    /// The pod's policy could not be programmed, so it is isolated (fail closed).
+    DropPolicyFailClosed = 108,
 }
 
 impl Reason {
@@ -64,12 +72,16 @@ impl Reason {
             2 => Self::ForwardHost,
             3 => Self::ArpReply,
             4 => Self::FromHost,
+            5 => Self::Deliver,
             100 => Self::DropSpoofedIp,
             101 => Self::DropSpoofedMac,
             102 => Self::DropUnsupportedL3,
             103 => Self::DropMalformed,
             104 => Self::DropNoEndpoint,
             105 => Self::DropSpoofedArp,
+            106 => Self::DropPolicyEgress,
+            107 => Self::DropPolicyIngress,
+            108 => Self::DropPolicyFailClosed,
             _ => return None,
         })
     }
@@ -80,12 +92,16 @@ impl Reason {
             Self::ForwardHost => "forward_host",
             Self::ArpReply => "arp_reply",
             Self::FromHost => "from_host",
+            Self::Deliver => "deliver",
             Self::DropSpoofedIp => "drop_spoofed_ip",
             Self::DropSpoofedMac => "drop_spoofed_mac",
             Self::DropUnsupportedL3 => "drop_unsupported_l3",
             Self::DropMalformed => "drop_malformed",
             Self::DropNoEndpoint => "drop_no_endpoint",
             Self::DropSpoofedArp => "drop_spoofed_arp",
+            Self::DropPolicyEgress => "drop_policy_egress",
+            Self::DropPolicyIngress => "drop_policy_ingress",
+            Self::DropPolicyFailClosed => "drop_policy_fail_closed",
         }
     }
 }

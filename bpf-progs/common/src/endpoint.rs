@@ -23,17 +23,20 @@ pub struct EndpointInfo {
     pub host_mac: [u8; 6],
     /// `ENDPOINT_F_*` bits.
     pub flags: u32,
+    /// Rule tables judging traffic to and from this pod (`weir_common::policy::TABLE_*`).
+    pub ingress_table: u32,
+    pub egress_table: u32,
 }
 
 /// The endpoint's datapath is fully programmed; until then nothing is delivered to or from it.
 pub const ENDPOINT_F_READY: u32 = 1;
 
 const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
-const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 32);
 
 #[cfg(feature = "user")]
 // SAFETY: both types are repr(C), Copy, and every byte pattern is a valid value (no padding holes).
 unsafe impl aya::Pod for EndpointKey {}
 #[cfg(feature = "user")]
-// SAFETY: as above; the 24 bytes are all named fields.
+// SAFETY: as above; the 32 bytes are all named fields.
 unsafe impl aya::Pod for EndpointInfo {}

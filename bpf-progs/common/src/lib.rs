@@ -10,8 +10,12 @@ pub mod maps;
 
 pub mod config;
 pub mod counters;
+pub mod ct;
 pub mod endpoint;
+pub mod policy;
 
 pub use config::NodeConfig;
 pub use counters::{CounterKey, CounterValue, Reason};
+pub use ct::{CtKey, CtValue};
 pub use endpoint::{EndpointInfo, EndpointKey};
+pub use policy::{PeerKey, PeerValue, PortKey, PortValue};

@@ -2,7 +2,7 @@
 //! so they are written once here and nowhere else.
 
 /// Bumped whenever a key or value layout changes; the agent pins under `<bpffs root>/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Pod IP → endpoint (its host-side veth and MACs).
 pub const ENDPOINTS: &str = "WEIR_ENDPOINTS";
@@ -14,6 +14,20 @@ pub const CONFIG: &str = "WEIR_CONFIG";
 /// (endpoint, direction, reason) → packets and bytes, per CPU.
 pub const COUNTERS: &str = "WEIR_COUNTERS";
 pub const COUNTERS_MAX: u32 = 65_536;
+
+/// Compiled NetworkPolicy: (rule table, peer prefix) → port set; (port set, proto, port prefix) → allow.
+pub const POLICY_PEERS: &str = "WEIR_POLICY_PEERS";
+pub const POLICY_PEERS_MAX: u32 = 1_048_576;
+pub const POLICY_PORTS: &str = "WEIR_POLICY_PORTS";
+pub const POLICY_PORTS_MAX: u32 = 262_144;
+
+/// Connection tracking for stateful policy.
+pub const CT: &str = "WEIR_CT";
+pub const CT_MAX: u32 = 131_072;
+
+/// This node's own IPv4 addresses: traffic from them to local pods is always allowed.
+pub const HOST_IPS: &str = "WEIR_HOST_IPS";
+pub const HOST_IPS_MAX: u32 = 256;
 
 /// Program names (the function names in bpf-progs).
 pub const PROG_FROM_POD: &str = "tc_from_pod";

@@ -56,6 +56,17 @@ pub enum Request {
     Get { attachment: AttachmentId },
     /// Remove every endpoint whose attachment is not in `valid`.
     Gc { valid: Vec<AttachmentId> },
+    /// Re-read the object source (the manifest directory) now and answer once every change it
+    /// holds is programmed into the datapath.
+    Sync,
+}
+
+/// An object the agent could not use, and why. Pods it selects are isolated (fail closed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// "NetworkPolicy ns/name", or a file name when the file itself did not parse.
+    pub object: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +76,12 @@ pub enum Response {
     Status { ready: bool, message: String },
     Endpoint { endpoint: Option<Endpoint> },
     Gc { removed: Vec<AttachmentId> },
+    /// Answer to [`Request::Sync`]: the source generation now programmed, and every object currently
+    /// rejected.
+    Synced {
+        generation: u64,
+        rejected: Vec<Rejected>,
+    },
     Error { message: String },
 }
 

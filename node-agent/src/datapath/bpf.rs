@@ -7,7 +7,10 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, PerCpuHashMap},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, MapData, MapError, PerCpuHashMap,
+    },
     programs::{
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
@@ -18,11 +21,15 @@ use aya::{
 };
 use tracing::debug;
 use weir_common::{
-    maps::{CONFIG, COUNTERS, ENDPOINTS, PROG_FROM_HOST, PROG_FROM_POD, PROG_TO_POD},
-    CounterKey, CounterValue, EndpointInfo, EndpointKey, NodeConfig,
+    maps::{
+        CONFIG, COUNTERS, ENDPOINTS, HOST_IPS, POLICY_PEERS, POLICY_PORTS, PROG_FROM_HOST,
+        PROG_FROM_POD, PROG_TO_POD,
+    },
+    CounterKey, CounterValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey, PeerValue, PortKey,
+    PortValue,
 };
 
-use super::{Datapath, DatapathError, Hook};
+use super::{Datapath, DatapathError, Hook, PeerEntry, PortEntry};
 
 /// The eBPF object built by build.rs from `bpf-progs`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-bpf.o"));
@@ -67,6 +74,36 @@ impl BpfDatapath {
         ))
     }
 
+    fn peers_map(&self) -> Result<LpmTrie<&MapData, PeerKey, PeerValue>, DatapathError> {
+        let map = self.ebpf.map(POLICY_PEERS).ok_or(missing_map(POLICY_PEERS))?;
+        LpmTrie::try_from(map).map_err(map_err(POLICY_PEERS))
+    }
+
+    fn peers_map_mut(
+        &mut self,
+    ) -> Result<LpmTrie<&mut MapData, PeerKey, PeerValue>, DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(POLICY_PEERS)
+            .ok_or(missing_map(POLICY_PEERS))?;
+        LpmTrie::try_from(map).map_err(map_err(POLICY_PEERS))
+    }
+
+    fn ports_map(&self) -> Result<LpmTrie<&MapData, PortKey, PortValue>, DatapathError> {
+        let map = self.ebpf.map(POLICY_PORTS).ok_or(missing_map(POLICY_PORTS))?;
+        LpmTrie::try_from(map).map_err(map_err(POLICY_PORTS))
+    }
+
+    fn ports_map_mut(
+        &mut self,
+    ) -> Result<LpmTrie<&mut MapData, PortKey, PortValue>, DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(POLICY_PORTS)
+            .ok_or(missing_map(POLICY_PORTS))?;
+        LpmTrie::try_from(map).map_err(map_err(POLICY_PORTS))
+    }
+
     fn endpoints_map(
         &self,
     ) -> Result<HashMap<&aya::maps::MapData, EndpointKey, EndpointInfo>, DatapathError> {
@@ -86,6 +123,37 @@ impl BpfDatapath {
             source,
         })
     }
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+/// Removing what is not there is success: every remove in the agent is idempotent.
+fn absent_ok(name: &'static str, result: Result<(), MapError>) -> Result<(), DatapathError> {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(DatapathError::Map { name, source }),
+    }
+}
+
+fn peer_key(entry: PeerEntry) -> Key<PeerKey> {
+    Key::new(
+        32 + u32::from(entry.net.prefix_len()),
+        PeerKey::new(entry.table, entry.net.network().octets()),
+    )
+}
+
+fn port_key(entry: PortEntry) -> Key<PortKey> {
+    Key::new(
+        entry.prefix_len,
+        PortKey::new(entry.portset, entry.proto, entry.port),
+    )
 }
 
 fn missing_map(name: &'static str) -> DatapathError {
@@ -251,6 +319,12 @@ impl Datapath for BpfDatapath {
             })
     }
 
+    fn config(&self) -> Result<NodeConfig, DatapathError> {
+        let map = self.ebpf.map(CONFIG).ok_or(missing_map(CONFIG))?;
+        let array: Array<_, NodeConfig> = Array::try_from(map).map_err(map_err(CONFIG))?;
+        array.get(&0, 0).map_err(map_err(CONFIG))
+    }
+
     fn counters(&self) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError> {
         let map = self.ebpf.map(COUNTERS).ok_or(missing_map(COUNTERS))?;
         let map: PerCpuHashMap<_, CounterKey, CounterValue> = PerCpuHashMap::try_from(map)
@@ -291,6 +365,80 @@ impl Datapath for BpfDatapath {
         for key in keys {
             // A concurrent LRU eviction may beat us to it; that is fine.
             let _ = map.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn set_peer(&mut self, entry: PeerEntry, portset: u32) -> Result<(), DatapathError> {
+        self.peers_map_mut()?
+            .insert(&peer_key(entry), PeerValue { portset }, 0)
+            .map_err(map_err(POLICY_PEERS))
+    }
+
+    fn remove_peer(&mut self, entry: PeerEntry) -> Result<(), DatapathError> {
+        let result = self.peers_map_mut()?.remove(&peer_key(entry));
+        absent_ok(POLICY_PEERS, result)
+    }
+
+    fn peers(&self) -> Result<Vec<PeerEntry>, DatapathError> {
+        let mut out = Vec::new();
+        for key in self.peers_map()?.keys() {
+            let key = key.map_err(map_err(POLICY_PEERS))?;
+            let data = key.data();
+            let len = key.prefix_len().saturating_sub(32).min(32) as u8;
+            let net = ipnet::Ipv4Net::new(Ipv4Addr::from(data.ip), len)
+                .expect("prefix length clamped to 32");
+            out.push(PeerEntry {
+                table: u32::from_be_bytes(data.table),
+                net,
+            });
+        }
+        Ok(out)
+    }
+
+    fn set_port(&mut self, entry: PortEntry) -> Result<(), DatapathError> {
+        self.ports_map_mut()?
+            .insert(&port_key(entry), PortValue { allow: 1 }, 0)
+            .map_err(map_err(POLICY_PORTS))
+    }
+
+    fn remove_port(&mut self, entry: PortEntry) -> Result<(), DatapathError> {
+        let result = self.ports_map_mut()?.remove(&port_key(entry));
+        absent_ok(POLICY_PORTS, result)
+    }
+
+    fn ports(&self) -> Result<Vec<PortEntry>, DatapathError> {
+        let mut out = Vec::new();
+        for key in self.ports_map()?.keys() {
+            let key = key.map_err(map_err(POLICY_PORTS))?;
+            let data = key.data();
+            out.push(PortEntry {
+                portset: u32::from_be_bytes(data.portset),
+                proto: data.proto,
+                port: u16::from_be_bytes(data.port),
+                prefix_len: key.prefix_len(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError> {
+        let map = self.ebpf.map_mut(HOST_IPS).ok_or(missing_map(HOST_IPS))?;
+        let mut map: HashMap<_, EndpointKey, u32> =
+            HashMap::try_from(map).map_err(map_err(HOST_IPS))?;
+        let want: std::collections::BTreeSet<u32> =
+            ips.iter().map(|ip| u32::from(*ip).to_be()).collect();
+        let stale: Vec<EndpointKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains(&k.ip_be))
+            .collect();
+        for ip_be in &want {
+            map.insert(EndpointKey { ip_be: *ip_be }, 1, 0)
+                .map_err(map_err(HOST_IPS))?;
+        }
+        for key in stale {
+            absent_ok(HOST_IPS, map.remove(&key))?;
         }
         Ok(())
     }

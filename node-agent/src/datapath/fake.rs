@@ -7,7 +7,7 @@ use std::{
 
 use weir_common::{CounterKey, CounterValue, EndpointInfo, NodeConfig};
 
-use super::{Datapath, DatapathError, Hook};
+use super::{Datapath, DatapathError, Hook, PeerEntry, PortEntry};
 
 #[derive(Default, Debug)]
 pub struct FakeDatapath {
@@ -15,6 +15,9 @@ pub struct FakeDatapath {
     pub endpoints: BTreeMap<Ipv4Addr, EndpointInfo>,
     pub config: Option<NodeConfig>,
     pub counters: BTreeMap<(u32, u8, u16), CounterValue>,
+    pub peers: BTreeMap<PeerEntry, u32>,
+    pub ports: BTreeSet<PortEntry>,
+    pub host_ips: Vec<Ipv4Addr>,
     /// Makes the next `attach` fail, to test rollback.
     pub fail_next_attach: bool,
 }
@@ -65,6 +68,9 @@ impl Datapath for FakeDatapath {
         self.config = Some(config);
         Ok(())
     }
+    fn config(&self) -> Result<NodeConfig, DatapathError> {
+        Ok(self.config.unwrap_or_default())
+    }
     fn counters(&self) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError> {
         Ok(self
             .counters
@@ -84,6 +90,32 @@ impl Datapath for FakeDatapath {
     }
     fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError> {
         self.counters.retain(|k, _| k.0 != ifindex);
+        Ok(())
+    }
+    fn set_peer(&mut self, entry: PeerEntry, portset: u32) -> Result<(), DatapathError> {
+        self.peers.insert(entry, portset);
+        Ok(())
+    }
+    fn remove_peer(&mut self, entry: PeerEntry) -> Result<(), DatapathError> {
+        self.peers.remove(&entry);
+        Ok(())
+    }
+    fn peers(&self) -> Result<Vec<PeerEntry>, DatapathError> {
+        Ok(self.peers.keys().copied().collect())
+    }
+    fn set_port(&mut self, entry: PortEntry) -> Result<(), DatapathError> {
+        self.ports.insert(entry);
+        Ok(())
+    }
+    fn remove_port(&mut self, entry: PortEntry) -> Result<(), DatapathError> {
+        self.ports.remove(&entry);
+        Ok(())
+    }
+    fn ports(&self) -> Result<Vec<PortEntry>, DatapathError> {
+        Ok(self.ports.iter().copied().collect())
+    }
+    fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError> {
+        self.host_ips = ips.to_vec();
         Ok(())
     }
 }

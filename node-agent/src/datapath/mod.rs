@@ -74,9 +74,41 @@ pub trait Datapath: Send {
     fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError>;
 
     fn set_config(&mut self, config: weir_common::NodeConfig) -> Result<(), DatapathError>;
+    /// The config entry as it is (all zero when never written).
+    fn config(&self) -> Result<weir_common::NodeConfig, DatapathError>;
 
     /// Counters summed over CPUs.
     fn counters(&self) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError>;
     /// Forget the counters of one host-side interface (its endpoint is gone).
     fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError>;
+
+    /// PEERS: `(table, peer prefix)` → port set.
+    fn set_peer(&mut self, entry: PeerEntry, portset: u32) -> Result<(), DatapathError>;
+    /// Remove a PEERS entry; absent is fine.
+    fn remove_peer(&mut self, entry: PeerEntry) -> Result<(), DatapathError>;
+    fn peers(&self) -> Result<Vec<PeerEntry>, DatapathError>;
+    /// PORTS: `(port set, proto, port prefix)` → allow.
+    fn set_port(&mut self, entry: PortEntry) -> Result<(), DatapathError>;
+    /// Remove a PORTS entry; absent is fine.
+    fn remove_port(&mut self, entry: PortEntry) -> Result<(), DatapathError>;
+    fn ports(&self) -> Result<Vec<PortEntry>, DatapathError>;
+
+    /// Replace the set of this node's own addresses (always allowed to reach local pods).
+    fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError>;
+}
+
+/// A PEERS trie key in plain terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerEntry {
+    pub table: u32,
+    pub net: ipnet::Ipv4Net,
+}
+
+/// A PORTS trie key in plain terms: `prefix_len` is 32 (any protocol), 40 (any port) or 40 + bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortEntry {
+    pub portset: u32,
+    pub proto: u8,
+    pub port: u16,
+    pub prefix_len: u32,
 }

@@ -1,0 +1,130 @@
+//! The 5-tuple of a packet, as connection tracking and policy see it.
+
+use aya_ebpf::programs::TcContext;
+use weir_common::CtKey;
+
+use crate::packet::{EthIpv4, ETH_HLEN};
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_ECHO: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROB: u8 = 12;
+
+pub struct Flow {
+    /// This packet's tuple (source first).
+    pub key: CtKey,
+    /// TCP flags, 0 for other protocols.
+    pub tcp_flags: u8,
+    /// For an ICMP error: the tuple of the packet it is about (quoted in its payload).
+    pub icmp_inner: Option<CtKey>,
+}
+
+impl Flow {
+    /// A TCP SYN without ACK opens a new connection even if an old entry has the same tuple.
+    #[inline(always)]
+    pub fn is_tcp_open(&self) -> bool {
+        self.key.proto == IPPROTO_TCP && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+}
+
+#[inline(always)]
+pub fn reversed(key: &CtKey) -> CtKey {
+    CtKey {
+        saddr: key.daddr,
+        daddr: key.saddr,
+        sport: key.dport,
+        dport: key.sport,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Parse the L4 header after `hdr`. `None` only for a truncated packet.
+#[inline(always)]
+pub fn parse(ctx: &TcContext, hdr: &EthIpv4) -> Option<Flow> {
+    let ihl = usize::from(hdr.ver_ihl & 0x0f) * 4;
+    if ihl < 20 {
+        return None;
+    }
+    let l4 = ETH_HLEN + ihl;
+    let mut flow = Flow {
+        key: CtKey {
+            saddr: hdr.saddr,
+            daddr: hdr.daddr,
+            sport: [0; 2],
+            dport: [0; 2],
+            proto: hdr.protocol,
+            _pad: [0; 3],
+        },
+        tcp_flags: 0,
+        icmp_inner: None,
+    };
+    // A later fragment carries no L4 header: it is judged on addresses and protocol alone.
+    if u16::from_be_bytes(hdr.frag_off) & 0x1fff != 0 {
+        return Some(flow);
+    }
+    match hdr.protocol {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+            let ports = ctx.load::<[u8; 4]>(l4).ok()?;
+            flow.key.sport = [ports[0], ports[1]];
+            flow.key.dport = [ports[2], ports[3]];
+            if hdr.protocol == IPPROTO_TCP {
+                flow.tcp_flags = ctx.load::<u8>(l4 + 13).ok()?;
+            }
+        }
+        IPPROTO_ICMP => {
+            let icmp = ctx.load::<[u8; 8]>(l4).ok()?;
+            match icmp[0] {
+                // The identifier plays the port: the request keys it as source, the reply as
+                // destination, so the reply's reversed tuple is the request's.
+                ICMP_ECHO => flow.key.sport = [icmp[4], icmp[5]],
+                ICMP_ECHO_REPLY => flow.key.dport = [icmp[4], icmp[5]],
+                ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROB => {
+                    flow.icmp_inner = parse_quoted(ctx, l4 + 8);
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Some(flow)
+}
+
+/// The IPv4 header and first 8 bytes an ICMP error quotes.
+#[inline(always)]
+fn parse_quoted(ctx: &TcContext, off: usize) -> Option<CtKey> {
+    let ip = ctx.load::<[u8; 20]>(off).ok()?;
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ihl < 20 {
+        return None;
+    }
+    let mut key = CtKey {
+        saddr: [ip[12], ip[13], ip[14], ip[15]],
+        daddr: [ip[16], ip[17], ip[18], ip[19]],
+        sport: [0; 2],
+        dport: [0; 2],
+        proto: ip[9],
+        _pad: [0; 3],
+    };
+    let l4 = ctx.load::<[u8; 8]>(off + ihl).ok()?;
+    match key.proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+            key.sport = [l4[0], l4[1]];
+            key.dport = [l4[2], l4[3]];
+        }
+        IPPROTO_ICMP if l4[0] == ICMP_ECHO => key.sport = [l4[4], l4[5]],
+        _ => {}
+    }
+    Some(key)
+}
