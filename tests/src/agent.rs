@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use weir_agent_api::{call, Request, Response};
+use weir_agent_api::{call, Rejected, Request, Response};
 
 use crate::{
     cni::find_conflist,
@@ -33,6 +33,9 @@ pub struct AgentConfig {
     pub log_file: PathBuf,
     /// Where the CNI plugin logs (`--cni-log-file`, written into the conflist by the agent).
     pub cni_log_file: PathBuf,
+    /// The lab's Kubernetes objects (`--manifest-dir`), shared by every node.
+    pub manifest_dir: PathBuf,
+    pub service_cidr: String,
 }
 
 impl AgentConfig {
@@ -48,6 +51,8 @@ impl AgentConfig {
             bpffs_dir: node.bpffs_dir.clone(),
             log_file: node.log_file.clone(),
             cni_log_file: node.cni_log_file.clone(),
+            manifest_dir: lab.manifest_dir.clone(),
+            service_cidr: lab.service_cidr.clone(),
         }
     }
 
@@ -72,10 +77,17 @@ impl AgentConfig {
             .collect()
     }
 
-    /// Arguments of `weir-agent run`.
+    /// Arguments of `weir-agent run`. The object source flags are `run`'s only: `cleanup` needs
+    /// no objects.
     pub fn run_args(&self) -> Vec<OsString> {
         let mut args = vec![OsString::from("run")];
         args.extend(self.config_flags());
+        if !self.manifest_dir.as_os_str().is_empty() {
+            args.push("--manifest-dir".into());
+            args.push(self.manifest_dir.clone().into());
+        }
+        args.push("--service-cidr".into());
+        args.push(self.service_cidr.clone().into());
         args.push("--log-file".into());
         args.push(self.log_file.clone().into());
         args
@@ -116,6 +128,19 @@ pub fn agent_status(socket: &Path, timeout: Duration) -> Result<(bool, String)> 
         Response::Status { ready, message } => Ok((ready, message)),
         Response::Error { message } => bail!("agent answered Status with an error: {message}"),
         other => bail!("agent answered Status with {other:?}"),
+    }
+}
+
+/// Tell the agent to re-read its manifest directory; it answers once everything in it is
+/// programmed, with the generation programmed and every object it currently rejects.
+pub fn agent_sync(socket: &Path, timeout: Duration) -> Result<(u64, Vec<Rejected>)> {
+    match call(socket, &Request::Sync, timeout)? {
+        Response::Synced {
+            generation,
+            rejected,
+        } => Ok((generation, rejected)),
+        Response::Error { message } => bail!("the agent could not sync: {message}"),
+        other => bail!("the agent answered Sync with {other:?}"),
     }
 }
 
@@ -205,7 +230,8 @@ mod tests {
                 "run --pod-cidr 10.244.1.0/24 --cni-conf-dir /run/weir-lab/n1/cni/net.d --node-name n1 \
                  --cluster-cidr 10.244.0.0/16 --uplink eth0 --state-dir /run/weir-lab/n1/state \
                  --run-dir /run/weir-lab/n1/run --bpffs-dir /sys/fs/bpf/weir-lab-{}-n1 \
-                 --cni-log-file /run/weir-lab/n1/cni.log --log-file /run/weir-lab/n1/agent.log",
+                 --cni-log-file /run/weir-lab/n1/cni.log --manifest-dir /run/weir-lab/manifests \
+                 --service-cidr 10.96.0.0/12 --log-file /run/weir-lab/n1/agent.log",
                 state.id
             )
         );
@@ -220,6 +246,7 @@ mod tests {
             .windows(2)
             .any(|w| w[0] == "--pod-cidr" && w[1] == "10.244.1.0/24"));
         assert!(!cleanup.iter().any(|a| a == "--log-file"));
+        assert!(!cleanup.iter().any(|a| a == "--manifest-dir"));
         assert!(cleanup
             .windows(2)
             .any(|w| w[0] == "--bpffs-dir"

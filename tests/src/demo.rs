@@ -170,6 +170,7 @@ mod tests {
             ip: std::net::Ipv4Addr::LOCALHOST,
             proto,
             port,
+            via_service: false,
             connected,
             rtt_us: connected.then_some(120),
             error: (!connected).then(|| "no answer within 1000 ms".to_owned()),

@@ -8,8 +8,15 @@
 //!                         │     │
 //!   weir-lab-<id>-n1: eth0 192.0.2.11/24, default via 192.0.2.1, ip_forward=1
 //!       weir-agent run --pod-cidr 10.244.1.0/24 ... (bpffs /sys/fs/bpf/weir-lab-<id>-n1)
-//!       pods: weir-lab-<id>-p-<hash>, wired up by `weir` ADD, each serving tcp/udp 80,81
+//!       pods: weir-lab-<id>-p-<hash>, wired up by `weir` ADD, each serving tcp/udp/sctp 80,81
+//!       iptables nat: one ClusterIP (10.96.0.0/12) per pod, DNAT as kube-proxy does
+//!   <lab dir>/manifests: the Namespaces, Pods, Services and NetworkPolicies every agent watches
 //! ```
+//!
+//! Objects reach the agents as files in the manifest directory (see [`crate::manifest`]); after
+//! writing, the lab sends every agent `Sync`, which answers once the change is programmed and
+//! names the objects it rejects. Every change the lab makes (pod add/del, apply, delete, label)
+//! returns only then, and fails if an object it wrote is rejected.
 //!
 //! Nothing is ever created in the machine's own network namespace: links are made with `ip -n`
 //! inside lab namespaces, and processes enter a lab namespace before they do anything.
@@ -23,16 +30,25 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
+use weir_agent_api::Rejected;
 
 use crate::{
-    agent::{run_agent_cleanup, start_agent, wait_agent_ready, AgentConfig},
+    agent::{agent_sync, run_agent_cleanup, start_agent, wait_agent_ready, AgentConfig},
     cni::{parse_add_result, plugin_config_from_dir, run_cni, with_prev_result, CniEnv, CniError},
+    manifest::{
+        change_labels, namespace_object, parse_documents, pod_object, service_object, Kind,
+        ManifestDir, Object, ObjectRef, NAMESPACE_NAME_LABEL,
+    },
     names::{self, Endpoint, PodRef},
     netns::{
         create_netns, delete_netns, in_netns, ip_in, list_netns, netns_exists, netns_inode,
@@ -41,6 +57,7 @@ use crate::{
     paths::{self, require_bin},
     probe::{probe_in, ProbeSpec, Proto},
     process::{spawn_detached, ProcessRef, Spawn},
+    service::{self, ServePort},
     state::{ExtState, LabState, NodeState, Phase, PodState, Routing, StateLock, STATE_VERSION},
 };
 
@@ -50,6 +67,10 @@ pub const MAX_NODES: u32 = 8;
 pub const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Longest unix socket path (`sun_path` is 108 bytes, NUL included).
 const MAX_SOCKET_PATH: usize = 107;
+/// How long an agent may take to answer `Sync` (compiling and programming every policy).
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most probes a matrix runs at once.
+pub const MATRIX_PARALLELISM: usize = 24;
 
 /// Errors a caller may want to tell apart.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +100,13 @@ pub enum LabError {
         error: CniError,
         stderr: String,
     },
+    /// An agent rejected objects the lab just wrote: `"NetworkPolicy x/a: reason"` each. The
+    /// objects stay in the manifest directory (an agent isolates the pods a rejected policy
+    /// selects) until they are deleted or fixed.
+    #[error("rejected by the agents: {}", .0.join("; "))]
+    Rejected(Vec<String>),
+    #[error("no {0} in the lab")]
+    NoSuchObject(String),
 }
 
 /// How to bring a lab up.
@@ -137,6 +165,10 @@ pub struct PodInfo {
     pub container_id: String,
     pub mac: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Everything the pod serves (`serve-<port>-<proto>` container ports).
+    pub ports: Vec<ServePort>,
+    /// The pod's Service address.
+    pub cluster_ip: Option<Ipv4Addr>,
 }
 
 impl PodInfo {
@@ -152,6 +184,8 @@ impl PodInfo {
             container_id: pod.container_id.clone(),
             mac: pod.mac.clone(),
             labels: pod.labels.clone(),
+            ports: pod.ports.clone(),
+            cluster_ip: pod.cluster_ip,
         }
     }
 
@@ -167,6 +201,8 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     /// 1-based node index.
     pub node: u32,
+    /// Served on top of TCP, UDP and SCTP 80 and 81.
+    pub serve: Vec<ServePort>,
 }
 
 impl PodSpec {
@@ -175,7 +211,14 @@ impl PodSpec {
             pod: PodRef::new(namespace, name),
             labels: BTreeMap::new(),
             node: 1,
+            serve: Vec::new(),
         }
+    }
+
+    /// Also serve `proto`/`port` (a container port named `serve-<port>-<proto>`).
+    pub fn serve(mut self, proto: Proto, port: u16) -> Self {
+        self.serve.push(ServePort::new(proto, port));
+        self
     }
 
     pub fn label(mut self, key: &str, value: &str) -> Self {
@@ -198,6 +241,8 @@ pub struct ProbeResult {
     pub proto: Proto,
     /// `None` for ICMP.
     pub port: Option<u16>,
+    /// The probe went to the target pod's ClusterIP (`ip`), not to the pod.
+    pub via_service: bool,
     pub connected: bool,
     pub rtt_us: Option<u64>,
     pub error: Option<String>,
@@ -205,20 +250,116 @@ pub struct ProbeResult {
     pub reply: Option<String>,
 }
 
+/// What to probe: a pod (`"ns/name"`) or an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeTarget {
+    Pod(String),
+    Ip(Ipv4Addr),
+}
+
+impl ProbeTarget {
+    pub fn pod(namespace: &str, name: &str) -> Self {
+        Self::Pod(format!("{namespace}/{name}"))
+    }
+
+    fn endpoint(&self) -> Result<Endpoint> {
+        match self {
+            Self::Pod(pod) => Ok(Endpoint::Pod(pod.parse()?)),
+            Self::Ip(ip) => Ok(Endpoint::Ip(*ip)),
+        }
+    }
+}
+
+/// How to probe: `ProbeOptions::new(Proto::Tcp, 80).via_service().timeout(d)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeOptions {
+    pub proto: Proto,
+    /// Ignored for ICMP.
+    pub port: u16,
+    /// Probe the target pod's ClusterIP instead of the pod.
+    pub via_service: bool,
+    pub timeout: Duration,
+}
+
+impl ProbeOptions {
+    /// Straight to the pod, 1 s timeout.
+    pub fn new(proto: Proto, port: u16) -> Self {
+        Self {
+            proto,
+            port,
+            via_service: false,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    pub fn via_service(mut self) -> Self {
+        self.via_service = true;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// What a [`Matrix`] probes: `MatrixOptions::new(Proto::Udp, 53).via_service()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixOptions {
+    pub proto: Proto,
+    pub port: u16,
+    pub via_service: bool,
+    pub timeout: Duration,
+    /// The pods (`"ns/name"`) whose every ordered pair is probed; `None`: all of them.
+    pub pods: Option<Vec<String>>,
+}
+
+impl MatrixOptions {
+    /// Every pod, straight to the pod, 1 s timeout.
+    pub fn new(proto: Proto, port: u16) -> Self {
+        Self {
+            proto,
+            port,
+            via_service: false,
+            timeout: Duration::from_secs(1),
+            pods: None,
+        }
+    }
+
+    pub fn via_service(mut self) -> Self {
+        self.via_service = true;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn pods<S: AsRef<str>>(mut self, pods: &[S]) -> Self {
+        self.pods = Some(pods.iter().map(|p| p.as_ref().to_owned()).collect());
+        self
+    }
+}
+
 /// One cell of a [`Matrix`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MatrixEntry {
     pub from: String,
     pub to: String,
+    /// A pod probing itself (through its own IP, or through its ClusterIP and back by hairpin
+    /// NAT with `via_service`). Kubernetes' NetworkPolicy model always allows the former.
+    pub loopback: bool,
     pub connected: bool,
     pub error: Option<String>,
 }
 
-/// Every ordered pair of pods probed.
+/// Every ordered pair of pods probed, loopback pairs included.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Matrix {
     pub proto: Proto,
     pub port: Option<u16>,
+    pub via_service: bool,
     pub results: Vec<MatrixEntry>,
 }
 
@@ -231,7 +372,8 @@ impl Matrix {
             .map(|e| e.connected)
     }
 
-    /// Rows are sources, columns destinations: `ok`, `--` (no connection) or `.` (self).
+    /// Rows are sources, columns destinations: `ok`, `--` (no connection), `.` (self, not
+    /// probed) or `?` (not probed).
     pub fn table(&self) -> String {
         let mut pods: Vec<&str> = self
             .results
@@ -240,10 +382,13 @@ impl Matrix {
             .collect();
         pods.sort_unstable();
         pods.dedup();
-        let title = match self.port {
+        let mut title = match self.port {
             Some(port) => format!("{}/{port}", self.proto),
             None => self.proto.to_string(),
         };
+        if self.via_service {
+            title.push_str(" via service");
+        }
         let corner = format!("{title} from\\to");
         let first = pods
             .iter()
@@ -261,9 +406,9 @@ impl Matrix {
             let mut row = format!("{from:<first$}");
             for to in &pods {
                 let cell = match self.connected(from, to) {
-                    _ if from == to => ".",
                     Some(true) => "ok",
                     Some(false) => "--",
+                    None if from == to => ".",
                     None => "?",
                 };
                 let _ = write!(row, "  {cell:<width$}", width = to.len());
@@ -420,9 +565,103 @@ impl Lab {
         probe_endpoints(&self.state()?, &from, &to, proto, port, timeout)
     }
 
-    /// Probe every ordered pair of distinct pods, in parallel.
+    /// Probe every ordered pair of pods (loopback pairs included), in parallel.
     pub fn matrix(&self, proto: Proto, port: u16, timeout: Duration) -> Result<Matrix> {
         matrix(&self.state()?, proto, port, timeout)
+    }
+
+    /// Probe from `from` (a pod `ns/name`, or `node`, `nodeK`, `ext`) to `to`, straight or
+    /// through the target pod's Service.
+    pub fn probe_with(
+        &self,
+        from: &str,
+        to: &ProbeTarget,
+        opts: &ProbeOptions,
+    ) -> Result<ProbeResult> {
+        let from: Endpoint = from.parse()?;
+        probe_via(&self.state()?, &from, &to.endpoint()?, opts)
+    }
+
+    /// Probe every ordered pair of `opts.pods` (or of every pod), loopback pairs included, up to
+    /// [`MATRIX_PARALLELISM`] at a time.
+    pub fn matrix_with(&self, opts: &MatrixOptions) -> Result<Matrix> {
+        matrix_with(&self.state()?, opts)
+    }
+
+    /// Apply Kubernetes objects, as `kubectl apply -f` would: YAML documents separated by `---`,
+    /// or JSON; Namespaces, Pods and NetworkPolicies only. Namespaces that objects need are
+    /// created. A Pod that is in the lab gets the applied labels; one that is not is added (with
+    /// the labels, `spec.nodeName` and container ports the manifest gives). Returns once every
+    /// agent has programmed the change; fails, before writing anything, if a document is
+    /// malformed, and with [`LabError::Rejected`] if an agent rejects an applied object.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let mut state = load_up(&lock)?;
+        apply_locked(&lock, &mut state, yaml)
+    }
+
+    /// Delete a NetworkPolicy and wait until every agent has programmed that.
+    pub fn delete_policy(&self, namespace: &str, name: &str) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let state = load_up(&lock)?;
+        let id = ObjectRef::namespaced(Kind::NetworkPolicy, namespace, name);
+        if !manifests(&state).remove(&id)? {
+            return Err(LabError::NoSuchObject(id.to_string()).into());
+        }
+        sync_agents(&state).map(drop)
+    }
+
+    /// Change a pod's labels (`"k=v"` sets, `"k-"` removes) and wait until every agent has
+    /// programmed that.
+    pub fn label_pod(&self, namespace: &str, name: &str, changes: &[&str]) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let mut state = load_up(&lock)?;
+        let pod = PodRef::new(namespace, name);
+        let index = state
+            .pods
+            .iter()
+            .position(|p| p.pod_ref() == pod)
+            .ok_or_else(|| LabError::NoSuchPod(pod.clone()))?;
+        let mut labels = state.pods[index].labels.clone();
+        change_labels(&mut labels, changes)?;
+        set_pod_labels(&lock, &mut state, index, labels)
+    }
+
+    /// Change a namespace's labels (`"k=v"`, `"k-"`) and wait until every agent has programmed
+    /// that. `kubernetes.io/metadata.name` cannot be changed.
+    pub fn label_namespace(&self, namespace: &str, changes: &[&str]) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let state = load_up(&lock)?;
+        let manifests = manifests(&state);
+        let id = ObjectRef::namespace(namespace);
+        let mut object = manifests
+            .read(&id)?
+            .ok_or_else(|| LabError::NoSuchObject(id.to_string()))?;
+        let mut labels = object.labels();
+        change_labels(&mut labels, changes)?;
+        if labels.get(NAMESPACE_NAME_LABEL).map(String::as_str) != Some(namespace) {
+            bail!("{NAMESPACE_NAME_LABEL} is set by Kubernetes and cannot be changed");
+        }
+        object.set_labels(&labels);
+        manifests.write(&object)?;
+        check_sync(&state, &[id])
+    }
+
+    /// The ClusterIP of the pod's Service.
+    pub fn service_ip(&self, namespace: &str, name: &str) -> Result<Ipv4Addr> {
+        let pod = self.pod(namespace, name)?;
+        pod.cluster_ip
+            .ok_or_else(|| anyhow::anyhow!("pod {namespace}/{name} has no Service"))
+    }
+
+    /// Sync every agent with the manifest directory; returns every object they reject.
+    pub fn sync(&self) -> Result<Vec<Rejected>> {
+        sync_agents(&self.state()?)
+    }
+
+    /// The lab's manifest directory.
+    pub fn manifest_dir(&self) -> Result<PathBuf> {
+        Ok(self.state()?.manifest_dir)
     }
 }
 
@@ -468,14 +707,28 @@ fn lab_binary() -> Result<PathBuf> {
     require_bin("weir-lab")
 }
 
-/// Start `weir-lab serve` in `netns` answering as `name` on `bind`, ports 80 and 81.
-fn start_server(netns: &str, name: &str, bind: Ipv4Addr, log: &Path) -> Result<ProcessRef> {
-    let ports = names::SERVER_PORTS.map(|p| p.to_string()).join(",");
+/// Start `weir-lab serve` in `netns` answering as `name` on `bind`, on `ports`.
+fn start_server(
+    netns: &str,
+    name: &str,
+    bind: Ipv4Addr,
+    log: &Path,
+    ports: &[ServePort],
+) -> Result<ProcessRef> {
+    let list = |proto: Proto| {
+        ports
+            .iter()
+            .filter(|p| p.proto == proto)
+            .map(|p| p.port.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut command = Command::new(lab_binary()?);
     command
         .args(["serve", "--netns", netns, "--name", name, "--bind"])
         .arg(bind.to_string())
-        .args(["--tcp", &ports, "--udp", &ports]);
+        .args(["--tcp", &list(Proto::Tcp), "--udp", &list(Proto::Udp)])
+        .args(["--sctp", &list(Proto::Sctp)]);
     spawn_detached(Spawn {
         command,
         netns: None,
@@ -540,6 +793,9 @@ pub fn plan(dir: &Path, opts: &LabOptions) -> LabState {
         phase: Phase::Creating,
         routing: opts.routing,
         cluster_cidr: names::CLUSTER_CIDR.to_owned(),
+        manifest_dir: dir.join(crate::manifest::MANIFEST_DIR),
+        service_cidr: service::SERVICE_CIDR.to_owned(),
+        last_service_index: 0,
         ext: ExtState {
             netns: names::ext_netns(&id),
             bridge: "br0".to_owned(),
@@ -711,7 +967,10 @@ fn build(lock: &StateLock, state: &mut LabState, opts: &LabOptions) -> Result<()
         "ext",
         ext.host_ip,
         &ext.server_log,
+        &service::default_ports(),
     )?);
+    std::fs::create_dir_all(&state.manifest_dir)
+        .with_context(|| format!("creating {}", state.manifest_dir.display()))?;
     lock.save(state)?;
 
     for i in 0..state.nodes.len() {
@@ -732,6 +991,103 @@ fn build(lock: &StateLock, state: &mut LabState, opts: &LabOptions) -> Result<()
     Ok(())
 }
 
+/// The lab's manifest directory.
+fn manifests(state: &LabState) -> ManifestDir {
+    if state.manifest_dir.as_os_str().is_empty() {
+        // A state written before the lab had objects.
+        ManifestDir::new(state.dir.join(crate::manifest::MANIFEST_DIR))
+    } else {
+        ManifestDir::new(&state.manifest_dir)
+    }
+}
+
+/// Send `Sync` to every node's agent at once; the union of what they reject. Fails if an agent
+/// cannot be reached or answers with an error.
+fn sync_agents(state: &LabState) -> Result<Vec<Rejected>> {
+    let answers: Vec<Result<Vec<Rejected>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = state
+            .nodes
+            .iter()
+            .map(|node| {
+                scope.spawn(move || {
+                    let config = AgentConfig::for_node(state, node);
+                    agent_sync(&config.socket(), SYNC_TIMEOUT)
+                        .map(|(_, rejected)| rejected)
+                        .with_context(|| format!("syncing the agent of node {}", node.name))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("sync thread panicked")))
+            })
+            .collect()
+    });
+    let mut all: Vec<Rejected> = Vec::new();
+    for answer in answers {
+        for rejected in answer? {
+            if !all.contains(&rejected) {
+                all.push(rejected);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// [`LabError::Rejected`] if `rejected` names any of `ids`.
+fn fail_if_rejected(rejected: &[Rejected], ids: &[ObjectRef]) -> Result<()> {
+    let hits: Vec<String> = rejected
+        .iter()
+        .filter(|r| ids.iter().any(|id| id.is_named_by(&r.object)))
+        .map(|r| format!("{}: {}", r.object, r.reason))
+        .collect();
+    if hits.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Rejected(hits).into())
+    }
+}
+
+/// Sync every agent and fail if one rejects any of `ids`.
+fn check_sync(state: &LabState, ids: &[ObjectRef]) -> Result<()> {
+    fail_if_rejected(&sync_agents(state)?, ids)
+}
+
+/// Write the Namespace `name` unless it exists; returns its id.
+fn ensure_namespace(manifests: &ManifestDir, name: &str) -> Result<ObjectRef> {
+    let id = ObjectRef::namespace(name);
+    if !manifests.exists(&id) {
+        manifests.write(&namespace_object(name, &BTreeMap::new()))?;
+    }
+    Ok(id)
+}
+
+/// The Pod object of a recorded pod, with its status.
+fn recorded_pod_object(state: &LabState, pod: &PodState) -> Object {
+    let node = state
+        .node(pod.node)
+        .map_or_else(|| names::node_name(pod.node), |n| n.name.clone());
+    pod_object(&pod.pod_ref(), &pod.labels, &node, &pod.ports, Some(pod.ip))
+}
+
+/// Set pod `index`'s labels: state, Pod manifest, sync.
+fn set_pod_labels(
+    lock: &StateLock,
+    state: &mut LabState,
+    index: usize,
+    labels: BTreeMap<String, String>,
+) -> Result<()> {
+    state.pods[index].labels = labels;
+    lock.save(state)?;
+    let object = recorded_pod_object(state, &state.pods[index]);
+    manifests(state).write(&object)?;
+    check_sync(state, &[object.id])
+}
+
+/// Add a pod: Namespace (if missing) and Pod manifests, sync, CNI ADD, server, then the pod's
+/// status and Service (manifest and DNAT rules), sync. Undone on failure.
 fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Result<PodInfo> {
     let pod = spec.pod.clone();
     if state.pod(&pod).is_some() {
@@ -753,7 +1109,29 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
     }
     let weir = require_bin("weir")?;
     let config = plugin_config_from_dir(&node.cni_conf_dir)?;
-    let netns = Netns::create(&netns_name)?;
+    let ports = service::all_ports(&spec.serve);
+
+    // The Pod exists (scheduled, no IP yet) before the runtime calls the plugin, as in a cluster.
+    let manifests = manifests(state);
+    let namespace_id = ensure_namespace(&manifests, &pod.namespace)?;
+    let pending = pod_object(&pod, &spec.labels, &node.name, &ports, None);
+    let pod_id = pending.id.clone();
+    manifests.write(&pending)?;
+    let unpublish = |state: &LabState, err: anyhow::Error| {
+        let err = err.context(format!("adding pod {pod}"));
+        match manifests.remove(&pod_id).and_then(|_| sync_agents(state)) {
+            Ok(_) => err,
+            Err(undo) => err.context(format!("and removing its Pod manifest failed: {undo:#}")),
+        }
+    };
+    if let Err(err) = check_sync(state, &[namespace_id, pod_id.clone()]) {
+        return Err(unpublish(state, err));
+    }
+
+    let netns = match Netns::create(&netns_name) {
+        Ok(netns) => netns,
+        Err(err) => return Err(unpublish(state, err)),
+    };
     let container_id = names::random_container_id()?;
     let env = CniEnv {
         plugin: weir,
@@ -766,7 +1144,10 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
         )
         .run_in(&node.netns)
     };
-    let out = run_cni(&env, &config)?;
+    let out = match run_cni(&env, &config) {
+        Ok(out) => out,
+        Err(err) => return Err(unpublish(state, err)),
+    };
     if let Some(error) = out.error() {
         // What runtimes do after a failed ADD: DEL, so the plugin releases anything half-made.
         let del = CniEnv {
@@ -774,6 +1155,8 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
             ..env.clone()
         };
         let _ = run_cni(&del, &config);
+        let _ = manifests.remove(&pod_id);
+        let _ = sync_agents(state);
         return Err(LabError::CniAdd {
             pod,
             error,
@@ -782,24 +1165,26 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
         .into());
     }
     let result = out.json.unwrap_or(Value::Null);
-    let undo = |err: anyhow::Error| {
+    let undo = |state: &LabState, err: anyhow::Error| {
         let del = CniEnv {
             command: "DEL".to_owned(),
             ..env.clone()
         };
-        match run_cni(&del, &with_prev_result(&config, &result)) {
+        let err = match run_cni(&del, &with_prev_result(&config, &result)) {
             Ok(out) if out.success() => err,
             Ok(out) => err.context(format!(
                 "and the undoing DEL failed: {}",
                 out.error().map(|e| e.to_string()).unwrap_or_default()
             )),
             Err(del_err) => err.context(format!("and the undoing DEL failed: {del_err:#}")),
-        }
+        };
+        unpublish(state, err)
     };
     let parsed = match parse_add_result(&result) {
         Ok(parsed) => parsed,
         Err(err) => {
             return Err(undo(
+                state,
                 err.context(format!("CNI ADD result for {pod}: {result}")),
             ))
         }
@@ -813,9 +1198,10 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
         &pod.to_string(),
         Ipv4Addr::UNSPECIFIED,
         &server_log,
+        &ports,
     ) {
         Ok(server) => server,
-        Err(err) => return Err(undo(err)),
+        Err(err) => return Err(undo(state, err)),
     };
     state.pods.push(PodState {
         namespace: pod.namespace.clone(),
@@ -827,6 +1213,8 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
         ip: parsed.ip,
         mac: parsed.mac,
         labels: spec.labels.clone(),
+        ports,
+        cluster_ip: None,
         server: Some(server),
         server_log,
         cni_config: config.clone(),
@@ -835,11 +1223,54 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
     if let Err(err) = lock.save(state) {
         server.terminate(Duration::from_secs(1));
         state.pods.pop();
-        return Err(undo(err));
+        return Err(undo(state, err));
     }
     netns.persist();
-    let added = state.pods.last().context("pod just added")?;
+
+    // Recorded: from here on a failure deletes the pod the ordinary way.
+    if let Err(err) = publish_pod(lock, state, &pod) {
+        let err = err.context(format!("adding pod {pod}"));
+        return Err(match del_pod_locked(lock, state, &pod) {
+            Ok(()) => err,
+            Err(del) => err.context(format!("and deleting the pod again failed: {del:#}")),
+        });
+    }
+    let added = state.pod(&pod).context("pod just added")?;
     Ok(PodInfo::new(state, added))
+}
+
+/// Give a recorded pod its Service (ClusterIP, DNAT rules, manifest) and its status (IP,
+/// Running) in the Pod manifest; sync.
+fn publish_pod(lock: &StateLock, state: &mut LabState, pod: &PodRef) -> Result<()> {
+    let index = state
+        .pods
+        .iter()
+        .position(|p| p.pod_ref() == *pod)
+        .context("pod not recorded")?;
+    state.last_service_index += 1;
+    let vip = service::cluster_ip(state.last_service_index)
+        .context("the Service CIDR is used up (this lab has handed out every ClusterIP)")?;
+    lock.save(state)?;
+    let recorded = state.pods[index].clone();
+    let node = state
+        .node(recorded.node)
+        .ok_or(LabError::NoSuchNode(recorded.node))?;
+    service::ensure_chains(&node.netns)?;
+    let (dnat, hairpin) =
+        service::service_rules(vip, recorded.ip, &recorded.ports, &pod.to_string());
+    service::apply_rules(&node.netns, &service::restore_script('A', &dnat, &hairpin))
+        .with_context(|| format!("installing the Service rules of {pod}"))?;
+    // Recorded once the rules are in (iptables-restore commits all or nothing), so DEL
+    // removes exactly what is there.
+    state.pods[index].cluster_ip = Some(vip);
+    lock.save(state)?;
+
+    let manifests = manifests(state);
+    let service = service_object(pod, vip, &recorded.ports);
+    manifests.write(&service)?;
+    let running = recorded_pod_object(state, &state.pods[index]);
+    manifests.write(&running)?;
+    check_sync(state, &[running.id, service.id])
 }
 
 /// `weir` DEL for a recorded pod, with the conflist's current configuration (or the one used at
@@ -879,6 +1310,10 @@ fn cni_del(state: &LabState, pod: &PodState, timeout: Duration) -> Result<()> {
     }
 }
 
+/// Delete a pod: stop its server, CNI DEL (with prevResult), delete its netns, then remove its
+/// Service rules and its Service and Pod manifests, and sync. On a failed DEL the pod stays
+/// recorded (and its netns in place) so DEL can be retried; later steps are all attempted and the
+/// first failure reported.
 fn del_pod_locked(lock: &StateLock, state: &mut LabState, pod: &PodRef) -> Result<()> {
     let index = state
         .pods
@@ -889,11 +1324,128 @@ fn del_pod_locked(lock: &StateLock, state: &mut LabState, pod: &PodRef) -> Resul
         server.terminate(Duration::from_secs(1));
         lock.save(state)?;
     }
-    // On a failed DEL the pod stays recorded (and its netns in place) so DEL can be retried.
     cni_del(state, &state.pods[index], Duration::from_secs(60))?;
     delete_netns(&state.pods[index].netns)?;
-    state.pods.remove(index);
+    let removed = state.pods.remove(index);
     lock.save(state)?;
+
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    if let (Some(vip), Some(node)) = (removed.cluster_ip, state.node(removed.node)) {
+        let (dnat, hairpin) =
+            service::service_rules(vip, removed.ip, &removed.ports, &pod.to_string());
+        if let Err(err) =
+            service::apply_rules(&node.netns, &service::restore_script('D', &dnat, &hairpin))
+        {
+            errors.push(err.context(format!("removing the Service rules of {pod}")));
+        }
+    }
+    let manifests = manifests(state);
+    for kind in [Kind::Service, Kind::Pod] {
+        if let Err(err) = manifests.remove(&ObjectRef::namespaced(kind, &pod.namespace, &pod.name))
+        {
+            errors.push(err);
+        }
+    }
+    if let Err(err) = sync_agents(state) {
+        errors.push(err);
+    }
+    match errors.into_iter().next() {
+        None => Ok(()),
+        Some(err) => Err(err.context(format!("pod {pod} is deleted, but not cleanly"))),
+    }
+}
+
+/// What `apply` does with a Pod that is not in the lab yet: add it as the manifest says.
+fn pod_spec_from_object(state: &LabState, object: &Object) -> Result<PodSpec> {
+    let namespace = object.id.namespace.as_deref().unwrap_or("default");
+    let mut spec = PodSpec::new(namespace, &object.id.name);
+    spec.labels = object.labels();
+    let spec_doc = &object.doc["spec"];
+    if let Some(node_name) = spec_doc["nodeName"].as_str() {
+        spec.node = state
+            .nodes
+            .iter()
+            .find(|n| n.name == node_name)
+            .map(|n| n.index)
+            .with_context(|| {
+                format!("{}: spec.nodeName {node_name} is not a lab node", object.id)
+            })?;
+    }
+    for container in spec_doc["containers"].as_array().into_iter().flatten() {
+        for port in container["ports"].as_array().into_iter().flatten() {
+            let number = port["containerPort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|&p| p != 0)
+                .with_context(|| {
+                    format!("{}: bad containerPort {}", object.id, port["containerPort"])
+                })?;
+            let proto = match port["protocol"].as_str().unwrap_or("TCP") {
+                "TCP" => Proto::Tcp,
+                "UDP" => Proto::Udp,
+                "SCTP" => Proto::Sctp,
+                other => bail!("{}: bad port protocol {other}", object.id),
+            };
+            spec.serve.push(ServePort::new(proto, number));
+        }
+    }
+    Ok(spec)
+}
+
+fn apply_locked(lock: &StateLock, state: &mut LabState, text: &str) -> Result<()> {
+    // Everything is checked before anything is written.
+    let objects = parse_documents(text)?;
+    let mut new_pods: Vec<PodSpec> = Vec::new();
+    for object in objects.iter().filter(|o| o.id.kind == Kind::Pod) {
+        let pod = PodRef::new(
+            object.id.namespace.as_deref().unwrap_or("default"),
+            &object.id.name,
+        );
+        if state.pod(&pod).is_none() {
+            new_pods.push(pod_spec_from_object(state, object)?);
+        }
+    }
+
+    let manifests = manifests(state);
+    let mut written: Vec<ObjectRef> = Vec::new();
+    // Namespaces first, so the objects in them find them.
+    let (namespaces, others): (Vec<&Object>, Vec<&Object>) =
+        objects.iter().partition(|o| o.id.kind == Kind::Namespace);
+    for object in namespaces {
+        let mut object = object.clone();
+        let mut labels = object.labels();
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), object.id.name.clone());
+        object.set_labels(&labels);
+        manifests.write(&object)?;
+        written.push(object.id);
+    }
+    for object in others {
+        let namespace = object.id.namespace.as_deref().unwrap_or("default");
+        let namespace_id = ensure_namespace(&manifests, namespace)?;
+        if !written.contains(&namespace_id) {
+            written.push(namespace_id);
+        }
+        match object.id.kind {
+            Kind::Pod => {
+                let pod = PodRef::new(namespace, &object.id.name);
+                // Pods in the lab take the applied labels; the rest of the object is the lab's.
+                if let Some(index) = state.pods.iter().position(|p| p.pod_ref() == pod) {
+                    state.pods[index].labels = object.labels();
+                    lock.save(state)?;
+                    manifests.write(&recorded_pod_object(state, &state.pods[index]))?;
+                    written.push(object.id.clone());
+                }
+            }
+            _ => {
+                manifests.write(object)?;
+                written.push(object.id.clone());
+            }
+        }
+    }
+    check_sync(state, &written)?;
+    for spec in &new_pods {
+        add_pod_locked(lock, state, spec)?;
+    }
     Ok(())
 }
 
@@ -941,24 +1493,48 @@ pub fn probe_endpoints(
     port: u16,
     timeout: Duration,
 ) -> Result<ProbeResult> {
+    let opts = ProbeOptions::new(proto, port).timeout(timeout);
+    probe_via(state, from, to, &opts)
+}
+
+/// Probe from `from` to `to`, or with `via_service` to the ClusterIP of pod `to`.
+pub fn probe_via(
+    state: &LabState,
+    from: &Endpoint,
+    to: &Endpoint,
+    opts: &ProbeOptions,
+) -> Result<ProbeResult> {
     let (netns, source) = resolve_from(state, from)?;
-    let dest = resolve_to(state, to)?;
+    let dest = if opts.via_service {
+        let Endpoint::Pod(pod) = to else {
+            bail!("probing via a Service needs a pod as the target, not {to}");
+        };
+        let found = state
+            .pod(pod)
+            .ok_or_else(|| LabError::NoSuchPod(pod.clone()))?;
+        found
+            .cluster_ip
+            .with_context(|| format!("pod {pod} has no Service"))?
+    } else {
+        resolve_to(state, to)?
+    };
     let outcome = probe_in(
         &netns,
         &ProbeSpec {
             source,
             dest,
-            proto,
-            port,
-            timeout,
+            proto: opts.proto,
+            port: opts.port,
+            timeout: opts.timeout,
         },
     )?;
     Ok(ProbeResult {
         from: from.to_string(),
         to: to.to_string(),
         ip: dest,
-        proto,
-        port: (proto != Proto::Icmp).then_some(port),
+        proto: opts.proto,
+        port: opts.proto.has_ports().then_some(opts.port),
+        via_service: opts.via_service,
         connected: outcome.connected,
         rtt_us: outcome
             .rtt
@@ -968,48 +1544,87 @@ pub fn probe_endpoints(
     })
 }
 
-/// Probe every ordered pair of distinct pods, up to 32 at a time.
+/// Run `f` on every item with at most `workers` threads; results in item order.
+fn run_bounded<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else {
+                    break;
+                };
+                let result = f(item);
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Probe every ordered pair of pods, loopback pairs included, [`MATRIX_PARALLELISM`] at a time.
 pub fn matrix(state: &LabState, proto: Proto, port: u16, timeout: Duration) -> Result<Matrix> {
-    let mut pods: Vec<PodRef> = state.pods.iter().map(PodState::pod_ref).collect();
+    matrix_with(state, &MatrixOptions::new(proto, port).timeout(timeout))
+}
+
+/// [`matrix`] with options: a subset of pods, via their Services.
+pub fn matrix_with(state: &LabState, opts: &MatrixOptions) -> Result<Matrix> {
+    let mut pods: Vec<PodRef> = match &opts.pods {
+        None => state.pods.iter().map(PodState::pod_ref).collect(),
+        Some(list) => list
+            .iter()
+            .map(|p| {
+                let pod: PodRef = p.parse()?;
+                state
+                    .pod(&pod)
+                    .ok_or_else(|| LabError::NoSuchPod(pod.clone()))?;
+                Ok(pod)
+            })
+            .collect::<Result<_>>()?,
+    };
     pods.sort();
+    pods.dedup();
     let pairs: Vec<(Endpoint, Endpoint)> = pods
         .iter()
         .flat_map(|from| {
             pods.iter()
-                .filter(move |to| *to != from)
                 .map(move |to| (Endpoint::Pod(from.clone()), Endpoint::Pod(to.clone())))
         })
         .collect();
+    let probe = ProbeOptions {
+        proto: opts.proto,
+        port: opts.port,
+        via_service: opts.via_service,
+        timeout: opts.timeout,
+    };
+    let outcomes = run_bounded(&pairs, MATRIX_PARALLELISM, |(from, to)| {
+        probe_via(state, from, to, &probe)
+    });
     let mut results = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(32) {
-        let outcomes: Vec<Result<ProbeResult>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(from, to)| {
-                    scope.spawn(move || probe_endpoints(state, from, to, proto, port, timeout))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("probe thread panicked")))
-                })
-                .collect()
+    for ((from, to), outcome) in pairs.iter().zip(outcomes) {
+        let result = outcome?;
+        results.push(MatrixEntry {
+            from: result.from,
+            to: result.to,
+            loopback: from == to,
+            connected: result.connected,
+            error: result.error,
         });
-        for outcome in outcomes {
-            let result = outcome?;
-            results.push(MatrixEntry {
-                from: result.from,
-                to: result.to,
-                connected: result.connected,
-                error: result.error,
-            });
-        }
     }
     Ok(Matrix {
-        proto,
-        port: (proto != Proto::Icmp).then_some(port),
+        proto: opts.proto,
+        port: opts.proto.has_ports().then_some(opts.port),
+        via_service: opts.via_service,
         results,
     })
 }
@@ -1066,6 +1681,16 @@ fn down_locked(lock: &StateLock, state: Option<LabState>) -> Result<DownReport> 
             if netns_exists(&node.netns) && paths::bin_path("weir-agent").is_file() {
                 if let Err(err) = run_agent_cleanup(&node.netns, &config, Duration::from_secs(30)) {
                     warn(format!("node {}: {err:#}", node.name));
+                }
+            }
+            // Deleting the netns would take them along; removed first so a lab that cannot
+            // delete its netns still leaves no Service rules.
+            if state.last_service_index > 0 && netns_exists(&node.netns) {
+                if let Err(err) = service::remove_chains(&node.netns) {
+                    warn(format!(
+                        "node {}: removing Service chains: {err:#}",
+                        node.name
+                    ));
                 }
             }
         }
@@ -1163,7 +1788,8 @@ fn remove_lab_dir(dir: &Path, state: Option<&LabState>, warnings: &mut Vec<Strin
         .filter_map(|e| e.ok())
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            is_node_dir(&name) || ["ext", "pods"].contains(&name.as_str())
+            is_node_dir(&name)
+                || ["ext", "pods", crate::manifest::MANIFEST_DIR].contains(&name.as_str())
         })
         .map(|e| e.path())
         .collect();
@@ -1238,12 +1864,14 @@ mod tests {
         let entry = |from: &str, to: &str, connected| MatrixEntry {
             from: from.to_owned(),
             to: to.to_owned(),
+            loopback: from == to,
             connected,
             error: None,
         };
-        let matrix = Matrix {
+        let mut matrix = Matrix {
             proto: Proto::Tcp,
             port: Some(80),
+            via_service: false,
             results: vec![
                 entry("default/a", "default/b", true),
                 entry("default/b", "default/a", false),
@@ -1267,6 +1895,17 @@ mod tests {
         // Cells sit under their column headers.
         assert_eq!(lines[0].find("default/b"), lines[1].find("ok"), "{table}");
         assert_eq!(lines[0].find("default/a"), lines[2].find("--"), "{table}");
+        // Self cells: `.` unless probed.
+        assert!(lines[1].contains(" ."), "{table}");
+        matrix.via_service = true;
+        matrix.results.push(entry("default/a", "default/a", false));
+        let table = matrix.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("tcp/80 via service from\\to"),
+            "{table}"
+        );
+        assert_eq!(lines[0].find("default/a"), lines[1].find("--"), "{table}");
     }
 
     #[test]
@@ -1277,6 +1916,7 @@ mod tests {
             ip: names::EXT_HOST_IP,
             proto: Proto::Icmp,
             port: None,
+            via_service: false,
             connected: true,
             rtt_us: Some(42),
             error: None,
@@ -1286,7 +1926,8 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"from": "default/web", "to": "ext", "ip": "203.0.113.1", "proto": "icmp",
-                "port": null, "connected": true, "rtt_us": 42, "error": null, "reply": null})
+                "port": null, "via_service": false, "connected": true, "rtt_us": 42, "error": null,
+                "reply": null})
         );
     }
 

@@ -19,12 +19,15 @@ pub mod agent;
 pub mod cni;
 pub mod demo;
 pub mod lab;
+pub mod manifest;
 pub mod names;
 pub mod netns;
 pub mod paths;
 pub mod probe;
 pub mod process;
+pub mod sctp;
 pub mod serve;
+pub mod service;
 pub mod state;
 
 pub use crate::{

@@ -172,10 +172,18 @@ pub enum ParseError {
     Ports(String),
     #[error("{0:?} is not a pod (NAMESPACE/NAME), `node`, `nodeK`, `ext` or an IPv4 address")]
     Endpoint(String),
-    #[error("{0:?} is not a protocol: use tcp, udp or icmp")]
+    #[error("{0:?} is not a protocol: use tcp, udp, sctp or icmp")]
     Proto(String),
+    #[error("{0:?} is not a served port like tcp:3306 (tcp, udp or sctp; port 1-65535)")]
+    Serve(String),
     #[error("{0:?} is not a routing mode: use native or vxlan")]
     Routing(String),
+}
+
+/// Lowercase letters, digits, '-' and '.', not starting or ending with '-' or '.', at most 253
+/// characters: what the lab accepts as a namespace or object name (they become file names).
+pub fn is_dns_name(s: &str) -> bool {
+    is_dns_label(s)
 }
 
 fn is_dns_label(s: &str) -> bool {

@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Connectivity probes: TCP connect-and-read, UDP echo, ICMP echo.
+//! Connectivity probes: TCP connect-and-read, UDP echo, SCTP INIT / INIT-ACK, ICMP echo.
 //!
 //! A probe runs in whatever netns its thread is in ([`probe_here`]), or enters one first
 //! ([`probe_in`]). It answers one question, "did the other end answer?", with enough detail to tell
 //! a policy drop (timeout) from a missing listener (refused) or a routing hole (unreachable).
 //!
-//! UDP and ICMP are retransmitted every [`RESEND_INTERVAL`] until the timeout, as ping does, so a
-//! single packet lost to neighbour resolution does not fail a test; the round-trip time is that of
-//! the request that was answered.
+//! UDP, SCTP and ICMP are retransmitted every [`RESEND_INTERVAL`] until the timeout, as ping
+//! does, so a single packet lost to neighbour resolution does not fail a test; the round-trip time
+//! is that of the request that was answered, timed from just *before* it was sent: on veths the
+//! whole exchange may run inside the sending syscall (the peer's stack runs in softirq on the way
+//! out), so a timestamp taken after `send` returns can postdate the answer.
+//!
+//! SCTP is probed over a raw socket (see [`crate::sctp`]): "connected" means the INIT-ACK for
+//! our INIT came back with our tag and a valid checksum; an ABORT means nobody serves the port.
 
 use std::{
     fmt,
@@ -40,7 +45,27 @@ pub const RESEND_INTERVAL: Duration = Duration::from_millis(250);
 pub enum Proto {
     Tcp,
     Udp,
+    Sctp,
     Icmp,
+}
+
+impl Proto {
+    /// The protocols that have ports.
+    pub const WITH_PORTS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
+
+    /// As Kubernetes spells it (`TCP`, `UDP`, `SCTP`; `ICMP` has no Kubernetes name).
+    pub fn k8s_name(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+            Self::Sctp => "SCTP",
+            Self::Icmp => "ICMP",
+        }
+    }
+
+    pub fn has_ports(self) -> bool {
+        self != Self::Icmp
+    }
 }
 
 impl FromStr for Proto {
@@ -50,6 +75,7 @@ impl FromStr for Proto {
         match s {
             "tcp" => Ok(Self::Tcp),
             "udp" => Ok(Self::Udp),
+            "sctp" => Ok(Self::Sctp),
             "icmp" => Ok(Self::Icmp),
             _ => Err(ParseError::Proto(s.to_owned())),
         }
@@ -61,6 +87,7 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Self::Tcp => "tcp",
             Self::Udp => "udp",
+            Self::Sctp => "sctp",
             Self::Icmp => "icmp",
         })
     }
@@ -82,7 +109,7 @@ pub struct ProbeSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeOutcome {
     pub connected: bool,
-    /// TCP: handshake time; UDP/ICMP: round trip of the answered request.
+    /// TCP: handshake time; UDP/SCTP/ICMP: round trip of the answered request.
     pub rtt: Option<Duration>,
     /// TCP: the line the server wrote; UDP: the echoed payload.
     pub reply: Option<String>,
@@ -118,6 +145,7 @@ pub fn probe_here(spec: &ProbeSpec) -> Result<ProbeOutcome> {
     match spec.proto {
         Proto::Tcp => probe_tcp(spec),
         Proto::Udp => probe_udp(spec),
+        Proto::Sctp => probe_sctp(spec),
         Proto::Icmp => probe_icmp(spec),
     }
 }
@@ -263,10 +291,12 @@ fn probe_udp(spec: &ProbeSpec) -> Result<ProbeOutcome> {
             return Ok(ProbeOutcome::failed(timed_out(spec.timeout)));
         }
         let payload = format!("weir-lab probe {token:04x}-{}", sent.len());
+        // Timed before the send: the answer may arrive before `send` returns.
+        let at = Instant::now();
         if let Err(err) = socket.send(payload.as_bytes()) {
             return Ok(ProbeOutcome::failed(udp_error(&err)));
         }
-        sent.push((payload, Instant::now()));
+        sent.push((payload, at));
         let resend_at = (Instant::now() + RESEND_INTERVAL).min(deadline);
         loop {
             let left = remaining(resend_at);
@@ -408,6 +438,92 @@ pub fn describe_icmp_error(from: Ipv4Addr, kind: u8, code: u8) -> String {
     format!("ICMP {what} (type {kind} code {code}) from {from}")
 }
 
+/// A fresh ephemeral source port for an SCTP probe (nothing else in the netns uses SCTP ports:
+/// the kernel has no SCTP stack).
+fn sctp_source_port() -> u16 {
+    // Modulo keeps it below 28232, so the sum fits; 32768..=60999 as Linux's default range.
+    32768 + u16::try_from(crate::sctp::random_u32() % 28232).unwrap_or(0)
+}
+
+fn probe_sctp(spec: &ProbeSpec) -> Result<ProbeOutcome> {
+    use crate::sctp::{self, InitFields, CHUNK_ABORT, CHUNK_INIT_ACK};
+
+    let start = Instant::now();
+    let deadline = start + spec.timeout;
+    let fd = sctp::raw_socket().context("creating a raw SCTP socket (needs CAP_NET_RAW)")?;
+    bind_source(&fd, spec.source)?;
+    let dest = SockaddrIn::from(SocketAddrV4::new(spec.dest, 0));
+    let src_port = sctp_source_port();
+    let init = InitFields {
+        initiate_tag: sctp::random_u32(),
+        a_rwnd: 65536,
+        outbound_streams: 10,
+        inbound_streams: 65535,
+        initial_tsn: sctp::random_u32(),
+    };
+    // Retransmissions repeat the same INIT (same tag), as a real stack does, so conntrack sees one
+    // association.
+    let packet = sctp::init_packet(src_port, spec.port, &init);
+    let mut last_sent;
+    let mut bad_checksum = false;
+    let mut buf = [0u8; 2048];
+    loop {
+        if remaining(deadline).is_zero() {
+            let why = if bad_checksum {
+                format!(
+                    "{} (an INIT-ACK with a bad checksum was ignored)",
+                    timed_out(spec.timeout)
+                )
+            } else {
+                timed_out(spec.timeout)
+            };
+            return Ok(ProbeOutcome::failed(why));
+        }
+        let at = Instant::now();
+        if let Err(err) = sendto(fd.as_raw_fd(), &packet, &dest, MsgFlags::empty()) {
+            return Ok(ProbeOutcome::failed(err.desc()));
+        }
+        last_sent = at;
+        let resend_at = (Instant::now() + RESEND_INTERVAL).min(deadline);
+        while wait_fd(&fd, PollFlags::POLLIN, remaining(resend_at))? {
+            let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(err) => return Ok(ProbeOutcome::failed(err.desc())),
+            };
+            let Some(got) = sctp::parse(&buf[..n]) else {
+                continue;
+            };
+            let ours = got.src == spec.dest
+                && got.src_port == spec.port
+                && got.dst_port == src_port
+                && got.vtag == init.initiate_tag;
+            if !ours {
+                continue;
+            }
+            if !got.checksum_ok {
+                bad_checksum = true;
+                continue;
+            }
+            match got.chunk {
+                // Retransmitted INITs are identical, so the round trip is timed from the latest.
+                CHUNK_INIT_ACK => {
+                    return Ok(ProbeOutcome::connected(
+                        last_sent.elapsed(),
+                        Some("INIT-ACK".to_owned()),
+                    ));
+                }
+                CHUNK_ABORT => {
+                    return Ok(ProbeOutcome::failed(
+                        "connection refused (SCTP ABORT: nobody serves the port)",
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 fn probe_icmp(spec: &ProbeSpec) -> Result<ProbeOutcome> {
     let start = Instant::now();
     let deadline = start + spec.timeout;
@@ -428,6 +544,8 @@ fn probe_icmp(spec: &ProbeSpec) -> Result<ProbeOutcome> {
             return Ok(ProbeOutcome::failed(timed_out(spec.timeout)));
         }
         let seq = u16::try_from(sent.len()).unwrap_or(u16::MAX);
+        // Timed before the send: the reply may be queued before `sendto` returns.
+        let at = Instant::now();
         if let Err(err) = sendto(
             fd.as_raw_fd(),
             &echo_request(ident, seq),
@@ -436,7 +554,7 @@ fn probe_icmp(spec: &ProbeSpec) -> Result<ProbeOutcome> {
         ) {
             return Ok(ProbeOutcome::failed(err.desc()));
         }
-        sent.push(Instant::now());
+        sent.push(at);
         let resend_at = (Instant::now() + RESEND_INTERVAL).min(deadline);
         while wait_fd(&fd, PollFlags::POLLIN, remaining(resend_at))? {
             let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
@@ -536,10 +654,12 @@ mod tests {
 
     #[test]
     fn protocols_parse_and_print() {
-        for p in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
+        for p in [Proto::Tcp, Proto::Udp, Proto::Sctp, Proto::Icmp] {
             assert_eq!(p.to_string().parse::<Proto>().unwrap(), p);
         }
-        assert!("sctp".parse::<Proto>().is_err());
+        assert!("SCTP".parse::<Proto>().is_err());
+        assert!("dccp".parse::<Proto>().is_err());
+        assert_eq!(Proto::Sctp.k8s_name(), "SCTP");
         assert_eq!(serde_json::to_string(&Proto::Icmp).unwrap(), r#""icmp""#);
     }
 

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The server every lab pod (and the outside host) runs: on each TCP port it accepts, writes one
-//! line naming itself and closes; on each UDP port it echoes datagrams back.
+//! line naming itself and closes; on each UDP port it echoes datagrams back; to an SCTP INIT for
+//! one of its SCTP ports it answers with an INIT-ACK, and to an INIT for any other port with an
+//! ABORT, as an SCTP stack with no listener there would (see [`crate::sctp`]; one raw socket
+//! serves every SCTP port).
 //!
 //! Sockets are bound by [`ServerSockets::bind`] in the calling thread's netns and keep that netns
 //! whatever thread serves them. The CLI runs this in a detached `weir-lab serve` process (so it
@@ -9,7 +12,7 @@
 use std::{
     io::{self, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket},
-    os::fd::AsFd,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -19,9 +22,13 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::{
+    errno::Errno,
+    poll::{poll, PollFd, PollFlags, PollTimeout},
+    sys::socket::{bind, recv, sendto, MsgFlags, SockaddrIn},
+};
 
-use crate::netns::in_netns;
+use crate::{netns::in_netns, sctp};
 
 /// What to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +40,8 @@ pub struct ServeConfig {
     pub bind: Ipv4Addr,
     pub tcp_ports: Vec<u16>,
     pub udp_ports: Vec<u16>,
+    /// Answered with INIT-ACK; an INIT to any other port gets an ABORT. Empty: no SCTP at all.
+    pub sctp_ports: Vec<u16>,
 }
 
 /// Bound, listening sockets.
@@ -40,6 +49,14 @@ pub struct ServerSockets {
     name: String,
     tcp: Vec<TcpListener>,
     udp: Vec<UdpSocket>,
+    sctp: Option<SctpResponder>,
+}
+
+/// Answers SCTP INITs on one raw socket.
+struct SctpResponder {
+    socket: OwnedFd,
+    ports: Vec<u16>,
+    cookie: Vec<u8>,
 }
 
 impl ServerSockets {
@@ -65,10 +82,29 @@ impl ServerSockets {
                 Ok(socket)
             })
             .collect::<Result<Vec<_>>>()?;
+        let sctp = if config.sctp_ports.is_empty() {
+            None
+        } else {
+            let socket = sctp::raw_socket().context("creating a raw SCTP socket")?;
+            // Bound to the exact address (if any), answers leave from the address asked.
+            if !config.bind.is_unspecified() {
+                bind(
+                    socket.as_raw_fd(),
+                    &SockaddrIn::from(SocketAddrV4::new(config.bind, 0)),
+                )
+                .with_context(|| format!("binding raw SCTP to {}", config.bind))?;
+            }
+            Some(SctpResponder {
+                socket,
+                ports: config.sctp_ports.clone(),
+                cookie: format!("weir-lab {}", config.name).into_bytes(),
+            })
+        };
         Ok(Self {
             name: config.name.clone(),
             tcp,
             udp,
+            sctp,
         })
     }
 
@@ -86,6 +122,11 @@ impl ServerSockets {
                         .iter()
                         .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)),
                 )
+                .chain(
+                    self.sctp
+                        .iter()
+                        .map(|s| PollFd::new(s.socket.as_fd(), PollFlags::POLLIN)),
+                )
                 .collect();
             match poll(&mut fds, PollTimeout::from(200u16)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -93,12 +134,16 @@ impl ServerSockets {
             }
             let ready: Vec<bool> = fds.iter().map(|fd| fd.any().unwrap_or(false)).collect();
             drop(fds);
-            let (tcp_ready, udp_ready) = ready.split_at(self.tcp.len());
+            let (tcp_ready, rest) = ready.split_at(self.tcp.len());
+            let (udp_ready, sctp_ready) = rest.split_at(self.udp.len());
             for (listener, _) in self.tcp.iter().zip(tcp_ready).filter(|(_, r)| **r) {
                 accept_all(listener, line.as_bytes());
             }
             for (socket, _) in self.udp.iter().zip(udp_ready).filter(|(_, r)| **r) {
                 echo_all(socket, &mut buf);
+            }
+            for (responder, _) in self.sctp.iter().zip(sctp_ready).filter(|(_, r)| **r) {
+                responder.answer_all(&mut buf);
             }
         }
         Ok(())
@@ -132,6 +177,43 @@ fn echo_all(socket: &UdpSocket, buf: &mut [u8]) {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
             // An ICMP error for an earlier answer surfaces here; it is not ours to handle.
             Err(_) => return,
+        }
+    }
+}
+
+impl SctpResponder {
+    /// Answer every INIT queued on the socket. Anything else (INIT-ACKs for probes running in
+    /// this same netns, COOKIE-ECHOs, stray chunks) is left alone.
+    fn answer_all(&self, buf: &mut [u8]) {
+        loop {
+            let n = match recv(self.socket.as_raw_fd(), buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            let Some(got) = sctp::parse(&buf[..n]) else {
+                continue;
+            };
+            let Some(init) = got.init else {
+                continue;
+            };
+            if got.chunk != sctp::CHUNK_INIT || got.vtag != 0 || !got.checksum_ok {
+                continue;
+            }
+            let answer = if self.ports.contains(&got.dst_port) {
+                let ours = sctp::InitFields {
+                    initiate_tag: sctp::random_u32(),
+                    a_rwnd: 65536,
+                    outbound_streams: 10,
+                    inbound_streams: 10,
+                    initial_tsn: sctp::random_u32(),
+                };
+                sctp::init_ack_packet(got.dst_port, got.src_port, &init, &ours, &self.cookie)
+            } else {
+                sctp::abort_packet(got.dst_port, got.src_port, init.initiate_tag)
+            };
+            let to = SockaddrIn::from(SocketAddrV4::new(got.src, 0));
+            let _ = sendto(self.socket.as_raw_fd(), &answer, &to, MsgFlags::empty());
         }
     }
 }

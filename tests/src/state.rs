@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     names::{self, PodRef},
     process::ProcessRef,
+    service::{self, ServePort},
 };
 
 /// Bumped on incompatible changes to [`LabState`].
@@ -67,9 +68,23 @@ pub struct LabState {
     pub phase: Phase,
     pub routing: Routing,
     pub cluster_cidr: String,
+    /// Where the lab's Kubernetes objects live; every agent's `--manifest-dir`.
+    #[serde(default)]
+    pub manifest_dir: PathBuf,
+    /// Every agent's `--service-cidr`; pods' ClusterIPs come from it.
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: String,
+    /// Index (in the Service CIDR) of the last ClusterIP handed out. Never reused within a lab, so
+    /// a new Service never inherits an old one's conntrack entries.
+    #[serde(default)]
+    pub last_service_index: u32,
     pub ext: ExtState,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
+}
+
+fn default_service_cidr() -> String {
+    service::SERVICE_CIDR.to_owned()
 }
 
 /// The "internet": a bridge joining every node's uplink, and an outside host on its loopback.
@@ -124,6 +139,12 @@ pub struct PodState {
     pub ip: Ipv4Addr,
     pub mac: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Every port the pod serves (its container ports and its Service's ports).
+    #[serde(default)]
+    pub ports: Vec<ServePort>,
+    /// The pod's Service address, once its DNAT rules are in place.
+    #[serde(default)]
+    pub cluster_ip: Option<Ipv4Addr>,
     pub server: Option<ProcessRef>,
     pub server_log: PathBuf,
     /// The plugin configuration ADD was given; DEL falls back to it if the conflist is gone.
@@ -260,6 +281,9 @@ pub(crate) mod tests {
             phase: Phase::Up,
             routing: Routing::Native,
             cluster_cidr: names::CLUSTER_CIDR.to_owned(),
+            manifest_dir: dir.join("manifests"),
+            service_cidr: service::SERVICE_CIDR.to_owned(),
+            last_service_index: 1,
             ext: ExtState {
                 netns: names::ext_netns(&id),
                 bridge: "br0".to_owned(),
@@ -298,6 +322,8 @@ pub(crate) mod tests {
                 ip: Ipv4Addr::new(10, 244, 1, 5),
                 mac: Some("0a:58:0a:f4:01:05".to_owned()),
                 labels: [("role".to_owned(), "web".to_owned())].into(),
+                ports: service::default_ports(),
+                cluster_ip: Some(Ipv4Addr::new(10, 96, 0, 1)),
                 server: None,
                 server_log: dir.join("pods/web.log"),
                 cni_config: serde_json::json!({"cniVersion": "1.0.0", "name": "weir", "type": "weir"}),
@@ -313,6 +339,22 @@ pub(crate) mod tests {
         assert_eq!(LabState::from_json(&text).unwrap(), state);
         assert!(text.contains(r#""routing": "native""#), "{text}");
         assert!(text.contains(r#""phase": "up""#), "{text}");
+    }
+
+    #[test]
+    fn state_written_before_services_still_reads() {
+        let mut value: serde_json::Value =
+            serde_json::from_str(&sample_state().to_json().unwrap()).unwrap();
+        for key in ["manifest_dir", "service_cidr", "last_service_index"] {
+            value.as_object_mut().unwrap().remove(key);
+        }
+        for key in ["ports", "cluster_ip"] {
+            value["pods"][0].as_object_mut().unwrap().remove(key);
+        }
+        let state = LabState::from_json(&value.to_string()).unwrap();
+        assert_eq!(state.service_cidr, "10.96.0.0/12");
+        assert_eq!(state.pods[0].cluster_ip, None);
+        assert!(state.pods[0].ports.is_empty());
     }
 
     #[test]

@@ -170,7 +170,13 @@ fn lab_goes_up_runs_pods_and_probes_and_comes_down_clean() {
     assert_eq!(out.status.code(), Some(0));
     let matrix: Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = matrix["results"].as_array().unwrap();
-    assert_eq!(results.len(), 6);
+    // Every ordered pair, loopback pairs included and marked.
+    assert_eq!(results.len(), 9);
+    assert_eq!(
+        results.iter().filter(|r| r["loopback"] == true).count(),
+        3,
+        "{matrix}"
+    );
     assert!(results.iter().all(|r| r["connected"] == true), "{matrix}");
     let table = String::from_utf8_lossy(&out.stderr);
     assert!(

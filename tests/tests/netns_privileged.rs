@@ -133,6 +133,7 @@ fn probes_over_a_veth_report_connected_refused_and_silent() {
             bind: Ipv4Addr::UNSPECIFIED,
             tcp_ports: vec![80, 81],
             udp_ports: vec![80, 81],
+            sctp_ports: vec![],
         },
     )
     .unwrap();
@@ -207,6 +208,7 @@ fn probes_can_speak_from_a_chosen_source_address() {
             bind: a_ip_on_lo,
             tcp_ports: vec![80],
             udp_ports: vec![80],
+            sctp_ports: vec![],
         },
     )
     .unwrap();

@@ -6,6 +6,8 @@
 //! (next to a `weir-lab` link); it acts according to the name it was invoked under:
 //! - `weir-agent run ...`: writes a conflist like the real agent's, answers `Status` as ready on
 //!   `<run-dir>/agent.sock`, makes `<bpffs-dir>/fake`; `weir-agent cleanup ...` undoes that.
+//!   `Sync` reads `--manifest-dir` and answers `Synced`, rejecting files that do not parse as
+//!   YAML and objects annotated `weir-lab.test/reject: <reason>`. It enforces nothing.
 //! - `weir`: a ptp-style CNI plugin over `ip`: a veth per pod, an address from `podCIDR`, a /32
 //!   route to it on the node, a default route via the link-local gateway (proxy ARP answers it).
 //!   `K8S_POD_NAME=fail-add` makes ADD fail with code 11.
@@ -20,8 +22,12 @@ use std::{
     process::{Command, ExitCode},
 };
 
+use serde::Deserialize;
 use serde_json::{json, Value};
-use weir_agent_api::{Request, Response};
+use weir_agent_api::{Rejected, Request, Response};
+
+/// Objects annotated with this are rejected by the fake agent, with the value as the reason.
+const REJECT_ANNOTATION: &str = "weir-lab.test/reject";
 
 const GATEWAY: &str = "169.254.1.1";
 
@@ -108,6 +114,8 @@ fn agent(args: &[String]) -> ExitCode {
                 .expect("writing the conflist");
             std::fs::rename(&tmp, &conflist).expect("renaming the conflist");
             let _ = std::fs::write(&log, "fake weir-agent ready\n");
+            let manifest_dir = flag(args, "--manifest-dir");
+            let mut generation = 0;
             for conn in listener.incoming().flatten() {
                 let mut line = String::new();
                 if BufReader::new(&conn).read_line(&mut line).is_err() {
@@ -118,6 +126,13 @@ fn agent(args: &[String]) -> ExitCode {
                         ready: true,
                         message: "fake agent".to_owned(),
                     },
+                    Ok(Request::Sync) => {
+                        generation += 1;
+                        Response::Synced {
+                            generation,
+                            rejected: manifest_dir.as_deref().map(rejected).unwrap_or_default(),
+                        }
+                    }
                     Ok(_) => Response::Ok,
                     Err(err) => Response::Error {
                         message: err.to_string(),
@@ -134,6 +149,52 @@ fn agent(args: &[String]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What the fake agent rejects in the manifest directory.
+fn rejected(dir: &Path) -> Vec<Rejected> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let object = match Value::deserialize(document) {
+                Ok(object) => object,
+                Err(err) => {
+                    out.push(Rejected {
+                        object: name.clone(),
+                        reason: err.to_string(),
+                    });
+                    break;
+                }
+            };
+            let Some(reason) = object["metadata"]["annotations"][REJECT_ANNOTATION].as_str() else {
+                continue;
+            };
+            let kind = object["kind"].as_str().unwrap_or("?");
+            let object_name = object["metadata"]["name"].as_str().unwrap_or("?");
+            let object = match object["metadata"]["namespace"].as_str() {
+                Some(ns) if kind != "Namespace" => format!("{kind} {ns}/{object_name}"),
+                _ => format!("{kind} {object_name}"),
+            };
+            out.push(Rejected {
+                object,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+    out
 }
 
 fn cni_error(code: u32, msg: &str) -> ExitCode {

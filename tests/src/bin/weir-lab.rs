@@ -1,24 +1,31 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `weir-lab`: bring up a Weir lab in network namespaces, add pods through the real CNI binary,
+//! give them Kubernetes objects (Namespaces, Pods, Services, NetworkPolicies) the agents program,
 //! probe between them, tear it all down. A thin layer over the `weir_tests` library.
 //!
-//! Exit codes: 0 success, 1 a probe (or a demo expectation) did not connect, 2 error.
+//! Exit codes: 0 success, 1 a probe (or a demo expectation) did not connect, 2 error (including
+//! an object an agent rejected; the message is on stderr).
 
 use std::{
-    io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::atomic::AtomicBool,
+    io::{Read, Write},
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::atomic::AtomicBool,
     time::Duration,
 };
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir_tests::{
     demo::demo,
-    lab::{self, Lab, LabError, LabOptions, PodSpec},
+    lab::{self, Lab, LabError, LabOptions, MatrixOptions, PodSpec, ProbeOptions},
     names::{parse_labels, parse_ports, Endpoint, PodRef},
     netns::open_netns,
     paths,
     probe::Proto,
     serve::{ServeConfig, ServerSockets},
+    service::{parse_serve_list, ServePort},
     state::Routing,
 };
 
@@ -43,10 +50,34 @@ enum Cmd {
     /// Add or delete pods.
     #[command(subcommand)]
     Pod(PodCmd),
-    /// Print a pod's IP.
+    /// Print a pod's IP (or, with --service, its Service's ClusterIP).
     Ip {
         /// NAMESPACE/NAME
         pod: PodRef,
+        #[arg(long)]
+        service: bool,
+    },
+    /// Apply Namespaces, Pods and NetworkPolicies (YAML documents or JSON); returns once every
+    /// agent has programmed them, fails if one is malformed or rejected.
+    Apply {
+        /// The manifest file (`-` for stdin).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Delete an object (NetworkPolicies only); returns once every agent has programmed it.
+    Delete {
+        kind: DeleteKind,
+        /// NAMESPACE/NAME
+        object: PodRef,
+    },
+    /// Change labels of a pod (`label pod NS/NAME k=v k2-`) or a namespace (`label ns NS k=v`).
+    Label {
+        kind: LabelKind,
+        /// NAMESPACE/NAME for a pod, NAMESPACE for a namespace.
+        target: String,
+        /// `k=v` sets, `k-` removes.
+        #[arg(required = true)]
+        changes: Vec<String>,
     },
     /// Probe from FROM to TO (pod NS/NAME, `node`, `nodeK`, `ext`; TO may be an IPv4 address).
     Probe {
@@ -55,10 +86,13 @@ enum Cmd {
         #[command(flatten)]
         probe: ProbeArgs,
     },
-    /// Probe every ordered pair of pods.
+    /// Probe every ordered pair of pods (loopback pairs included, marked), in parallel.
     Matrix {
         #[command(flatten)]
         probe: ProbeArgs,
+        /// Only these pods (NS/NAME,...).
+        #[arg(long, value_delimiter = ',')]
+        pods: Option<Vec<PodRef>>,
     },
     /// Run the README demo (brings the lab up if needed; undoes it afterwards unless --keep).
     Demo {
@@ -91,9 +125,24 @@ struct UpArgs {
     keep_on_failure: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DeleteKind {
+    #[value(alias = "networkpolicies", alias = "netpol")]
+    Networkpolicy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LabelKind {
+    #[value(alias = "pods", alias = "po")]
+    Pod,
+    #[value(alias = "namespace", alias = "namespaces")]
+    Ns,
+}
+
 #[derive(Debug, Subcommand)]
 enum PodCmd {
-    /// Create a pod: netns, `weir` ADD, a server on tcp/udp 80 and 81.
+    /// Create a pod: Namespace (if missing) and Pod objects, `weir` ADD, a server on TCP, UDP and
+    /// SCTP 80 and 81, a Service (ClusterIP) in front of it.
     Add {
         /// NAMESPACE/NAME
         pod: PodRef,
@@ -103,12 +152,24 @@ enum PodCmd {
         /// Node index (1-based).
         #[arg(long, default_value_t = 1)]
         node: u32,
+        /// More ports to serve, proto:port[,...] (tcp, udp, sctp).
+        #[arg(long, default_value = "", value_parser = parse_serve_arg)]
+        serve: ServeList,
     },
-    /// Delete a pod: stop its server, `weir` DEL, delete its netns.
+    /// Delete a pod: stop its server, `weir` DEL, delete its netns, Service and objects.
     Del {
         /// NAMESPACE/NAME
         pod: PodRef,
     },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ServeList(Vec<ServePort>);
+
+fn parse_serve_arg(s: &str) -> Result<ServeList, String> {
+    parse_serve_list(s)
+        .map(ServeList)
+        .map_err(|e| e.to_string())
 }
 
 type LabelMap = std::collections::BTreeMap<String, String>;
@@ -126,13 +187,29 @@ struct Ports(Vec<u16>);
 
 #[derive(Debug, Args)]
 struct ProbeArgs {
+    /// tcp, udp, sctp or icmp.
     #[arg(long)]
     proto: Proto,
-    /// Port (TCP/UDP).
+    /// Port (TCP/UDP/SCTP).
     #[arg(long, default_value_t = 80)]
     port: u16,
+    /// Probe the target pod's Service (ClusterIP) instead of the pod.
+    #[arg(long)]
+    via_service: bool,
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
+}
+
+impl ProbeArgs {
+    fn options(&self) -> ProbeOptions {
+        let opts = ProbeOptions::new(self.proto, self.port)
+            .timeout(Duration::from_millis(self.timeout_ms));
+        if self.via_service {
+            opts.via_service()
+        } else {
+            opts
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +226,8 @@ struct ServeArgs {
     tcp: Ports,
     #[arg(long, default_value = "", value_parser = parse_ports_arg)]
     udp: Ports,
+    #[arg(long, default_value = "", value_parser = parse_ports_arg)]
+    sctp: Ports,
 }
 
 fn main() -> ExitCode {
@@ -210,33 +289,90 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print_json(&report)?;
         }
         Cmd::Status => print_json(&Lab::open(&dir)?.state()?)?,
-        Cmd::Pod(PodCmd::Add { pod, labels, node }) => {
-            let spec = PodSpec { pod, labels, node };
+        Cmd::Pod(PodCmd::Add {
+            pod,
+            labels,
+            node,
+            serve,
+        }) => {
+            let spec = PodSpec {
+                pod,
+                labels,
+                node,
+                serve: serve.0,
+            };
             print_json(&Lab::open(&dir)?.add_pod_with(&spec)?)?;
         }
         Cmd::Pod(PodCmd::Del { pod }) => {
             Lab::open(&dir)?.del_pod(&pod.namespace, &pod.name)?;
         }
-        Cmd::Ip { pod } => println!("{}", Lab::open(&dir)?.pod(&pod.namespace, &pod.name)?.ip),
+        Cmd::Ip { pod, service } => {
+            let lab = Lab::open(&dir)?;
+            let ip = if service {
+                lab.service_ip(&pod.namespace, &pod.name)?
+            } else {
+                lab.pod(&pod.namespace, &pod.name)?.ip
+            };
+            println!("{ip}");
+        }
+        Cmd::Apply { file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading stdin")?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            Lab::open(&dir)?
+                .apply_yaml(&text)
+                .with_context(|| format!("applying {}", file.display()))?;
+        }
+        Cmd::Delete {
+            kind: DeleteKind::Networkpolicy,
+            object,
+        } => Lab::open(&dir)?.delete_policy(&object.namespace, &object.name)?,
+        Cmd::Label {
+            kind,
+            target,
+            changes,
+        } => {
+            let changes: Vec<&str> = changes.iter().map(String::as_str).collect();
+            let lab = Lab::open(&dir)?;
+            match kind {
+                LabelKind::Pod => {
+                    let pod: PodRef = target.parse()?;
+                    lab.label_pod(&pod.namespace, &pod.name, &changes)?;
+                }
+                LabelKind::Ns => {
+                    if !weir_tests::names::is_dns_name(&target) {
+                        bail!("{target:?} is not a namespace name");
+                    }
+                    lab.label_namespace(&target, &changes)?;
+                }
+            }
+        }
         Cmd::Probe { from, to, probe } => {
-            let result = Lab::open(&dir)?.probe(
-                &from.to_string(),
-                &to.to_string(),
-                probe.proto,
-                probe.port,
-                Duration::from_millis(probe.timeout_ms),
-            )?;
+            let state = Lab::open(&dir)?.state()?;
+            let result = lab::probe_via(&state, &from, &to, &probe.options())?;
             print_json(&result)?;
             if !result.connected {
                 return Ok(ExitCode::from(1));
             }
         }
-        Cmd::Matrix { probe } => {
-            let matrix = Lab::open(&dir)?.matrix(
-                probe.proto,
-                probe.port,
-                Duration::from_millis(probe.timeout_ms),
-            )?;
+        Cmd::Matrix { probe, pods } => {
+            let base = probe.options();
+            let mut opts = MatrixOptions {
+                via_service: base.via_service,
+                timeout: base.timeout,
+                ..MatrixOptions::new(base.proto, base.port)
+            };
+            if let Some(pods) = pods {
+                opts = opts.pods(&pods.iter().map(PodRef::to_string).collect::<Vec<_>>());
+            }
+            let matrix = Lab::open(&dir)?.matrix_with(&opts)?;
             print_json(&matrix)?;
             eprint!("{}", matrix.table());
         }
@@ -265,6 +401,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         bind: args.bind,
         tcp_ports: args.tcp.0.clone(),
         udp_ports: args.udp.0.clone(),
+        sctp_ports: args.sctp.0.clone(),
     })?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -319,14 +456,92 @@ mod tests {
             "2",
         ])
         .unwrap();
-        let Cmd::Pod(PodCmd::Add { pod, labels, node }) = cli.command else {
+        let Cmd::Pod(PodCmd::Add {
+            pod,
+            labels,
+            node,
+            serve,
+        }) = cli.command
+        else {
             panic!("{cli:?}")
         };
         assert_eq!(pod, PodRef::new("default", "web"));
         assert_eq!(labels.get("tier").map(String::as_str), Some("front"));
         assert_eq!(node, 2);
+        assert!(serve.0.is_empty());
         assert!(parse(&["pod", "add", "web"]).is_err());
         assert!(parse(&["pod", "add", "default/web", "--labels", "role"]).is_err());
+        let cli = parse(&["pod", "add", "x/a", "--serve", "tcp:3306,udp:53,sctp:9"]).unwrap();
+        let Cmd::Pod(PodCmd::Add { serve, .. }) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            serve.0,
+            vec![
+                ServePort::new(Proto::Tcp, 3306),
+                ServePort::new(Proto::Udp, 53),
+                ServePort::new(Proto::Sctp, 9)
+            ]
+        );
+        assert!(parse(&["pod", "add", "x/a", "--serve", "icmp:1"]).is_err());
+    }
+
+    #[test]
+    fn object_commands_parse_as_kubectl_spells_them() {
+        let Cmd::Apply { file } = parse(&["apply", "-f", "p.yaml"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(file, PathBuf::from("p.yaml"));
+        assert!(parse(&["apply"]).is_err(), "-f is required");
+        for kind in ["networkpolicy", "networkpolicies", "netpol"] {
+            let Cmd::Delete { kind, object } = parse(&["delete", kind, "x/allow"]).unwrap().command
+            else {
+                panic!()
+            };
+            assert_eq!(
+                (kind, object),
+                (DeleteKind::Networkpolicy, PodRef::new("x", "allow"))
+            );
+        }
+        assert!(parse(&["delete", "pod", "x/a"]).is_err());
+        let Cmd::Label {
+            kind,
+            target,
+            changes,
+        } = parse(&["label", "pod", "x/a", "k=v", "k2-"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!((kind, target.as_str()), (LabelKind::Pod, "x/a"));
+        assert_eq!(changes, ["k=v", "k2-"]);
+        let Cmd::Label { kind, .. } = parse(&["label", "ns", "x", "k=v"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(kind, LabelKind::Ns);
+        assert!(
+            parse(&["label", "ns", "x"]).is_err(),
+            "changes are required"
+        );
+        let Cmd::Matrix { probe, pods } = parse(&[
+            "matrix",
+            "--proto",
+            "sctp",
+            "--port",
+            "81",
+            "--via-service",
+            "--pods",
+            "x/a,y/b",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert!(probe.via_service);
+        assert_eq!(probe.proto, Proto::Sctp);
+        assert_eq!(pods.unwrap().len(), 2);
     }
 
     #[test]
@@ -338,8 +553,8 @@ mod tests {
         assert_eq!(from, Endpoint::Pod(PodRef::new("default", "web")));
         assert_eq!(to, Endpoint::Ip(Ipv4Addr::new(10, 244, 1, 7)));
         assert_eq!(
-            (probe.proto, probe.port, probe.timeout_ms),
-            (Proto::Udp, 80, 1000)
+            (probe.proto, probe.port, probe.timeout_ms, probe.via_service),
+            (Proto::Udp, 80, 1000, false)
         );
         assert!(parse(&[
             "probe",
