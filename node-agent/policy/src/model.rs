@@ -1,0 +1,515 @@
+//! The cluster as the compiler sees it: namespaces with their labels, pods with their labels, address
+//! and named ports, and NetworkPolicies (trimmed to their spec).
+//!
+//! The model is filled from the Kubernetes API or from manifests ([`Cluster::apply`]) and read by
+//! [`crate::compile::compile`]. It keeps only what policy needs, so that a node agent watching a large
+//! cluster stays small.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod},
+    networking::v1::{NetworkPolicy, NetworkPolicySpec},
+};
+use thiserror::Error;
+
+use crate::manifest::Object;
+
+/// Labels of a pod or namespace.
+pub type Labels = BTreeMap<String, String>;
+
+/// The label Kubernetes sets on every namespace, with the namespace's name as value.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The transport protocols a NetworkPolicy port can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
+    /// The IP protocol number, as the datapath sees it in packets.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    pub fn from_number(number: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.number() == number)
+    }
+
+    /// Parses the Kubernetes spelling (`TCP`, `UDP`, `SCTP`; case-sensitive like the API server).
+    pub fn from_k8s(name: &str) -> Option<Self> {
+        match name {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        })
+    }
+}
+
+macro_rules! namespaced_key {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name {
+            pub namespace: String,
+            pub name: String,
+        }
+
+        impl $name {
+            pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+                Self { namespace: namespace.into(), name: name.into() }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}", self.namespace, self.name)
+            }
+        }
+    };
+}
+
+namespaced_key!(
+    /// A pod's identity: namespace and name.
+    PodKey
+);
+namespaced_key!(
+    /// A NetworkPolicy's identity: namespace and name.
+    PolicyKey
+);
+
+/// A container port that has a name, which NetworkPolicy ports can refer to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamedPort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// What policy needs to know about a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    pub key: PodKey,
+    pub labels: Labels,
+    /// The pod's IPv4 address; `None` until it has one (and for pods that cannot be a peer, see
+    /// [`PodInfo::from_k8s`]). A pod without an address is in no peer set.
+    pub ip: Option<Ipv4Addr>,
+    pub node: Option<String>,
+    pub ports: Vec<NamedPort>,
+}
+
+/// A NetworkPolicy as the model keeps it: its key and spec (metadata and status dropped).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub key: PolicyKey,
+    pub spec: NetworkPolicySpec,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("{kind} has no metadata.name")]
+    MissingName { kind: &'static str },
+    #[error("{kind} {name} has no metadata.namespace")]
+    MissingNamespace { kind: &'static str, name: String },
+    #[error("pod {pod}: status.podIP {ip:?} is not an IP address")]
+    InvalidPodIp { pod: PodKey, ip: String },
+}
+
+impl PodInfo {
+    /// Converts a Kubernetes Pod. The address is `status.podIP` if it is IPv4, else the first IPv4
+    /// address of `status.podIPs`. Three kinds of pod get no address, so that no peer set holds them:
+    /// - `hostNetwork` pods: their address is the node's, and the NetworkPolicy documentation lets a
+    ///   plugin that cannot tell their traffic from the node's ignore them when matching selectors;
+    /// - pods that have finished (`Succeeded`, `Failed`): their address may already belong to a new pod.
+    ///
+    /// Named ports come from every container port that has a name; an unknown protocol or a port
+    /// number out of range drops that port (so a rule naming it matches nothing, the safe side).
+    pub fn from_k8s(pod: &Pod) -> Result<PodInfo, ModelError> {
+        let key = namespaced("Pod", &pod.metadata).map(|(ns, name)| PodKey::new(ns, name))?;
+        let spec = pod.spec.as_ref();
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        let finished = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+        let ip = if host_network || finished {
+            None
+        } else {
+            pod_ipv4(pod, &key)?
+        };
+        Ok(PodInfo {
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            ip,
+            node: spec.and_then(|s| s.node_name.clone()),
+            ports: named_ports(pod),
+            key,
+        })
+    }
+}
+
+fn namespaced(
+    kind: &'static str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<(String, String), ModelError> {
+    let name = meta.name.clone().ok_or(ModelError::MissingName { kind })?;
+    let namespace = meta
+        .namespace
+        .clone()
+        .ok_or_else(|| ModelError::MissingNamespace {
+            kind,
+            name: name.clone(),
+        })?;
+    Ok((namespace, name))
+}
+
+fn pod_ipv4(pod: &Pod, key: &PodKey) -> Result<Option<Ipv4Addr>, ModelError> {
+    let Some(status) = &pod.status else {
+        return Ok(None);
+    };
+    let candidates = status
+        .pod_ip
+        .iter()
+        .chain(status.pod_ips.iter().flatten().map(|p| &p.ip));
+    for text in candidates {
+        match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => return Ok(Some(ip)),
+            Ok(IpAddr::V6(_)) => {}
+            Err(_) => {
+                return Err(ModelError::InvalidPodIp {
+                    pod: key.clone(),
+                    ip: text.clone(),
+                })
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn named_ports(pod: &Pod) -> Vec<NamedPort> {
+    let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+    let mut ports: Vec<NamedPort> = containers
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let name = p.name.clone()?;
+            let protocol = match p.protocol.as_deref() {
+                None => Protocol::Tcp,
+                Some(text) => Protocol::from_k8s(text)?,
+            };
+            let port = u16::try_from(p.container_port).ok().filter(|&n| n != 0)?;
+            Some(NamedPort {
+                name,
+                port,
+                protocol,
+            })
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+/// Everything the compiler reads. Cheap to clone relative to its size (plain data, no handles).
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    /// Namespaces that have a Namespace object, with that object's labels.
+    namespaces: BTreeMap<String, Labels>,
+    pods: BTreeMap<PodKey, PodInfo>,
+    policies: BTreeMap<PolicyKey, Policy>,
+}
+
+impl Cluster {
+    pub fn upsert_namespace(&mut self, name: impl Into<String>, labels: Labels) {
+        self.namespaces.insert(name.into(), labels);
+    }
+
+    pub fn delete_namespace(&mut self, name: &str) -> bool {
+        self.namespaces.remove(name).is_some()
+    }
+
+    pub fn upsert_pod(&mut self, pod: PodInfo) {
+        self.pods.insert(pod.key.clone(), pod);
+    }
+
+    pub fn delete_pod(&mut self, key: &PodKey) -> bool {
+        self.pods.remove(key).is_some()
+    }
+
+    /// Sets a known pod's address; returns whether the pod is known.
+    pub fn set_pod_ip(&mut self, key: &PodKey, ip: Option<Ipv4Addr>) -> bool {
+        match self.pods.get_mut(key) {
+            Some(pod) => {
+                pod.ip = ip;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stores a NetworkPolicy's spec under its namespace and name (both required). A policy without
+    /// a spec is stored with the default spec, which is what the API server would have done.
+    pub fn upsert_policy(&mut self, policy: NetworkPolicy) -> Result<(), ModelError> {
+        let (namespace, name) = namespaced("NetworkPolicy", &policy.metadata)?;
+        let key = PolicyKey::new(namespace, name);
+        let spec = policy.spec.unwrap_or_default();
+        self.policies.insert(key.clone(), Policy { key, spec });
+        Ok(())
+    }
+
+    pub fn delete_policy(&mut self, key: &PolicyKey) -> bool {
+        self.policies.remove(key).is_some()
+    }
+
+    pub fn pod(&self, key: &PodKey) -> Option<&PodInfo> {
+        self.pods.get(key)
+    }
+
+    pub fn pods(&self) -> impl Iterator<Item = &PodInfo> {
+        self.pods.values()
+    }
+
+    pub fn policy(&self, key: &PolicyKey) -> Option<&Policy> {
+        self.policies.get(key)
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.values()
+    }
+
+    /// Names of the namespaces that have a Namespace object or a pod.
+    pub fn namespace_names(&self) -> impl Iterator<Item = &str> {
+        let mut names: Vec<&str> = self
+            .namespaces
+            .keys()
+            .map(String::as_str)
+            .chain(self.pods.keys().map(|k| k.namespace.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter()
+    }
+
+    /// The labels namespace selectors see. `kubernetes.io/metadata.name` is always the namespace's
+    /// name, as the API server enforces; a namespace without a Namespace object has only that label.
+    pub fn namespace_labels(&self, namespace: &str) -> Labels {
+        let mut labels = self.namespaces.get(namespace).cloned().unwrap_or_default();
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned());
+        labels
+    }
+
+    /// Applies one object: Namespaces, Pods and NetworkPolicies are stored; other kinds are ignored.
+    pub fn apply(&mut self, object: Object) -> Result<(), ModelError> {
+        match object {
+            Object::Namespace(ns) => self.apply_namespace(&ns),
+            Object::Pod(pod) => {
+                self.upsert_pod(PodInfo::from_k8s(&pod)?);
+                Ok(())
+            }
+            Object::NetworkPolicy(policy) => self.upsert_policy(policy),
+            Object::Service(_) | Object::Node(_) | Object::Ignored { .. } => Ok(()),
+        }
+    }
+
+    /// Applies objects in order, stopping at the first error.
+    pub fn apply_all(
+        &mut self,
+        objects: impl IntoIterator<Item = Object>,
+    ) -> Result<(), ModelError> {
+        objects.into_iter().try_for_each(|o| self.apply(o))
+    }
+
+    fn apply_namespace(&mut self, ns: &Namespace) -> Result<(), ModelError> {
+        let name = ns
+            .metadata
+            .name
+            .clone()
+            .ok_or(ModelError::MissingName { kind: "Namespace" })?;
+        self.upsert_namespace(name, ns.metadata.labels.clone().unwrap_or_default());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_json(extra: serde_json::Value) -> Pod {
+        let mut base = serde_json::json!({
+            "metadata": {"namespace": "prod", "name": "web", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [
+                {"name": "c", "ports": [
+                    {"name": "http", "containerPort": 8080},
+                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                    {"containerPort": 9000}
+                ]},
+                {"name": "d", "ports": [{"name": "metrics", "containerPort": 9090, "protocol": "SCTP"}]}
+            ]},
+            "status": {"podIP": "10.244.1.5"}
+        });
+        merge(&mut base, extra);
+        serde_json::from_value(base).expect("valid pod")
+    }
+
+    fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+        match (base, extra) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+                for (k, v) in e {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, e) => *b = e,
+        }
+    }
+
+    #[test]
+    fn pod_conversion_keeps_labels_node_ip_and_named_ports_of_every_container() {
+        let info = PodInfo::from_k8s(&pod_json(serde_json::json!({}))).unwrap();
+        assert_eq!(info.key, PodKey::new("prod", "web"));
+        assert_eq!(info.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(info.ip, Some(Ipv4Addr::new(10, 244, 1, 5)));
+        assert_eq!(info.node.as_deref(), Some("n1"));
+        let names: Vec<_> = info
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.port, p.protocol))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("dns", 53, Protocol::Udp),
+                ("http", 8080, Protocol::Tcp),
+                ("metrics", 9090, Protocol::Sctp)
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_ip_prefers_ipv4_from_pod_ips_when_pod_ip_is_ipv6() {
+        let pod = pod_json(serde_json::json!({"status": {
+            "podIP": "fd00::5", "podIPs": [{"ip": "fd00::5"}, {"ip": "10.244.1.9"}]}}));
+        assert_eq!(
+            PodInfo::from_k8s(&pod).unwrap().ip,
+            Some(Ipv4Addr::new(10, 244, 1, 9))
+        );
+    }
+
+    #[test]
+    fn ipv6_only_pod_has_no_address() {
+        let pod = pod_json(serde_json::json!({"status": {"podIP": "fd00::5"}}));
+        assert_eq!(PodInfo::from_k8s(&pod).unwrap().ip, None);
+    }
+
+    #[test]
+    fn host_network_and_finished_pods_are_in_no_peer_set() {
+        let host = pod_json(serde_json::json!({"spec": {"hostNetwork": true}}));
+        assert_eq!(PodInfo::from_k8s(&host).unwrap().ip, None);
+        for phase in ["Succeeded", "Failed"] {
+            let done = pod_json(serde_json::json!({"status": {"phase": phase}}));
+            assert_eq!(PodInfo::from_k8s(&done).unwrap().ip, None, "{phase}");
+        }
+        let running = pod_json(serde_json::json!({"status": {"phase": "Running"}}));
+        assert!(PodInfo::from_k8s(&running).unwrap().ip.is_some());
+    }
+
+    #[test]
+    fn malformed_pod_ip_and_missing_namespace_are_errors() {
+        let bad = pod_json(serde_json::json!({"status": {"podIP": "10.0.0"}}));
+        assert!(matches!(
+            PodInfo::from_k8s(&bad),
+            Err(ModelError::InvalidPodIp { .. })
+        ));
+        let mut no_ns = pod_json(serde_json::json!({}));
+        no_ns.metadata.namespace = None;
+        assert!(matches!(
+            PodInfo::from_k8s(&no_ns),
+            Err(ModelError::MissingNamespace { .. })
+        ));
+    }
+
+    #[test]
+    fn namespace_without_object_has_only_its_name_label() {
+        let cluster = Cluster::default();
+        let labels = cluster.namespace_labels("team-a");
+        assert_eq!(labels.len(), 1);
+        assert_eq!(labels[NAMESPACE_NAME_LABEL], "team-a");
+    }
+
+    #[test]
+    fn namespace_name_label_is_always_the_name() {
+        let mut cluster = Cluster::default();
+        let mut labels = Labels::new();
+        labels.insert("env".into(), "prod".into());
+        labels.insert(NAMESPACE_NAME_LABEL.into(), "spoofed".into());
+        cluster.upsert_namespace("prod", labels);
+        let seen = cluster.namespace_labels("prod");
+        assert_eq!(seen["env"], "prod");
+        assert_eq!(seen[NAMESPACE_NAME_LABEL], "prod");
+    }
+
+    #[test]
+    fn policy_needs_namespace_and_name_and_keeps_only_its_spec() {
+        let mut cluster = Cluster::default();
+        let mut policy = NetworkPolicy::default();
+        policy.metadata.name = Some("p".into());
+        assert!(cluster.upsert_policy(policy.clone()).is_err());
+        policy.metadata.namespace = Some("prod".into());
+        policy.metadata.annotations = Some([("a".to_owned(), "b".to_owned())].into());
+        cluster.upsert_policy(policy).unwrap();
+        let stored = cluster.policy(&PolicyKey::new("prod", "p")).unwrap();
+        assert_eq!(stored.spec, NetworkPolicySpec::default());
+    }
+
+    #[test]
+    fn set_pod_ip_and_delete_report_whether_the_pod_exists() {
+        let mut cluster = Cluster::default();
+        let key = PodKey::new("a", "b");
+        assert!(!cluster.set_pod_ip(&key, None));
+        cluster.upsert_pod(PodInfo {
+            key: key.clone(),
+            labels: Labels::new(),
+            ip: None,
+            node: None,
+            ports: vec![],
+        });
+        assert!(cluster.set_pod_ip(&key, Some(Ipv4Addr::new(1, 2, 3, 4))));
+        assert_eq!(
+            cluster.pod(&key).unwrap().ip,
+            Some(Ipv4Addr::new(1, 2, 3, 4))
+        );
+        assert!(cluster.delete_pod(&key));
+        assert!(!cluster.delete_pod(&key));
+    }
+
+    #[test]
+    fn protocol_numbers_match_iana() {
+        assert_eq!(Protocol::Tcp.number(), 6);
+        assert_eq!(Protocol::Udp.number(), 17);
+        assert_eq!(Protocol::Sctp.number(), 132);
+        assert_eq!(Protocol::from_k8s("tcp"), None);
+        assert_eq!(PodKey::new("ns", "n").to_string(), "ns/n");
+    }
+}
