@@ -104,7 +104,7 @@ fn every_upstream_network_policy_case_holds() {
             t.elapsed().as_secs_f64()
         );
         for problem in &problems {
-            eprintln!("{}", indent(problem));
+            eprint!("{}", indent(problem));
         }
         if !problems.is_empty() {
             failures.push((case.name, case.upstream, problems));
@@ -273,7 +273,7 @@ fn lab_proto(proto: Protocol) -> Proto {
 /// Probe all pairs through the Services and compare with `expected`; wrong pairs are probed a
 /// second time before they count. `Err` holds the report to print.
 fn check(lab: &Lab, proto: Protocol, port: u16, expected: &Expected) -> Result<(), String> {
-    let what = format!("{proto:?}/{port} via Service").to_uppercase();
+    let what = format!("{}/{port} via Service", lab_proto(proto).k8s_name());
     let opts = MatrixOptions::new(lab_proto(proto), port)
         .via_service()
         .timeout(PROBE_TIMEOUT);
