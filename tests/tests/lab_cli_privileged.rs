@@ -270,3 +270,180 @@ fn down_cleans_up_even_when_the_state_file_is_lost() {
     assert!(state["nodes"][0]["bpffs_dir"].is_string());
     assert_eq!(root_netns_snapshot(), before);
 }
+
+#[test]
+fn objects_services_and_sctp_through_the_cli() {
+    require_root!();
+    let before = root_netns_snapshot();
+    let cli = Cli::new("objects");
+    cli.expect(0, &["up"]);
+    let a = cli.expect(0, &["pod", "add", "x/a", "--labels", "pod=a"]);
+    let b = cli.expect(
+        0,
+        &[
+            "pod",
+            "add",
+            "x/b",
+            "--labels",
+            "pod=b",
+            "--serve",
+            "tcp:3306,sctp:9",
+        ],
+    );
+    assert!(
+        a["cluster_ip"].as_str().unwrap().starts_with("10.96."),
+        "{a}"
+    );
+    let ports: Vec<String> = b["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}:{}", p["proto"].as_str().unwrap(), p["port"]))
+        .collect();
+    for want in ["tcp:80", "udp:81", "sctp:80", "tcp:3306", "sctp:9"] {
+        assert!(ports.contains(&want.to_owned()), "{want} not in {ports:?}");
+    }
+    cli.expect(2, &["pod", "add", "x/c", "--serve", "icmp:1"]);
+    let out = cli.run(&["ip", "x/b", "--service"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        b["cluster_ip"].as_str().unwrap()
+    );
+    let manifests = cli.dir.join("manifests");
+    assert!(manifests.join("namespace.x.yaml").is_file());
+    assert!(manifests.join("service.x.b.yaml").is_file());
+
+    // Probes: SCTP straight and via the Service, TCP on an extra port via the Service.
+    let sctp = cli.expect(
+        0,
+        &["probe", "x/a", "x/b", "--proto", "sctp", "--port", "9"],
+    );
+    assert_eq!(sctp["reply"], "INIT-ACK");
+    let via = cli.expect(
+        0,
+        &[
+            "probe",
+            "x/a",
+            "x/b",
+            "--proto",
+            "sctp",
+            "--port",
+            "81",
+            "--via-service",
+        ],
+    );
+    assert_eq!(via["via_service"], true);
+    assert_eq!(via["ip"], b["cluster_ip"]);
+    let mysql = cli.expect(
+        0,
+        &[
+            "probe",
+            "x/a",
+            "x/b",
+            "--proto",
+            "tcp",
+            "--port",
+            "3306",
+            "--via-service",
+        ],
+    );
+    assert_eq!(mysql["reply"], "x/b");
+    let refused = cli.expect(
+        1,
+        &["probe", "x/a", "x/b", "--proto", "sctp", "--port", "82"],
+    );
+    assert!(
+        refused["error"].as_str().unwrap().contains("ABORT"),
+        "{refused}"
+    );
+    cli.expect(
+        2,
+        &["probe", "x/a", "ext", "--proto", "tcp", "--via-service"],
+    );
+    let out = cli.run(&["matrix", "--proto", "udp", "--port", "80", "--via-service"]);
+    assert_eq!(out.status.code(), Some(0));
+    let matrix: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(matrix["via_service"], true);
+    assert_eq!(matrix["results"].as_array().unwrap().len(), 4);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("udp/80 via service"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // apply -f, delete, label: files change; failures are loud.
+    let policy = cli.dir.with_extension("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow, namespace: x}\n\
+         spec: {podSelector: {matchLabels: {pod: b}}}\n---\n\
+         {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"y\", \"labels\": {\"team\": \"red\"}}}\n",
+    )
+    .unwrap();
+    cli.expect(0, &["apply", "-f", policy.to_str().unwrap()]);
+    assert!(manifests.join("networkpolicy.x.allow.yaml").is_file());
+    let ns: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(manifests.join("namespace.y.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(ns["metadata"]["labels"]["team"], "red");
+    assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "y");
+
+    let expect_loud = |args: &[&str], needle: &str| {
+        let out = cli.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    };
+    std::fs::write(
+        &policy,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+    )
+    .unwrap();
+    expect_loud(&["apply", "-f", policy.to_str().unwrap()], "Secret");
+    std::fs::write(
+        &policy,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: no\n  namespace: x\n  \
+         annotations: {weir-lab.test/reject: not today}\nspec: {podSelector: {}}\n",
+    )
+    .unwrap();
+    expect_loud(
+        &["apply", "-f", policy.to_str().unwrap()],
+        "NetworkPolicy x/no: not today",
+    );
+    expect_loud(&["apply", "-f", "/nonexistent.yaml"], "nonexistent");
+    cli.expect(0, &["delete", "netpol", "x/no"]);
+    cli.expect(0, &["delete", "networkpolicy", "x/allow"]);
+    assert!(!manifests.join("networkpolicy.x.allow.yaml").exists());
+    expect_loud(
+        &["delete", "networkpolicy", "x/allow"],
+        "NetworkPolicy x/allow",
+    );
+
+    cli.expect(0, &["label", "pod", "x/a", "role=web", "pod-"]);
+    let pod: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(manifests.join("pod.x.a.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        pod["metadata"]["labels"],
+        serde_json::json!({"role": "web"})
+    );
+    cli.expect(0, &["label", "ns", "x", "team=blue"]);
+    let ns: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(manifests.join("namespace.x.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(ns["metadata"]["labels"]["team"], "blue");
+    expect_loud(&["label", "ns", "nope", "k=v"], "Namespace nope");
+    expect_loud(&["label", "pod", "x/a", "k"], "k=v");
+    let status = cli.expect(0, &["status"]);
+    assert_eq!(
+        status["pods"][0]["labels"],
+        serde_json::json!({"role": "web"})
+    );
+
+    cli.expect(0, &["pod", "del", "x/b"]);
+    assert!(!manifests.join("service.x.b.yaml").exists());
+    std::fs::remove_file(&policy).unwrap();
+    cli.expect(0, &["down"]);
+    assert_clean(&cli);
+    assert_eq!(root_netns_snapshot(), before);
+}
