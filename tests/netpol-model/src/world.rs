@@ -72,7 +72,7 @@ impl fmt::Display for Proto {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -91,9 +91,9 @@ pub struct Pod {
     pub namespace: String,
     pub name: String,
     pub ip: Ipv4Addr,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
 }
 
@@ -112,7 +112,7 @@ pub struct World {
     #[serde(default)]
     pub pods: Vec<Pod>,
     /// Addresses that are not pods (the internet, other nodes' unused pod IPs) worth probing.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outside: Vec<Ipv4Addr>,
     #[serde(default)]
     pub policies: Vec<NetworkPolicy>,
