@@ -1090,6 +1090,12 @@ fn set_pod_labels(
 /// status and Service (manifest and DNAT rules), sync. Undone on failure.
 fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Result<PodInfo> {
     let pod = spec.pod.clone();
+    if !names::is_dns_name(&pod.namespace) || !names::is_dns_name(&pod.name) {
+        bail!("{pod} is not NAMESPACE/NAME (lowercase letters, digits, '-' and '.')");
+    }
+    for (key, value) in &spec.labels {
+        crate::manifest::check_label(key, value).with_context(|| format!("pod {pod}"))?;
+    }
     if state.pod(&pod).is_some() {
         return Err(LabError::PodExists(pod).into());
     }

@@ -347,6 +347,11 @@ spec:
         assert!(!format!("{err:#}").is_empty());
         assert_eq!(files(&lab), written, "{bad}: {err:#}");
     }
+    assert!(lab.add_pod_with(&PodSpec::new("X", "e")).is_err());
+    assert!(lab
+        .add_pod_with(&PodSpec::new("x", "e").label("bad key", "v"))
+        .is_err());
+    assert_eq!(files(&lab), written);
     // An object the agent rejects fails loudly, naming it, and stays for the agent to hold.
     let err = lab
         .apply_yaml(
