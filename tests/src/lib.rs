@@ -8,7 +8,12 @@
 //! - [`Netns`], [`in_netns`], [`ip_in`]: named network namespaces and running code inside one
 //!   without touching the caller's.
 //! - [`run_cni`], [`CniEnv`]: invoke a CNI plugin exactly as a container runtime does.
-//! - [`probe_in`], [`Server`]: TCP/UDP/ICMP probes and the pods' echo server.
+//! - [`probe_in`], [`Server`]: TCP/UDP/SCTP/ICMP probes and the pods' echo server ([`sctp`]:
+//!   INIT / INIT-ACK over raw sockets, since the kernel has no SCTP sockets).
+//! - [`manifest`]: the lab's Kubernetes objects, one YAML file each in the directory every agent
+//!   watches; [`service`]: each pod's ClusterIP, as kube-proxy's iptables mode implements it.
+//!   `Lab::apply_yaml`, `delete_policy`, `label_pod`, `label_namespace` change objects and
+//!   return once every agent has programmed the change (`Sync`).
 //! - [`bin_path`]: where the Weir binaries are (`WEIR_BIN_DIR` or next to the executable).
 //!
 //! Everything here needs root and `iproute2`; none of it changes the machine's own network
