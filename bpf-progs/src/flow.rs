@@ -26,9 +26,21 @@ pub struct Flow {
     pub key: CtKey,
     /// TCP flags, 0 for other protocols.
     pub tcp_flags: u8,
-    /// For an ICMP error: the tuple of the packet it is about (quoted in its payload).
-    pub icmp_inner: Option<CtKey>,
+    /// For an ICMP error (`has_icmp_inner`): the tuple of the packet it is about (quoted in its
+    /// payload). A plain zeroed key rather than an `Option`: LLVM may copy an `Option`'s unset
+    /// payload as undefined registers, which the verifier rejects.
+    pub icmp_inner: CtKey,
+    pub has_icmp_inner: bool,
 }
+
+const ZERO_KEY: CtKey = CtKey {
+    saddr: [0; 4],
+    daddr: [0; 4],
+    sport: [0; 2],
+    dport: [0; 2],
+    proto: 0,
+    _pad: [0; 3],
+};
 
 impl Flow {
     /// A TCP SYN without ACK opens a new connection even if an old entry has the same tuple.
@@ -68,7 +80,8 @@ pub fn parse(ctx: &TcContext, hdr: &EthIpv4) -> Option<Flow> {
             _pad: [0; 3],
         },
         tcp_flags: 0,
-        icmp_inner: None,
+        icmp_inner: ZERO_KEY,
+        has_icmp_inner: false,
     };
     // A later fragment carries no L4 header: it is judged on addresses and protocol alone.
     if u16::from_be_bytes(hdr.frag_off) & 0x1fff != 0 {
@@ -91,7 +104,10 @@ pub fn parse(ctx: &TcContext, hdr: &EthIpv4) -> Option<Flow> {
                 ICMP_ECHO => flow.key.sport = [icmp[4], icmp[5]],
                 ICMP_ECHO_REPLY => flow.key.dport = [icmp[4], icmp[5]],
                 ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROB => {
-                    flow.icmp_inner = parse_quoted(ctx, l4 + 8);
+                    if let Some(inner) = parse_quoted(ctx, l4 + 8) {
+                        flow.icmp_inner = inner;
+                        flow.has_icmp_inner = true;
+                    }
                 }
                 _ => {}
             }

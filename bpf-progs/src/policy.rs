@@ -2,7 +2,10 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use weir_common::{
-    policy::{PEER_KEY_BITS, PORTSET_EMPTY, PORT_KEY_BITS, TABLE_ALLOW_ALL, TABLE_DENY_ALL},
+    policy::{
+        PEER_KEY_BITS, PORTSET_EMPTY, PORT_KEY_BITS, TABLE_ALLOW_ALL, TABLE_DENY_ALL,
+        TABLE_FAIL_CLOSED,
+    },
     CtKey, EndpointInfo, PeerKey, PortKey, Reason,
 };
 
@@ -14,7 +17,7 @@ fn table_allows(table: u32, peer: [u8; 4], proto: u8, port: [u8; 2]) -> bool {
     if table == TABLE_ALLOW_ALL {
         return true;
     }
-    if table == TABLE_DENY_ALL {
+    if table == TABLE_DENY_ALL || table == TABLE_FAIL_CLOSED {
         return false;
     }
     let peer_key = Key::new(
@@ -66,7 +69,7 @@ pub fn judge(
 
 #[inline(always)]
 fn denied(table: u32, reason: Reason) -> Reason {
-    if table == TABLE_DENY_ALL {
+    if table == TABLE_FAIL_CLOSED {
         Reason::DropPolicyFailClosed
     } else {
         reason

@@ -146,10 +146,8 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
                 return deliver(ctx, ifindex, &hdr, peer.as_ref(), via_host);
             }
             Hit::Miss => {
-                if let Some(inner) = flow.icmp_inner {
-                    if ct::exists(&inner, now) {
-                        return deliver(ctx, ifindex, &hdr, peer.as_ref(), false);
-                    }
+                if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
+                    return deliver(ctx, ifindex, &hdr, peer.as_ref(), false);
                 }
             }
         }
@@ -260,10 +258,8 @@ fn admit_from_host(flow: &Flow, hdr: &EthIpv4, peer: &EndpointInfo) -> Result<()
                 return Ok(());
             }
             Hit::Miss => {
-                if let Some(inner) = flow.icmp_inner {
-                    if ct::exists(&inner, now) {
-                        return Ok(());
-                    }
+                if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
+                    return Ok(());
                 }
             }
         }

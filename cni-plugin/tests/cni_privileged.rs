@@ -109,6 +109,13 @@ fn serve(stream: &UnixStream, state: &Mutex<AgentState>) {
                 }
             }
         }
+        Request::Sync => {
+            s.ops.push("sync");
+            Response::Synced {
+                generation: 0,
+                rejected: Vec::new(),
+            }
+        }
         Request::Del { attachment } => {
             s.ops.push("del");
             s.endpoints.remove(&attachment);

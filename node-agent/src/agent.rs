@@ -18,6 +18,7 @@ use crate::{
     datapath::{BpfDatapath, Datapath, Hook},
     endpoints::{write_atomic, Endpoints},
     host::{self, Host},
+    policy::PolicyEngine,
 };
 
 /// The kernel's magic number for bpffs (`BPF_FS_MAGIC`).
@@ -30,6 +31,7 @@ pub struct Agent {
     mtu: u32,
     /// What the datapath's config entry holds (the policy epoch moves).
     node_config: NodeConfig,
+    policy: PolicyEngine,
     /// Held for the agent's lifetime: one agent per node.
     _lock: fs::File,
 }
@@ -82,7 +84,9 @@ fn remove_old_abi_pins(bpffs_dir: &Path) {
             .is_some_and(|v| v < weir_common::maps::ABI_VERSION);
         if old {
             match fs::remove_dir_all(entry.path()) {
-                Ok(()) => info!(dir = %entry.path().display(), "removed pins of an older datapath ABI"),
+                Ok(()) => {
+                    info!(dir = %entry.path().display(), "removed pins of an older datapath ABI")
+                }
                 Err(e) => warn!(%e, dir = %entry.path().display(), "removing old pins"),
             }
         }
@@ -172,16 +176,49 @@ impl Agent {
 
         remove_old_abi_pins(&paths.bpffs_dir);
 
+        let mut policy = PolicyEngine::new(config.manifest_dir.as_deref())
+            .context("opening the manifest directory")?;
+        policy.resume(endpoints.datapath())?;
+
         let mut agent = Self {
             config,
             host,
             endpoints,
             mtu,
             node_config,
+            policy,
             _lock: lock,
         };
         agent.drain_del_queue();
+        agent.policy.refresh();
+        agent.reprogram(None)?;
+        info!(
+            rejected = agent.policy.rejected().len(),
+            "policy programmed"
+        );
         Ok(agent)
+    }
+
+    /// Compile and program policy for the current endpoints (plus `new`, which is added on the
+    /// way), then move the epoch so flows opened under the old policy are judged again.
+    fn reprogram(&mut self, new: Option<Endpoint>) -> Result<()> {
+        let result = self.policy.program(&mut self.endpoints, new);
+        // Also after a failure: the endpoints were just pointed at deny-all.
+        if !matches!(result, Ok(false)) {
+            self.node_config.policy_epoch = self.node_config.policy_epoch.wrapping_add(1);
+            self.endpoints.datapath_mut().set_config(self.node_config)?;
+        }
+        result.map(|_| ()).map_err(Into::into)
+    }
+
+    pub fn manifest_dir(&self) -> Option<&Path> {
+        self.config.manifest_dir.as_deref()
+    }
+
+    /// Re-read the object source and program what changed.
+    pub fn sync(&mut self) -> Result<()> {
+        self.policy.refresh();
+        self.reprogram(None)
     }
 
     /// DELs the CNI plugin spooled while no agent was listening.
@@ -248,19 +285,22 @@ impl Agent {
             Request::Del { attachment } => self
                 .endpoints
                 .del(&attachment)
-                .map(|_| Response::Ok)
-                .map_err(Into::into),
+                .map_err(Into::into)
+                // The IP leaves every peer set before the plugin frees it for reuse.
+                .and_then(|_| self.reprogram(None))
+                .map(|()| Response::Ok),
             Request::Get { attachment } => Ok(Response::Endpoint {
                 endpoint: self.endpoints.get(&attachment).map(|r| r.endpoint.clone()),
             }),
             Request::Gc { valid } => self
                 .endpoints
                 .gc(&valid)
-                .map(|removed| Response::Gc { removed })
-                .map_err(Into::into),
-            Request::Sync => Ok(Response::Synced {
-                generation: 0,
-                rejected: Vec::new(),
+                .map_err(Into::into)
+                .and_then(|removed| self.reprogram(None).map(|()| removed))
+                .map(|removed| Response::Gc { removed }),
+            Request::Sync => self.sync().map(|()| Response::Synced {
+                generation: self.policy.generation(),
+                rejected: self.policy.rejected(),
             }),
         };
         result.unwrap_or_else(|e: anyhow::Error| {
@@ -293,7 +333,16 @@ impl Agent {
             );
         }
         host::configure_veth_sysctls(&endpoint.host_ifname)?;
-        self.endpoints.add(endpoint, (0, 0))?;
+        // The pod's own policy and its place in other pods' peer sets are programmed before the
+        // endpoint is published and before ADD returns: there is no first-packet window.
+        self.policy.refresh();
+        let attachment = endpoint.attachment.clone();
+        if let Err(e) = self.reprogram(Some(endpoint)) {
+            // Whatever the failed ADD left: the endpoint, and the policy entries only it used.
+            let _ = self.endpoints.del(&attachment);
+            let _ = self.reprogram(None);
+            return Err(e);
+        }
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use weir_agent_api::{parse_mac, AttachmentId, Endpoint};
-use weir_common::{endpoint::ENDPOINT_F_READY, policy::TABLE_DENY_ALL, EndpointInfo};
+use weir_common::{endpoint::ENDPOINT_F_READY, policy::TABLE_FAIL_CLOSED, EndpointInfo};
 
 use crate::datapath::{Datapath, DatapathError, Hook};
 
@@ -45,7 +45,7 @@ pub struct EndpointRecord {
 pub type Tables = (u32, u32);
 
 /// Until the policy of an endpoint is known it is isolated both ways (fail closed).
-pub const TABLES_UNKNOWN: Tables = (TABLE_DENY_ALL, TABLE_DENY_ALL);
+pub const TABLES_UNKNOWN: Tables = (TABLE_FAIL_CLOSED, TABLE_FAIL_CLOSED);
 
 impl EndpointRecord {
     fn info(&self, (ingress_table, egress_table): Tables) -> Result<EndpointInfo, EndpointError> {

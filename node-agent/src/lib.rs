@@ -10,4 +10,7 @@ pub mod counters;
 pub mod datapath;
 pub mod endpoints;
 pub mod host;
+pub mod policy;
 pub mod server;
+pub mod source;
+pub mod watch;

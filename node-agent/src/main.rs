@@ -13,7 +13,7 @@ use tracing::info;
 use weir_agent::{
     agent::{self, Agent},
     config::{Config, Paths},
-    counters, server,
+    counters, server, watch,
 };
 
 #[derive(Parser)]
@@ -182,11 +182,13 @@ async fn run(config: Config) -> Result<()> {
     let listener = server::bind(&socket)?;
     agent.write_conflist()?;
     info!(socket = %socket.display(), "ready");
+    let manifest_dir = agent.manifest_dir().map(ToOwned::to_owned);
     let agent = Arc::new(Mutex::new(agent));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        () = server::serve(listener, agent) => {}
+        () = server::serve(listener, agent.clone()) => {}
+        () = watch::manifests(manifest_dir, agent) => {}
         _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
         _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),
     }

@@ -182,7 +182,17 @@ fn podman_containers_talk_over_weir_and_leave_nothing_when_removed() {
         serde_json::json!([]),
         "IPs left reserved"
     );
-    let pins: Vec<String> = std::fs::read_dir(node.bpffs_dir.join("v1/links"))
+    // Pins live under v<ABI version>: the one directory named v<N>.
+    let pin_dir = std::fs::read_dir(&node.bpffs_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('v'))
+        })
+        .expect("a pin directory");
+    let pins: Vec<String> = std::fs::read_dir(pin_dir.join("links"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -60,7 +60,15 @@ fn reserved_ips(lab: &Lab) -> Vec<String> {
 /// Endpoints programmed in the agent: pinned links of pods, and the agent's records.
 fn endpoint_pins(lab: &Lab) -> Vec<String> {
     let node = lab.node(1).unwrap();
-    std::fs::read_dir(node.bpffs_dir.join("v1/links"))
+    // Pins live under v<ABI version>; there must be exactly one such directory.
+    let versions: Vec<_> = std::fs::read_dir(&node.bpffs_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('v'))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(versions.len(), 1, "pin directories: {versions:?}");
+    std::fs::read_dir(versions[0].join("links"))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())

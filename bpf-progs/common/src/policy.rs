@@ -12,8 +12,10 @@
 
 /// The endpoint is not isolated in this direction: everything is allowed.
 pub const TABLE_ALLOW_ALL: u32 = 0;
-/// Isolated with nothing allowed: used to fail closed when a table could not be programmed.
+/// Isolated with nothing allowed (a policy selects the pod and allows nothing in that direction).
 pub const TABLE_DENY_ALL: u32 = u32::MAX;
+/// Isolated because its policy could not be compiled or programmed: fail closed, counted apart.
+pub const TABLE_FAIL_CLOSED: u32 = u32::MAX - 1;
 /// A port set with no entries: the peer matched but no port is allowed.
 pub const PORTSET_EMPTY: u32 = 0;
 

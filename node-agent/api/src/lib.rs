@@ -73,16 +73,25 @@ pub struct Rejected {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Status { ready: bool, message: String },
-    Endpoint { endpoint: Option<Endpoint> },
-    Gc { removed: Vec<AttachmentId> },
+    Status {
+        ready: bool,
+        message: String,
+    },
+    Endpoint {
+        endpoint: Option<Endpoint>,
+    },
+    Gc {
+        removed: Vec<AttachmentId>,
+    },
     /// Answer to [`Request::Sync`]: the source generation now programmed, and every object currently
     /// rejected.
     Synced {
         generation: u64,
         rejected: Vec<Rejected>,
     },
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -75,7 +75,10 @@ impl BpfDatapath {
     }
 
     fn peers_map(&self) -> Result<LpmTrie<&MapData, PeerKey, PeerValue>, DatapathError> {
-        let map = self.ebpf.map(POLICY_PEERS).ok_or(missing_map(POLICY_PEERS))?;
+        let map = self
+            .ebpf
+            .map(POLICY_PEERS)
+            .ok_or(missing_map(POLICY_PEERS))?;
         LpmTrie::try_from(map).map_err(map_err(POLICY_PEERS))
     }
 
@@ -90,7 +93,10 @@ impl BpfDatapath {
     }
 
     fn ports_map(&self) -> Result<LpmTrie<&MapData, PortKey, PortValue>, DatapathError> {
-        let map = self.ebpf.map(POLICY_PORTS).ok_or(missing_map(POLICY_PORTS))?;
+        let map = self
+            .ebpf
+            .map(POLICY_PORTS)
+            .ok_or(missing_map(POLICY_PORTS))?;
         LpmTrie::try_from(map).map_err(map_err(POLICY_PORTS))
     }
 

@@ -1,0 +1,278 @@
+//! NetworkPolicy at the edge: objects from the source go through the pure compiler
+//! (`weir-policy`), and the resulting plan is written into the datapath's maps.
+//!
+//! Order of writes, so that no packet is judged by a half-written policy more permissively than
+//! by either the old or the new one: new port sets, then new and changed table entries, then the
+//! endpoints' table pointers (one atomic map update each), then the entries nothing uses any more.
+//! If a write fails (a map is full), every endpoint that should be isolated is pointed at the
+//! deny-all table: fail closed, logged, counted.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use tracing::{error, info, warn};
+use weir_agent_api::{Endpoint, Rejected};
+use weir_common::{
+    policy::{TABLE_ALLOW_ALL, TABLE_FAIL_CLOSED},
+    PortKey,
+};
+use weir_policy::{
+    compile::{compile, Compiled, DirectionRules, PortPrefix},
+    model::{Cluster, PodKey},
+    plan::{self, Plan, Programmer},
+};
+
+use crate::{
+    datapath::{Datapath, DatapathError, PeerEntry, PortEntry},
+    endpoints::{EndpointError, Endpoints, Tables},
+    source::ManifestDir,
+};
+
+pub struct PolicyEngine {
+    source: Option<ManifestDir>,
+    cluster: Cluster,
+    /// Objects the source could not use (parse errors, invalid objects).
+    source_rejected: Vec<Rejected>,
+    /// Policies the compiler could not fully use (their pods are isolated).
+    problems: Vec<Rejected>,
+    programmer: Programmer,
+    /// Times programming failed and the node failed closed.
+    pub failures: u64,
+}
+
+fn port_entry(portset: u32, prefix: &PortPrefix) -> PortEntry {
+    PortEntry {
+        portset,
+        proto: prefix.kernel_proto(),
+        port: prefix.port,
+        prefix_len: prefix.kernel_prefix_len(),
+    }
+}
+
+fn table_id(rules: &DirectionRules, programmed: u32) -> u32 {
+    match rules {
+        DirectionRules::Unisolated => TABLE_ALLOW_ALL,
+        _ => programmed,
+    }
+}
+
+impl PolicyEngine {
+    pub fn new(manifest_dir: Option<&Path>) -> std::io::Result<Self> {
+        let source = manifest_dir.map(ManifestDir::new).transpose()?;
+        Ok(Self {
+            source,
+            cluster: Cluster::default(),
+            source_rejected: Vec::new(),
+            problems: Vec::new(),
+            programmer: Programmer::new(),
+            failures: 0,
+        })
+    }
+
+    /// Take over maps an earlier agent filled: the first plan rewrites everything under fresh ids,
+    /// then deletes the old entries, so the old tables keep judging until nothing points at them.
+    pub fn resume<D: Datapath>(&mut self, datapath: &D) -> Result<(), DatapathError> {
+        let peers: Vec<(u32, ipnet::Ipv4Net)> = datapath
+            .peers()?
+            .into_iter()
+            .map(|p| (p.table, p.net))
+            .collect();
+        let ports: Vec<(u32, PortPrefix)> = datapath
+            .ports()?
+            .into_iter()
+            .filter_map(|p| {
+                plan::port_entry(p.prefix_len, &PortKey::new(p.portset, p.proto, p.port))
+            })
+            .collect();
+        if !peers.is_empty() || !ports.is_empty() {
+            info!(
+                peers = peers.len(),
+                ports = ports.len(),
+                "adopting policy maps"
+            );
+        }
+        self.programmer = Programmer::resume(peers, ports);
+        Ok(())
+    }
+
+    /// Re-read the source. Returns whether anything changed.
+    pub fn refresh(&mut self) -> bool {
+        let Some(source) = &mut self.source else {
+            return false;
+        };
+        match source.refresh() {
+            Ok(false) => false,
+            Ok(true) => {
+                let (cluster, rejected) = source.cluster();
+                self.cluster = cluster;
+                self.source_rejected = rejected;
+                true
+            }
+            Err(e) => {
+                // Keep enforcing the last good state: an unreadable directory opens nothing.
+                warn!(dir = %source.dir().display(), error = %e, "reading manifests failed; keeping the last state");
+                false
+            }
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.source.as_ref().map_or(0, ManifestDir::generation)
+    }
+
+    pub fn rejected(&self) -> Vec<Rejected> {
+        self.source_rejected
+            .iter()
+            .chain(&self.problems)
+            .cloned()
+            .collect()
+    }
+
+    /// Compile for this node's endpoints (plus `new`, about to be added) and program the maps.
+    /// `new` is added to `endpoints` in the middle, once everything it is judged by exists.
+    /// Returns whether any verdict may have changed (the caller then bumps the policy epoch).
+    pub fn program<D: Datapath>(
+        &mut self,
+        endpoints: &mut Endpoints<D>,
+        new: Option<Endpoint>,
+    ) -> Result<bool, EndpointError> {
+        let local = local_endpoints(endpoints, new.as_ref());
+        let compiled = compile(&self.cluster, &local);
+        self.note_problems(&compiled);
+        let plan = self.programmer.plan(&compiled);
+        let changed = !plan.is_empty();
+        match apply(endpoints, &plan, &compiled, new) {
+            Ok(()) => {
+                self.programmer
+                    .commit(plan.id)
+                    .expect("the plan just made is outstanding");
+                Ok(changed)
+            }
+            Err(e) => {
+                self.failures += 1;
+                error!(error = %e, "programming policy failed; isolating the pods it selects");
+                self.programmer
+                    .abort(plan.id)
+                    .expect("the plan just made is outstanding");
+                fail_closed(endpoints, &compiled);
+                Err(e)
+            }
+        }
+    }
+
+    fn note_problems(&mut self, compiled: &Compiled) {
+        self.problems = compiled
+            .problems
+            .iter()
+            .map(|p| Rejected {
+                object: p.policy.as_ref().map_or_else(
+                    || "NetworkPolicy".to_owned(),
+                    |k| format!("NetworkPolicy {k}"),
+                ),
+                reason: p.message.clone(),
+            })
+            .collect();
+        for p in &self.problems {
+            warn!(object = %p.object, reason = %p.reason, "policy rejected; the pods it selects are isolated");
+        }
+    }
+}
+
+/// The endpoints on this node and the pods they belong to.
+fn local_endpoints<D: Datapath>(
+    endpoints: &Endpoints<D>,
+    new: Option<&Endpoint>,
+) -> Vec<(Ipv4Addr, Option<PodKey>)> {
+    let pod_key = |ep: &Endpoint| match (&ep.pod_namespace, &ep.pod_name) {
+        (Some(ns), Some(name)) => Some(PodKey::new(ns.clone(), name.clone())),
+        _ => None,
+    };
+    endpoints
+        .records()
+        .map(|r| &r.endpoint)
+        .filter(|ep| new.is_none_or(|n| n.attachment != ep.attachment))
+        .chain(new)
+        .map(|ep| (ep.ip, pod_key(ep)))
+        .collect()
+}
+
+fn apply<D: Datapath>(
+    endpoints: &mut Endpoints<D>,
+    plan: &Plan,
+    compiled: &Compiled,
+    new: Option<Endpoint>,
+) -> Result<(), EndpointError> {
+    for (portset, prefix) in &plan.portset_upserts {
+        endpoints
+            .datapath_mut()
+            .set_port(port_entry(*portset, prefix))?;
+    }
+    for (table, net, portset) in &plan.peer_upserts {
+        endpoints.datapath_mut().set_peer(
+            PeerEntry {
+                table: *table,
+                net: *net,
+            },
+            *portset,
+        )?;
+    }
+    let mut new = new;
+    for (ip, ingress, egress) in &plan.endpoint_tables {
+        let tables: Tables = (*ingress, *egress);
+        match new.take_if(|n| n.ip == *ip) {
+            Some(endpoint) => endpoints.add(endpoint, tables)?,
+            None => endpoints.set_tables(*ip, tables)?,
+        }
+    }
+    if let Some(endpoint) = new {
+        // Re-added with nothing changed: it keeps the tables it has.
+        let tables = endpoints
+            .tables(endpoint.ip)
+            .or_else(|| unisolated(compiled, endpoint.ip))
+            .unwrap_or(crate::endpoints::TABLES_UNKNOWN);
+        endpoints.add(endpoint, tables)?;
+    }
+    for (table, net) in &plan.peer_deletes {
+        endpoints.datapath_mut().remove_peer(PeerEntry {
+            table: *table,
+            net: *net,
+        })?;
+    }
+    for (portset, prefix) in &plan.portset_deletes {
+        endpoints
+            .datapath_mut()
+            .remove_port(port_entry(*portset, prefix))?;
+    }
+    Ok(())
+}
+
+fn unisolated(compiled: &Compiled, ip: Ipv4Addr) -> Option<Tables> {
+    let rules = compiled.endpoints.get(&ip)?;
+    Some((
+        table_id(&rules.ingress, TABLE_FAIL_CLOSED),
+        table_id(&rules.egress, TABLE_FAIL_CLOSED),
+    ))
+}
+
+/// Point every endpoint that should be isolated in a direction at the deny-all table.
+fn fail_closed<D: Datapath>(endpoints: &mut Endpoints<D>, compiled: &Compiled) {
+    for (ip, rules) in &compiled.endpoints {
+        let Some(current) = endpoints.tables(*ip) else {
+            continue;
+        };
+        let tables = (
+            if matches!(rules.ingress, DirectionRules::Unisolated) {
+                current.0
+            } else {
+                TABLE_FAIL_CLOSED
+            },
+            if matches!(rules.egress, DirectionRules::Unisolated) {
+                current.1
+            } else {
+                TABLE_FAIL_CLOSED
+            },
+        );
+        if let Err(e) = endpoints.set_tables(*ip, tables) {
+            error!(%ip, error = %e, "could not isolate endpoint");
+        }
+    }
+}
