@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The README demo: three pods, a handful of probes that must all connect, a table.
+//! The README demo: the web → API → DB example of the user's documents, before and after its
+//! `db-policy` (examples/db-policy.yaml, exactly as written there).
 //!
-//! With no NetworkPolicy in the lab every probe is expected to connect: pod to pod (TCP 80), pod
-//! to its node and pod to the outside host (ICMP; the node serves nothing).
+//! Before any policy every probe connects: pod to pod (TCP 80 and the DB's 3306), pod to its node
+//! and to the outside host (ICMP). After `db-policy` only the API pod reaches the DB, and only on
+//! TCP 3306; everything else the policy does not select still connects.
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -22,54 +24,77 @@ pub const DEMO_PODS: [(&str, &str, &str); 3] = [
     ("default", "db", "db"),
 ];
 
-/// The probes the demo runs: from, to, protocol, port.
-pub fn demo_probes() -> Vec<(String, String, Proto, u16)> {
-    let mut probes = vec![
-        ("default/web", "default/api"),
-        ("default/api", "default/db"),
-        ("default/web", "default/db"),
+/// The policy of the user's documents, verbatim.
+pub const DB_POLICY: &str = include_str!("../../examples/db-policy.yaml");
+
+/// The DB's port in the example.
+pub const DB_PORT: u16 = 3306;
+
+/// The probes the demo runs: from, to, protocol, port, and whether it must connect once
+/// `db-policy` is in place (before it, every probe must).
+pub fn demo_probes() -> Vec<(String, String, Proto, u16, bool)> {
+    let mut probes: Vec<(String, String, Proto, u16, bool)> = [
+        ("default/web", "default/api", 80, true),
+        ("default/api", "default/db", DB_PORT, true),
+        ("default/web", "default/db", DB_PORT, false),
+        ("default/api", "default/db", 80, false),
+        ("default/db", "default/web", 80, true),
     ]
     .into_iter()
-    .map(|(from, to)| (from.to_owned(), to.to_owned(), Proto::Tcp, 80))
-    .collect::<Vec<_>>();
+    .map(|(from, to, port, after)| (from.to_owned(), to.to_owned(), Proto::Tcp, port, after))
+    .collect();
     for target in ["node", "ext"] {
         for (ns, name, _) in DEMO_PODS {
-            probes.push((format!("{ns}/{name}"), target.to_owned(), Proto::Icmp, 0));
+            probes.push((format!("{ns}/{name}"), target.to_owned(), Proto::Icmp, 0, true));
         }
     }
     probes
 }
 
+/// One probe of the demo and what it had to show.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoRow {
+    /// "no policy" or "db-policy".
+    pub phase: &'static str,
+    pub expected: bool,
+    pub result: ProbeResult,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoReport {
-    pub results: Vec<ProbeResult>,
-    /// Every probe connected.
+    pub rows: Vec<DemoRow>,
+    /// Every probe did what it had to.
     pub ok: bool,
 }
 
 impl DemoReport {
-    /// An aligned table: from, to, proto, port, result, rtt.
+    /// An aligned table: phase, from, to, proto, port, expected, result, rtt.
     pub fn table(&self) -> String {
-        let rows: Vec<[String; 6]> = self
-            .results
+        let rows: Vec<[String; 8]> = self
+            .rows
             .iter()
-            .map(|r| {
+            .map(|row| {
+                let r = &row.result;
+                let verdict = if r.connected == row.expected { "" } else { "  <-- UNEXPECTED" };
                 [
+                    row.phase.to_owned(),
                     r.from.clone(),
                     r.to.clone(),
                     r.proto.to_string(),
                     r.port.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                    if row.expected { "allowed" } else { "denied" }.to_owned(),
                     if r.connected {
-                        "ok".to_owned()
+                        format!("connected{verdict}")
                     } else {
-                        format!("FAIL ({})", r.error.as_deref().unwrap_or("?"))
+                        format!("no connection{verdict}")
                     },
                     r.rtt_us
                         .map_or_else(|| "-".to_owned(), |us| format!("{us}us")),
                 ]
             })
             .collect();
-        let header = ["FROM", "TO", "PROTO", "PORT", "RESULT", "RTT"].map(str::to_owned);
+        let header = ["PHASE", "FROM", "TO", "PROTO", "PORT", "EXPECTED", "RESULT", "RTT"]
+            .map(str::to_owned);
         let mut widths = header.clone().map(|h| h.len());
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
@@ -125,17 +150,41 @@ pub fn demo(opts: &LabOptions, keep: bool) -> Result<DemoReport> {
 fn run(lab: &Lab, added: &mut Vec<PodRef>) -> Result<DemoReport> {
     for (ns, name, role) in DEMO_PODS {
         if lab.pod(ns, name).is_err() {
-            lab.add_pod_with(&PodSpec::new(ns, name).label("role", role))?;
+            let mut spec = PodSpec::new(ns, name).label("role", role);
+            if name == "db" {
+                spec = spec.serve(Proto::Tcp, DB_PORT);
+            }
+            lab.add_pod_with(&spec)?;
             added.push(PodRef::new(ns, name));
         }
     }
+    let mut rows = probe_all(lab, "no policy", |_| true)?;
+    lab.apply_yaml(DB_POLICY)?;
+    let after = probe_all(lab, "db-policy", |expected_after| expected_after);
+    // The demo leaves no policy behind, also when probing failed.
+    let removed = lab.delete_policy("default", "db-policy");
+    rows.extend(after?);
+    removed?;
+    let ok = rows.iter().all(|r| r.result.connected == r.expected);
+    Ok(DemoReport { rows, ok })
+}
+
+fn probe_all(
+    lab: &Lab,
+    phase: &'static str,
+    expect: impl Fn(bool) -> bool,
+) -> Result<Vec<DemoRow>> {
     let timeout = Duration::from_millis(1000);
-    let results = demo_probes()
+    demo_probes()
         .into_iter()
-        .map(|(from, to, proto, port)| lab.probe(&from, &to, proto, port, timeout))
-        .collect::<Result<Vec<_>>>()?;
-    let ok = results.iter().all(|r| r.connected);
-    Ok(DemoReport { results, ok })
+        .map(|(from, to, proto, port, after)| {
+            Ok(DemoRow {
+                phase,
+                expected: expect(after),
+                result: lab.probe(&from, &to, proto, port, timeout)?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -145,21 +194,23 @@ mod tests {
     #[test]
     fn demo_probes_cover_the_readme() {
         let probes = demo_probes();
-        assert_eq!(probes.len(), 9);
-        assert_eq!(
-            probes[0],
-            (
-                "default/web".to_owned(),
-                "default/api".to_owned(),
-                Proto::Tcp,
-                80
-            )
-        );
+        assert_eq!(probes.len(), 11);
+        let after = |from: &str, to: &str, port: u16| {
+            probes
+                .iter()
+                .find(|p| p.0 == from && p.1 == to && p.3 == port)
+                .map(|p| p.4)
+        };
+        // The user's example: only the API pod reaches the DB, on TCP 3306 alone.
+        assert_eq!(after("default/api", "default/db", 3306), Some(true));
+        assert_eq!(after("default/web", "default/db", 3306), Some(false));
+        assert_eq!(after("default/api", "default/db", 80), Some(false));
         assert!(probes
             .iter()
-            .any(|(from, to, proto, _)| from == "default/db"
+            .any(|(from, to, proto, _, _)| from == "default/db"
                 && to == "ext"
                 && *proto == Proto::Icmp));
+        assert!(DB_POLICY.contains("role: api-pod") && DB_POLICY.contains("port: 3306"));
     }
 
     #[test]
@@ -176,10 +227,15 @@ mod tests {
             error: (!connected).then(|| "no answer within 1000 ms".to_owned()),
             reply: None,
         };
+        let row = |result, expected| DemoRow {
+            phase: "no policy",
+            expected,
+            result,
+        };
         let report = DemoReport {
-            results: vec![
-                result("default/web", "default/api", Proto::Tcp, Some(80), true),
-                result("default/web", "ext", Proto::Icmp, None, false),
+            rows: vec![
+                row(result("default/web", "default/api", Proto::Tcp, Some(80), true), true),
+                row(result("default/web", "ext", Proto::Icmp, None, false), true),
             ],
             ok: false,
         };
@@ -189,7 +245,7 @@ mod tests {
         let col = lines[0].find("PROTO").unwrap();
         assert_eq!(&lines[1][col..col + 3], "tcp");
         assert_eq!(&lines[2][col..col + 4], "icmp");
-        assert!(lines[2].contains("FAIL (no answer within 1000 ms)"));
+        assert!(lines[2].contains("no connection  <-- UNEXPECTED"));
         assert!(lines[1].ends_with("120us"));
     }
 }

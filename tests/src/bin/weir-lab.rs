@@ -380,7 +380,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let report = demo(&up_options(dir, &up), keep)?;
             print!("{}", report.table());
             if !report.ok {
-                eprintln!("weir-lab: demo: some expected connections failed");
+                eprintln!("weir-lab: demo: some probes did not do what the policy says");
                 return Ok(ExitCode::from(1));
             }
         }
