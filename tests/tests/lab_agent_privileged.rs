@@ -82,7 +82,6 @@ fn services_and_sctp_work_over_the_real_datapath() {
 }
 
 #[test]
-#[ignore = "needs the agent's manifest source and policy enforcement (uncommitted when written; passed against that work in progress)"]
 fn a_policy_is_enforced_when_apply_returns_and_gone_when_delete_returns() {
     require_root!();
     let lab = lab("agent-apply");
@@ -117,7 +116,6 @@ fn a_policy_is_enforced_when_apply_returns_and_gone_when_delete_returns() {
 }
 
 #[test]
-#[ignore = "needs the agent's manifest source and policy enforcement (uncommitted when written; passed against that work in progress)"]
 fn a_policy_the_agent_rejects_fails_apply_loudly() {
     require_root!();
     let lab = lab("agent-reject");
