@@ -94,6 +94,13 @@ impl PolicyEngine {
         Ok(())
     }
 
+    /// Replace the model wholesale: for sources that build a [`Cluster`] themselves (the
+    /// Kubernetes API source, tests).
+    pub fn set_cluster(&mut self, cluster: Cluster, rejected: Vec<Rejected>) {
+        self.cluster = cluster;
+        self.source_rejected = rejected;
+    }
+
     /// Re-read the source. Returns whether anything changed.
     pub fn refresh(&mut self) -> bool {
         let Some(source) = &mut self.source else {
@@ -274,5 +281,119 @@ fn fail_closed<D: Datapath>(endpoints: &mut Endpoints<D>, compiled: &Compiled) {
         if let Err(e) = endpoints.set_tables(*ip, tables) {
             error!(%ip, error = %e, "could not isolate endpoint");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use weir_agent_api::AttachmentId;
+    use weir_common::policy::TABLE_DENY_ALL;
+    use weir_policy::model::PodInfo;
+
+    use super::*;
+    use crate::datapath::fake::FakeDatapath;
+
+    fn endpoint(name: &str, last: u8) -> Endpoint {
+        Endpoint {
+            attachment: AttachmentId {
+                container_id: name.into(),
+                ifname: "eth0".into(),
+            },
+            netns: String::new(),
+            pod_namespace: Some("x".into()),
+            pod_name: Some(name.into()),
+            ip: Ipv4Addr::new(10, 244, 1, last),
+            pod_mac: "0a:58:00:00:00:01".into(),
+            host_ifname: format!("weir{name}"),
+            host_ifindex: u32::from(last),
+            host_mac: "ee:ee:ee:ee:ee:ee".into(),
+        }
+    }
+
+    fn cluster(policy_yaml: &str) -> Cluster {
+        let mut cluster = Cluster::default();
+        for (name, app, last) in [("a", "a", 2), ("b", "b", 3)] {
+            cluster.upsert_pod(PodInfo {
+                key: PodKey::new("x", name),
+                labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
+                ip: Some(Ipv4Addr::new(10, 244, 1, last)),
+                node: None,
+                ports: Vec::new(),
+            });
+        }
+        for object in weir_policy::manifest::parse_documents(policy_yaml).unwrap() {
+            cluster.apply(object).unwrap();
+        }
+        cluster
+    }
+
+    const B_FROM_A: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+        metadata: {name: b-from-a, namespace: x}\n\
+        spec:\n  podSelector: {matchLabels: {app: b}}\n  \
+        ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n";
+
+    #[test]
+    fn a_new_endpoint_is_published_with_its_tables_and_joins_peer_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut eps = Endpoints::open(FakeDatapath::default(), dir.path()).unwrap();
+        let mut engine = PolicyEngine::new(None).unwrap();
+        engine.set_cluster(cluster(B_FROM_A), Vec::new());
+
+        assert!(engine.program(&mut eps, Some(endpoint("b", 3))).unwrap());
+        let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
+        assert_eq!(b.egress_table, TABLE_ALLOW_ALL);
+        // Isolated for ingress, and a (not yet on the node) is a peer through its manifest IP.
+        assert_ne!(b.ingress_table, TABLE_ALLOW_ALL);
+        assert!(eps
+            .datapath()
+            .peers
+            .keys()
+            .any(|p| p.table == b.ingress_table && p.net == "10.244.1.2/32".parse().unwrap()));
+
+        // a arrives: unisolated both ways; b's table is unchanged (a was already its peer).
+        engine.program(&mut eps, Some(endpoint("a", 2))).unwrap();
+        let a = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 2)];
+        assert_eq!((a.ingress_table, a.egress_table), (0, 0));
+
+        // The policy goes: b is open again and nothing is left in the maps.
+        engine.set_cluster(cluster(""), Vec::new());
+        assert!(engine.program(&mut eps, None).unwrap());
+        let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
+        assert_eq!((b.ingress_table, b.egress_table), (0, 0));
+        assert!(eps.datapath().peers.is_empty());
+        assert!(eps.datapath().ports.is_empty());
+        assert!(!engine.program(&mut eps, None).unwrap(), "nothing changed");
+    }
+
+    #[test]
+    fn a_full_map_isolates_the_pods_the_policy_selects_and_later_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let datapath = FakeDatapath {
+            peers_capacity: Some(0),
+            ..FakeDatapath::default()
+        };
+        let mut eps = Endpoints::open(datapath, dir.path()).unwrap();
+        let mut engine = PolicyEngine::new(None).unwrap();
+        engine.set_cluster(cluster(""), Vec::new());
+        engine.program(&mut eps, Some(endpoint("a", 2))).unwrap();
+        engine.program(&mut eps, Some(endpoint("b", 3))).unwrap();
+
+        engine.set_cluster(cluster(B_FROM_A), Vec::new());
+        assert!(engine.program(&mut eps, None).is_err());
+        assert_eq!(engine.failures, 1);
+        let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
+        assert_eq!(b.ingress_table, TABLE_FAIL_CLOSED, "isolated, never opened");
+        assert_eq!(b.egress_table, TABLE_ALLOW_ALL, "egress is not selected");
+        let a = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 2)];
+        assert_eq!((a.ingress_table, a.egress_table), (0, 0));
+
+        // Room again: the next pass programs the policy for real.
+        eps.datapath_mut().peers_capacity = None;
+        engine.program(&mut eps, None).unwrap();
+        let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
+        assert!(b.ingress_table != TABLE_FAIL_CLOSED && b.ingress_table != TABLE_DENY_ALL);
+        assert!(!eps.datapath().peers.is_empty());
     }
 }

@@ -18,6 +18,8 @@ pub struct FakeDatapath {
     pub peers: BTreeMap<PeerEntry, u32>,
     pub ports: BTreeSet<PortEntry>,
     pub host_ips: Vec<Ipv4Addr>,
+    /// Makes PEERS writes fail once this many entries exist (a full map).
+    pub peers_capacity: Option<usize>,
     /// Makes the next `attach` fail, to test rollback.
     pub fail_next_attach: bool,
 }
@@ -93,6 +95,18 @@ impl Datapath for FakeDatapath {
         Ok(())
     }
     fn set_peer(&mut self, entry: PeerEntry, portset: u32) -> Result<(), DatapathError> {
+        let full = self
+            .peers_capacity
+            .is_some_and(|cap| self.peers.len() >= cap && !self.peers.contains_key(&entry));
+        if full {
+            return Err(DatapathError::Map {
+                name: "WEIR_POLICY_PEERS",
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_update_elem",
+                    io_error: std::io::Error::from_raw_os_error(libc::E2BIG),
+                }),
+            });
+        }
         self.peers.insert(entry, portset);
         Ok(())
     }
