@@ -23,7 +23,10 @@ pub use rand;
 
 pub use crate::{
     eval::{allowed, Direction},
-    random::{interesting_ports, random_relabel, random_world, Size, OUTSIDE_HOST, UNUSED_POD_IP},
+    random::{
+        interesting_ports, random_relabel, random_world, PodPorts, Size, OUTSIDE_HOST,
+        UNUSED_POD_IP,
+    },
     shrink::shrink,
     world::{ContainerPort, Endpoint, Namespace, Pod, Proto, World, NAMESPACE_NAME_LABEL},
 };

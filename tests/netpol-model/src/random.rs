@@ -82,6 +82,17 @@ const POLICY_PORT_NAMES: [&str; 11] = [
     "nope",
 ];
 
+/// Which container ports pods get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodPorts {
+    /// A random subset of the lab's server ports, plus names several pods share with different
+    /// numbers (`http` is 80 on one pod, 81 on another), an unnamed port and one nobody serves.
+    Random,
+    /// Exactly what a lab pod declares: `serve-<port>-<proto>` for 80 and 81 over TCP, UDP and
+    /// SCTP.
+    LabServers,
+}
+
 /// How big a random world is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Size {
@@ -93,6 +104,7 @@ pub struct Size {
     pub pod_ips: Option<Vec<Ipv4Addr>>,
     /// Addresses that are not pods, probed and used as ipBlock anchors.
     pub outside: Vec<Ipv4Addr>,
+    pub pod_ports: PodPorts,
 }
 
 impl Default for Size {
@@ -105,11 +117,25 @@ impl Default for Size {
             policies: 1..=6,
             pod_ips: None,
             outside: vec![OUTSIDE_HOST, UNUSED_POD_IP],
+            pod_ports: PodPorts::Random,
         }
     }
 }
 
 impl Size {
+    /// Worlds for the lab: 2–3 namespaces, 3–5 pods that declare exactly the lab servers' ports,
+    /// 1–5 policies, and the lab's internet host as the only outside address.
+    pub fn lab() -> Self {
+        Size {
+            namespaces: 2..=3,
+            pods: 3..=5,
+            policies: 1..=5,
+            pod_ips: None,
+            outside: vec![OUTSIDE_HOST],
+            pod_ports: PodPorts::LabServers,
+        }
+    }
+
     /// The same size with the pods' IPs given.
     pub fn with_pod_ips(mut self, ips: Vec<Ipv4Addr>) -> Self {
         self.pod_ips = Some(ips);
@@ -169,7 +195,10 @@ pub fn random_world(seed: u64, size: &Size) -> World {
             name: format!("pod-{i}"),
             ip,
             labels: random_labels(&mut rng, &POD_VOCABULARY),
-            ports: random_container_ports(&mut rng),
+            ports: match size.pod_ports {
+                PodPorts::Random => random_container_ports(&mut rng),
+                PodPorts::LabServers => lab_server_ports(),
+            },
         })
         .collect();
 
@@ -204,8 +233,9 @@ pub fn random_relabel(world: &mut World, rng: &mut impl Rng) -> usize {
     index
 }
 
-/// The destination ports worth probing in `world`: 80 and 81, every container port, and every
-/// number a policy names with its neighbours (port − 1, port, port + 1; endPort, endPort + 1).
+/// The destination ports worth probing in `world`: 80 and 81, every container port, every
+/// number a policy names with its neighbours (port ± 1, endPort ± 1), and inside each range
+/// the first port of every aligned power-of-two block (± 1).
 pub fn interesting_ports(world: &World) -> BTreeSet<u16> {
     let mut ports: BTreeSet<u16> = [80, 81].into();
     for pod in &world.pods {
@@ -236,9 +266,18 @@ pub fn interesting_ports(world: &World) -> BTreeSet<u16> {
         for entry in entries {
             if let Some(IntOrString::Int(first)) = entry.port {
                 around(first);
-            }
-            if let Some(last) = entry.end_port {
-                around(last);
+                if let Some(last) = entry.end_port {
+                    around(last);
+                    // Inside a range, the points where an aligned power-of-two block starts
+                    // (and the port just before): where a range splits into prefixes.
+                    for bits in 1..16 {
+                        let block = 1i32 << bits;
+                        let start = (first / block + 1) * block;
+                        if start <= last {
+                            around(start);
+                        }
+                    }
+                }
             }
         }
     }
@@ -254,6 +293,18 @@ fn random_labels(rng: &mut impl Rng, vocabulary: &[(&str, &[&str])]) -> BTreeMap
         }
     }
     labels
+}
+
+/// The container ports every lab pod declares.
+pub fn lab_server_ports() -> Vec<ContainerPort> {
+    SERVED_PORTS
+        .iter()
+        .map(|(name, port, protocol)| ContainerPort {
+            name: Some((*name).to_owned()),
+            port: *port,
+            protocol: *protocol,
+        })
+        .collect()
 }
 
 fn random_container_ports(rng: &mut impl Rng) -> Vec<ContainerPort> {
