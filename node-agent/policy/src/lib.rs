@@ -12,6 +12,7 @@
 //!    ordered map writes that move the datapath from what is programmed to what is wanted.
 
 pub mod compile;
+mod fast_hash;
 pub mod manifest;
 pub mod model;
 pub mod plan;

@@ -9,8 +9,9 @@
 //!   the new content gets a fresh id, is written completely, and only then do endpoints switch to it.
 //! - Port sets are shared by content, counted by the PEERS entries that use them, and deleted when
 //!   the last one goes. The empty set is id 0 (`PORTSET_EMPTY`) and never written.
-//! - An isolated direction with an empty table, and a fail-closed one, use `TABLE_DENY_ALL`; a
-//!   direction that is not isolated uses `TABLE_ALLOW_ALL`. Neither has entries.
+//! - An isolated direction with an empty table uses `TABLE_DENY_ALL`, a fail-closed one
+//!   `TABLE_FAIL_CLOSED` (both deny; the kernel counts them apart); a direction that is not
+//!   isolated uses `TABLE_ALLOW_ALL`. None has entries.
 //!
 //! # Applying a plan, and failures
 //!
@@ -31,7 +32,7 @@
 //! keys the maps hold.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     sync::Arc,
 };
@@ -40,11 +41,12 @@ use ipnet::Ipv4Net;
 use thiserror::Error;
 use weir_common::policy::{
     PeerKey, PortKey, PORTSET_EMPTY, PORT_PREFIX_ANY_PORT, PORT_PREFIX_ANY_PROTO, TABLE_ALLOW_ALL,
-    TABLE_DENY_ALL,
+    TABLE_DENY_ALL, TABLE_FAIL_CLOSED,
 };
 
 use crate::{
     compile::{Compiled, Direction, DirectionRules, PortPrefix, PortSet, RuleTable},
+    fast_hash::FastMap,
     model::Protocol,
 };
 
@@ -89,11 +91,11 @@ pub enum PlanError {
 #[derive(Clone, Debug, Default)]
 struct State {
     tables: BTreeMap<u32, Arc<RuleTable>>,
-    table_ids: HashMap<Arc<RuleTable>, u32>,
+    table_ids: FastMap<Arc<RuleTable>, u32>,
     portsets: BTreeMap<u32, Arc<PortSet>>,
-    portset_ids: HashMap<Arc<PortSet>, u32>,
+    portset_ids: FastMap<Arc<PortSet>, u32>,
     /// PEERS entries using each port set.
-    portset_refs: HashMap<u32, usize>,
+    portset_refs: FastMap<u32, usize>,
     endpoints: BTreeMap<Ipv4Addr, (u32, u32)>,
 }
 
@@ -284,6 +286,8 @@ struct Planner<'s> {
 /// The distinct tables wanted, with the endpoint directions wanting each.
 struct Wanted {
     tables: Vec<Arc<RuleTable>>,
+    /// The endpoint directions wanting each table.
+    users: Vec<Vec<(Ipv4Addr, Direction)>>,
     /// Per endpoint, per direction: a fixed table id or an index into `tables`.
     endpoints: BTreeMap<Ipv4Addr, [Target; 2]>,
 }
@@ -308,7 +312,7 @@ impl<'s> Planner<'s> {
             plan: Plan::default(),
             table_ids: Ids {
                 next: 1,
-                max: TABLE_DENY_ALL - 1,
+                max: TABLE_FAIL_CLOSED - 1,
             },
             portset_ids: Ids {
                 next: 1,
@@ -374,27 +378,31 @@ impl<'s> Planner<'s> {
             .collect()
     }
 
-    /// Old tables that can be edited in place: nobody wants their content any more, and every
-    /// remaining endpoint direction that used one now wants the same new table. Maps the wanted
-    /// table's index to the old id (the lowest such id when several qualify).
-    fn reusable_tables(&self, wanted: &Wanted, kept: &BTreeSet<u32>) -> HashMap<usize, u32> {
+    /// Old tables that can be edited in place: nobody wants their content any more, every endpoint
+    /// direction that used one (and is still here) wants the same new table, and every endpoint
+    /// direction wanting that new table used the old one. While an edit is applied the table mixes
+    /// old and new entries, so it must only ever be seen by endpoints for which both are right.
+    /// Maps the wanted table's index to the old id.
+    fn reusable_tables(&self, wanted: &Wanted, kept: &BTreeSet<u32>) -> FastMap<usize, u32> {
         if self.uncertain.endpoints {
-            return HashMap::new();
+            return FastMap::default();
         }
-        let mut target_of: BTreeMap<u32, Option<usize>> = BTreeMap::new();
-        for (ip, old) in &self.old.endpoints {
-            let Some(new) = wanted.endpoints.get(ip) else {
-                continue; // endpoint gone: its row is no longer ours to protect
+        let old_table = |ip: &Ipv4Addr, d: Direction| {
+            let (ingress, egress) = *self.old.endpoints.get(ip)?;
+            let id = if d == Direction::Ingress {
+                ingress
+            } else {
+                egress
             };
+            self.old.tables.contains_key(&id).then_some(id)
+        };
+        // For each old table still in use, the one wanted table all its users now want.
+        let mut target_of: BTreeMap<u32, Option<usize>> = BTreeMap::new();
+        for (ip, new) in &wanted.endpoints {
             for d in Direction::ALL {
-                let old_id = if d == Direction::Ingress {
-                    old.0
-                } else {
-                    old.1
-                };
-                if !self.old.tables.contains_key(&old_id) || kept.contains(&old_id) {
+                let Some(old_id) = old_table(ip, d) else {
                     continue;
-                }
+                };
                 let want = match new[d.index()] {
                     Target::Table(i) => Some(i),
                     Target::Fixed(_) => None,
@@ -405,10 +413,18 @@ impl<'s> Planner<'s> {
                 }
             }
         }
-        let mut reuse = HashMap::new();
-        for (old_id, target) in target_of {
-            if let Some(index) = target {
-                reuse.entry(index).or_insert(old_id);
+        let mut reuse = FastMap::default();
+        for (index, users) in wanted.users.iter().enumerate() {
+            let mut sources = users.iter().map(|(ip, d)| old_table(ip, *d));
+            let Some(Some(source)) = sources.next() else {
+                continue;
+            };
+            let single_source = sources.all(|s| s == Some(source));
+            if single_source
+                && !kept.contains(&source)
+                && target_of.get(&source) == Some(&Some(index))
+            {
+                reuse.insert(index, source);
             }
         }
         reuse
@@ -545,24 +561,27 @@ impl<'s> Planner<'s> {
 
 /// Groups the endpoints' tables by content (by pointer first, so shared tables hash once).
 fn wanted(compiled: &Compiled) -> Wanted {
-    let mut by_pointer: HashMap<*const RuleTable, usize> = HashMap::new();
-    let mut by_content: HashMap<Arc<RuleTable>, usize> = HashMap::new();
+    let mut by_pointer: FastMap<*const RuleTable, usize> = FastMap::default();
+    let mut by_content: FastMap<Arc<RuleTable>, usize> = FastMap::default();
     let mut wanted = Wanted {
         tables: Vec::new(),
+        users: Vec::new(),
         endpoints: BTreeMap::new(),
     };
     for (ip, rules) in &compiled.endpoints {
         let targets = Direction::ALL.map(|d| match rules.get(d) {
             DirectionRules::Unisolated => Target::Fixed(TABLE_ALLOW_ALL),
-            DirectionRules::FailClosed => Target::Fixed(TABLE_DENY_ALL),
+            DirectionRules::FailClosed => Target::Fixed(TABLE_FAIL_CLOSED),
             DirectionRules::Rules(t) if t.is_empty() => Target::Fixed(TABLE_DENY_ALL),
             DirectionRules::Rules(t) => {
                 let index = *by_pointer.entry(Arc::as_ptr(t)).or_insert_with(|| {
                     *by_content.entry(t.clone()).or_insert_with(|| {
                         wanted.tables.push(t.clone());
+                        wanted.users.push(Vec::new());
                         wanted.tables.len() - 1
                     })
                 });
+                wanted.users[index].push((*ip, d));
                 Target::Table(index)
             }
         });

@@ -1,205 +1,22 @@
 //! Random clusters and policies: the compiled tables must decide every flow exactly as a direct,
 //! rule-by-rule reading of the NetworkPolicy API does.
 
+mod common;
+
 use std::net::Ipv4Addr;
 
+use common::{all_local, random_cluster};
 use ipnet::Ipv4Net;
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use rand::{rngs::StdRng, seq::IndexedRandom, Rng, SeedableRng};
-use serde_json::{json, Value};
+use rand::{rngs::StdRng, SeedableRng};
 use weir_policy::{
     compile::compile,
-    model::{Cluster, Labels, NamedPort, PodInfo, PodKey, Protocol},
+    model::{Cluster, PodInfo, Protocol},
     selector::Selector,
 };
-
-const NAMESPACES: [&str; 3] = ["a", "b", "c"]; // "c" has no Namespace object
-
-fn random_labels(rng: &mut StdRng) -> Labels {
-    let mut labels = Labels::new();
-    if rng.random_bool(0.8) {
-        labels.insert(
-            "app".into(),
-            ["x", "y", "z"].choose(rng).unwrap().to_string(),
-        );
-    }
-    if rng.random_bool(0.5) {
-        labels.insert("tier".into(), ["1", "2"].choose(rng).unwrap().to_string());
-    }
-    labels
-}
-
-fn random_ports(rng: &mut StdRng) -> Vec<NamedPort> {
-    let mut ports = Vec::new();
-    if rng.random_bool(0.6) {
-        let port = *[80, 8080, 85].choose(rng).unwrap();
-        ports.push(NamedPort {
-            name: "http".into(),
-            port,
-            protocol: Protocol::Tcp,
-        });
-    }
-    if rng.random_bool(0.4) {
-        ports.push(NamedPort {
-            name: "dns".into(),
-            port: 53,
-            protocol: Protocol::Udp,
-        });
-    }
-    ports
-}
-
-fn random_cluster(rng: &mut StdRng) -> Cluster {
-    let mut cluster = Cluster::default();
-    cluster.upsert_namespace("a", [("team".to_owned(), "red".to_owned())].into());
-    cluster.upsert_namespace("b", [("team".to_owned(), "blue".to_owned())].into());
-    let mut addresses: Vec<u8> = (1..14).collect();
-    for i in 0..rng.random_range(2..9) {
-        let ip = if rng.random_bool(0.85) && !addresses.is_empty() {
-            let k = rng.random_range(0..addresses.len());
-            Some(Ipv4Addr::new(10, 0, 0, addresses.swap_remove(k)))
-        } else {
-            None
-        };
-        cluster.upsert_pod(PodInfo {
-            key: PodKey::new(*NAMESPACES.choose(rng).unwrap(), format!("p{i}")),
-            labels: random_labels(rng),
-            ip,
-            node: None,
-            ports: random_ports(rng),
-        });
-    }
-    for i in 0..rng.random_range(0..5) {
-        cluster.upsert_policy(random_policy(rng, i)).unwrap();
-    }
-    cluster
-}
-
-fn random_selector(rng: &mut StdRng, label_keys: &[&str]) -> Value {
-    let value = *["x", "y", "red", "blue"].choose(rng).unwrap();
-    let exists = *["Exists", "DoesNotExist"].choose(rng).unwrap();
-    match rng.random_range(0..5) {
-        0 => json!({}),
-        1 => json!({"matchLabels": {label_keys[0]: value}}),
-        2 => {
-            json!({"matchExpressions": [{"key": label_keys[0], "operator": "NotIn", "values": ["x", "blue"]}]})
-        }
-        3 => json!({"matchExpressions": [{"key": label_keys[1], "operator": exists}]}),
-        _ => {
-            json!({"matchLabels": {label_keys[0]: "y"}, "matchExpressions": [{"key": label_keys[1], "operator": "In", "values": ["1", "red"]}]})
-        }
-    }
-}
-
-fn random_cidr(rng: &mut StdRng) -> (String, Vec<String>) {
-    if rng.random_bool(0.2) {
-        return (
-            "0.0.0.0/0".into(),
-            if rng.random_bool(0.5) {
-                vec!["10.0.0.0/29".into()]
-            } else {
-                vec![]
-            },
-        );
-    }
-    let len = rng.random_range(26..=32u8);
-    let net = Ipv4Net::new(Ipv4Addr::new(10, 0, 0, rng.random_range(0..16)), len)
-        .unwrap()
-        .trunc();
-    let mut except = Vec::new();
-    if len < 32 && rng.random_bool(0.5) {
-        let e_len = rng.random_range(len + 1..=32);
-        let host = u32::from(net.network()) | (rng.random::<u32>() & !u32::from(net.netmask()));
-        except.push(
-            Ipv4Net::new(Ipv4Addr::from(host), e_len)
-                .unwrap()
-                .trunc()
-                .to_string(),
-        );
-    }
-    (net.to_string(), except)
-}
-
-fn random_peer(rng: &mut StdRng) -> Value {
-    match rng.random_range(0..4) {
-        0 => json!({"podSelector": random_selector(rng, &["app", "tier"])}),
-        1 => {
-            json!({"namespaceSelector": random_selector(rng, &["team", "kubernetes.io/metadata.name"])})
-        }
-        2 => json!({"podSelector": random_selector(rng, &["app", "tier"]),
-                    "namespaceSelector": random_selector(rng, &["team", "kubernetes.io/metadata.name"])}),
-        _ => {
-            let (cidr, except) = random_cidr(rng);
-            json!({"ipBlock": {"cidr": cidr, "except": except}})
-        }
-    }
-}
-
-fn random_port(rng: &mut StdRng) -> Value {
-    [
-        json!({}),
-        json!({"port": 80}),
-        json!({"port": "http"}),
-        json!({"port": "dns", "protocol": "UDP"}),
-        json!({"protocol": "UDP", "port": 53}),
-        json!({"port": 80, "endPort": 90}),
-        json!({"protocol": "SCTP"}),
-    ]
-    .choose(rng)
-    .unwrap()
-    .clone()
-}
-
-fn random_rule(rng: &mut StdRng, peers_field: &str) -> Value {
-    let mut rule = serde_json::Map::new();
-    if rng.random_bool(0.8) {
-        let peers: Vec<Value> = (0..rng.random_range(0..3))
-            .map(|_| random_peer(rng))
-            .collect();
-        rule.insert(peers_field.into(), Value::Array(peers));
-    }
-    if rng.random_bool(0.7) {
-        let ports: Vec<Value> = (0..rng.random_range(0..3))
-            .map(|_| random_port(rng))
-            .collect();
-        rule.insert("ports".into(), Value::Array(ports));
-    }
-    Value::Object(rule)
-}
-
-fn random_policy(rng: &mut StdRng, i: usize) -> NetworkPolicy {
-    let mut spec = serde_json::Map::new();
-    spec.insert("podSelector".into(), random_selector(rng, &["app", "tier"]));
-    let types = [
-        None,
-        Some(json!(["Ingress"])),
-        Some(json!(["Egress"])),
-        Some(json!(["Ingress", "Egress"])),
-    ];
-    if let Some(t) = types.choose(rng).unwrap() {
-        spec.insert("policyTypes".into(), t.clone());
-    }
-    if rng.random_bool(0.7) {
-        let rules: Vec<Value> = (0..rng.random_range(0..3))
-            .map(|_| random_rule(rng, "from"))
-            .collect();
-        spec.insert("ingress".into(), Value::Array(rules));
-    }
-    if rng.random_bool(0.6) {
-        let rules: Vec<Value> = (0..rng.random_range(0..3))
-            .map(|_| random_rule(rng, "to"))
-            .collect();
-        spec.insert("egress".into(), Value::Array(rules));
-    }
-    serde_json::from_value(json!({
-        "metadata": {"namespace": NAMESPACES.choose(rng).unwrap(), "name": format!("np{i}")},
-        "spec": spec,
-    }))
-    .unwrap()
-}
 
 // ---- the reference: the API read literally, one flow at a time ----
 
@@ -407,10 +224,7 @@ fn compiled_tables_decide_every_flow_like_the_api_definition() {
     for round in 0..400 {
         let cluster = random_cluster(&mut rng);
         let policies = as_k8s(&cluster);
-        let local: Vec<_> = cluster
-            .pods()
-            .filter_map(|p| p.ip.map(|ip| (ip, Some(p.key.clone()))))
-            .collect();
+        let local = all_local(&cluster);
         let compiled = compile(&cluster, &local);
         assert!(
             compiled.problems.is_empty(),

@@ -15,12 +15,7 @@ mod policy;
 pub mod ports;
 mod table;
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    fmt,
-    net::Ipv4Addr,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, sync::Arc};
 
 use ipnet::Ipv4Net;
 
@@ -32,7 +27,10 @@ pub use self::{
     ports::{range_prefixes, PortPrefix, PortSet},
     table::RuleTable,
 };
-use crate::model::{Cluster, Labels, NamedPort, PodKey, PolicyKey};
+use crate::{
+    fast_hash::{FastMap, FastSet},
+    model::{Cluster, Labels, NamedPort, PodKey, PolicyKey},
+};
 
 /// Traffic direction, relative to the local pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -186,18 +184,18 @@ static NO_LABELS: Labels = Labels::new();
 struct Compiler<'a> {
     cluster: &'a Cluster,
     policies: &'a [ParsedPolicy],
-    policies_by_ns: HashMap<&'a str, Vec<u32>>,
+    policies_by_ns: FastMap<&'a str, Vec<u32>>,
     pods: Vec<PeerPod<'a>>,
     pod_labels: Vec<&'a Labels>,
-    pods_by_ns: HashMap<&'a str, Vec<u32>>,
+    pods_by_ns: FastMap<&'a str, Vec<u32>>,
     namespaces: Vec<(&'a str, Labels)>,
     sets: PortSets,
     /// Interned numeric port set of every rule: `[policy][direction][rule]`.
     numeric: Vec<[Vec<u32>; 2]>,
-    selected: HashMap<(Option<&'a str>, &'a PodPeer), Arc<[u32]>>,
-    rule_pods: HashMap<(u32, Direction, u32), Arc<[u32]>>,
-    tables: HashMap<TableKey, Arc<RuleTable>>,
-    distinct: HashSet<Arc<RuleTable>>,
+    selected: FastMap<(Option<&'a str>, &'a PodPeer), Arc<[u32]>>,
+    rule_pods: FastMap<(u32, Direction, u32), Arc<[u32]>>,
+    tables: FastMap<TableKey, Arc<RuleTable>>,
+    distinct: FastSet<Arc<RuleTable>>,
 }
 
 impl<'a> Compiler<'a> {
@@ -206,7 +204,7 @@ impl<'a> Compiler<'a> {
         local: &'a [(Ipv4Addr, Option<PodKey>)],
         policies: &'a [ParsedPolicy],
     ) -> Self {
-        let mut policies_by_ns: HashMap<&str, Vec<u32>> = HashMap::new();
+        let mut policies_by_ns: FastMap<&str, Vec<u32>> = FastMap::default();
         for (i, p) in policies.iter().enumerate() {
             policies_by_ns
                 .entry(p.namespace())
@@ -231,17 +229,17 @@ impl<'a> Compiler<'a> {
             policies_by_ns,
             pods: Vec::new(),
             pod_labels: Vec::new(),
-            pods_by_ns: HashMap::new(),
+            pods_by_ns: FastMap::default(),
             namespaces: cluster
                 .namespace_names()
                 .map(|ns| (ns, cluster.namespace_labels(ns)))
                 .collect(),
             sets,
             numeric,
-            selected: HashMap::new(),
-            rule_pods: HashMap::new(),
-            tables: HashMap::new(),
-            distinct: HashSet::new(),
+            selected: FastMap::default(),
+            rule_pods: FastMap::default(),
+            tables: FastMap::default(),
+            distinct: FastSet::default(),
         };
         compiler.index_pods(local);
         compiler
@@ -249,8 +247,8 @@ impl<'a> Compiler<'a> {
 
     /// Indexes the pods that have an address, with local addresses taking precedence.
     fn index_pods(&mut self, local: &'a [(Ipv4Addr, Option<PodKey>)]) {
-        let mut local_ip: HashMap<&PodKey, Ipv4Addr> = HashMap::new();
-        let mut local_owner: HashMap<Ipv4Addr, Option<&PodKey>> = HashMap::new();
+        let mut local_ip: FastMap<&PodKey, Ipv4Addr> = FastMap::default();
+        let mut local_owner: FastMap<Ipv4Addr, Option<&PodKey>> = FastMap::default();
         for (ip, key) in local {
             local_owner.insert(*ip, key.as_ref());
             if let Some(key) = key {

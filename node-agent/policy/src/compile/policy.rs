@@ -114,10 +114,10 @@ pub(crate) fn parse_policy(policy: &Policy) -> (ParsedPolicy, Vec<Problem>) {
     let mut rules: [Vec<Rule>; 2] = [Vec::new(), Vec::new()];
     if isolates[Direction::Ingress.index()] {
         for (i, r) in spec.ingress.iter().flatten().enumerate() {
-            let field = format!("spec.ingress[{i}]");
+            let field = || format!("spec.ingress[{i}]");
             push_rule(
                 &mut rules[0],
-                &field,
+                field,
                 "from",
                 r.from.as_deref(),
                 r.ports.as_deref(),
@@ -127,10 +127,10 @@ pub(crate) fn parse_policy(policy: &Policy) -> (ParsedPolicy, Vec<Problem>) {
     }
     if isolates[Direction::Egress.index()] {
         for (i, r) in spec.egress.iter().flatten().enumerate() {
-            let field = format!("spec.egress[{i}]");
+            let field = || format!("spec.egress[{i}]");
             push_rule(
                 &mut rules[1],
-                &field,
+                field,
                 "to",
                 r.to.as_deref(),
                 r.ports.as_deref(),
@@ -187,18 +187,18 @@ fn isolated_directions(policy: &Policy, report: &mut impl FnMut(String)) -> ([bo
 
 fn push_rule(
     rules: &mut Vec<Rule>,
-    field: &str,
+    field: impl Fn() -> String,
     peers_field: &str,
     peers: Option<&[NetworkPolicyPeer]>,
     ports: Option<&[NetworkPolicyPort]>,
     report: &mut impl FnMut(String),
 ) {
     let parsed = parse_peers(peers.unwrap_or_default())
-        .map_err(|(i, e)| format!("{field}.{peers_field}[{i}]: {e}"))
+        .map_err(|(i, e)| format!("{}.{peers_field}[{i}]: {e}", field()))
         .and_then(|peers| {
             parse_ports(ports.unwrap_or_default())
                 .map(|ports| Rule { peers, ports })
-                .map_err(|(i, e)| format!("{field}.ports[{i}]: {e}"))
+                .map_err(|(i, e)| format!("{}.ports[{i}]: {e}", field()))
         });
     match parsed {
         Ok(rule) => rules.push(rule),

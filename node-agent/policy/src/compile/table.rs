@@ -32,7 +32,8 @@
 //! containment tree, so a stack of enclosing prefixes carries the set of blocks active at each one.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
+    hash::{Hash, Hasher},
     net::Ipv4Addr,
     sync::Arc,
 };
@@ -40,12 +41,30 @@ use std::{
 use ipnet::Ipv4Net;
 
 use super::ports::PortSet;
+use crate::fast_hash::FastMap;
 
 /// The PEERS entries of one endpoint direction: peer prefix → allowed port set. Canonical: network
 /// addresses only, and no entry that the longest-prefix match would not need.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuleTable {
     pub entries: BTreeMap<Ipv4Net, Arc<PortSet>>,
+}
+
+/// Hashes a sample (the size, and the first and last few entries with their port-set sizes), so
+/// that sharing tables by content does not cost a pass over every entry; equal tables still hash
+/// equal, and equality settles the rest.
+impl Hash for RuleTable {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        const SAMPLE: usize = 4;
+        self.entries.len().hash(state);
+        let sample = |(net, set): (&Ipv4Net, &Arc<PortSet>)| (*net, set.len());
+        for entry in self.entries.iter().take(SAMPLE).map(sample) {
+            entry.hash(state);
+        }
+        for entry in self.entries.iter().rev().take(SAMPLE).map(sample) {
+            entry.hash(state);
+        }
+    }
 }
 
 impl RuleTable {
@@ -80,8 +99,8 @@ pub(crate) const EMPTY: u32 = 0;
 /// are computed once.
 pub(crate) struct PortSets {
     sets: Vec<Arc<PortSet>>,
-    ids: HashMap<Arc<PortSet>, u32>,
-    unions: HashMap<Vec<u32>, u32>,
+    ids: FastMap<Arc<PortSet>, u32>,
+    unions: FastMap<Vec<u32>, u32>,
 }
 
 impl PortSets {
@@ -89,8 +108,8 @@ impl PortSets {
         let empty = Arc::new(PortSet::empty());
         Self {
             sets: vec![empty.clone()],
-            ids: HashMap::from([(empty, EMPTY)]),
-            unions: HashMap::new(),
+            ids: FastMap::from_iter([(empty, EMPTY)]),
+            unions: FastMap::default(),
         }
     }
 
@@ -169,32 +188,36 @@ pub(crate) fn build(blocks: &[Block<'_>], sets: &mut PortSets) -> RuleTable {
         while stack.last().is_some_and(|top| !covers(top.net, net)) {
             stack.pop();
         }
-        let (mut active, parent) = stack.last().map_or((Vec::new(), EMPTY), |top| {
-            (top.active.clone(), top.effective)
-        });
-        for &(_, block, starts) in group {
-            if starts {
-                active.push(block);
-            } else {
-                active.retain(|&b| b != block);
-            }
-        }
+        let parent = stack.last();
+        let parent_effective = parent.map_or(EMPTY, |top| top.effective);
+        let ends = |block: u32| group.iter().any(|&(_, b, starts)| !starts && b == block);
+        let inherited = parent.map_or(&[][..], |top| &top.active[..]);
+        // Blocks active here: the parent's, minus those excepting this prefix, plus those starting.
+        let active = inherited
+            .iter()
+            .copied()
+            .filter(|&b| !ends(b))
+            .chain(group.iter().filter(|e| e.2).map(|e| e.1));
         ids.clear();
-        ids.extend(active.iter().map(|&b| blocks[b as usize].ports));
+        ids.extend(active.clone().map(|b| blocks[b as usize].ports));
         ids.sort_unstable();
         ids.dedup();
         let value = sets.union(&ids);
-        let effective = if value == parent {
-            parent
+        let effective = if value == parent_effective {
+            parent_effective
         } else {
             entries.insert(net, sets.get(value).clone());
             value
         };
-        stack.push(Frame {
-            net,
-            active,
-            effective,
-        });
+        // A /32 contains no other prefix: it never becomes a parent, so needs no frame.
+        if net.prefix_len() < 32 {
+            let active = active.collect();
+            stack.push(Frame {
+                net,
+                active,
+                effective,
+            });
+        }
     }
     RuleTable { entries }
 }
