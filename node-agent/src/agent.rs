@@ -215,9 +215,24 @@ impl Agent {
         self.config.manifest_dir.as_deref()
     }
 
+    /// Readable when the manifest directory changed (see [`crate::source::ManifestDir`]).
+    pub fn manifest_change_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.policy.change_fd()
+    }
+
+    pub fn request_full_scan(&mut self) {
+        self.policy.request_full_scan();
+    }
+
     /// Re-read the object source and program what changed.
     pub fn sync(&mut self) -> Result<()> {
-        self.policy.refresh();
+        let started = std::time::Instant::now();
+        let changed = self.policy.refresh();
+        tracing::debug!(changed, refresh_us = started.elapsed().as_micros(), "source re-read");
+        // Nothing new in the source: the maps already hold what it says.
+        if !changed && !self.policy.needs_retry() {
+            return Ok(());
+        }
         self.reprogram(None)
     }
 

@@ -13,7 +13,9 @@ use tracing::info;
 use weir_agent::{
     agent::{self, Agent},
     config::{Config, Paths},
-    counters, server, watch,
+    counters,
+    datapath::AttachMode,
+    host, server, watch,
 };
 
 #[derive(Parser)]
@@ -89,6 +91,10 @@ struct RunArgs {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// How tc programs are attached: tcx links (Linux 6.6+), clsact filters (any kernel), or
+    /// auto: tcx if the first attach shows the kernel has it, clsact otherwise.
+    #[arg(long, default_value = "auto")]
+    attach_mode: AttachMode,
 }
 
 impl RunArgs {
@@ -116,6 +122,7 @@ impl RunArgs {
                 run_dir: self.paths.run_dir.clone(),
                 bpffs_dir: self.paths.bpffs_dir.clone(),
                 cni_log_file: self.cni_log_file.clone(),
+                attach_mode: self.attach_mode,
             },
         }
     }
@@ -157,7 +164,14 @@ fn main() -> Result<()> {
         }
         Command::Cleanup(args) => {
             init_tracing(&args)?;
-            runtime()?.block_on(agent::cleanup(&args.config()))
+            let config = args.config();
+            runtime()?.block_on(async {
+                // Interfaces with an attachment but no endpoint record (a crash mid-ADD): the
+                // agent's cleanup knows only recorded ones. Deleting an interface takes its
+                // clsact qdisc and filters along.
+                host::delete_attached_links(&config.paths.link_pin_dir()).await;
+                agent::cleanup(&config).await
+            })
         }
         Command::Counters { paths } => {
             let pin_dir = Paths {
@@ -165,6 +179,7 @@ fn main() -> Result<()> {
                 run_dir: paths.run_dir,
                 bpffs_dir: paths.bpffs_dir,
                 cni_log_file: PathBuf::new(),
+                attach_mode: AttachMode::Auto,
             }
             .pin_dir();
             for row in counters::read_pinned(&pin_dir)? {
@@ -182,13 +197,12 @@ async fn run(config: Config) -> Result<()> {
     let listener = server::bind(&socket)?;
     agent.write_conflist()?;
     info!(socket = %socket.display(), "ready");
-    let manifest_dir = agent.manifest_dir().map(ToOwned::to_owned);
     let agent = Arc::new(Mutex::new(agent));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         () = server::serve(listener, agent.clone()) => {}
-        () = watch::manifests(manifest_dir, agent) => {}
+        () = watch::manifests(agent) => {}
         _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
         _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),
     }

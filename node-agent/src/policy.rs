@@ -7,9 +7,9 @@
 //! If a write fails (a map is full), every endpoint that should be isolated is pointed at the
 //! deny-all table: fail closed, logged, counted.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{net::Ipv4Addr, path::Path, time::Instant};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use weir_agent_api::{Endpoint, Rejected};
 use weir_common::{
     policy::{TABLE_ALLOW_ALL, TABLE_FAIL_CLOSED},
@@ -29,14 +29,17 @@ use crate::{
 
 pub struct PolicyEngine {
     source: Option<ManifestDir>,
+    /// The model when there is no manifest directory (see [`PolicyEngine::set_cluster`]).
     cluster: Cluster,
-    /// Objects the source could not use (parse errors, invalid objects).
+    /// Objects such a source could not use.
     source_rejected: Vec<Rejected>,
     /// Policies the compiler could not fully use (their pods are isolated).
     problems: Vec<Rejected>,
     programmer: Programmer,
     /// Times programming failed and the node failed closed.
     pub failures: u64,
+    /// The last programming failed: the next sync retries even if the source did not change.
+    retry: bool,
 }
 
 fn port_entry(portset: u32, prefix: &PortPrefix) -> PortEntry {
@@ -65,6 +68,7 @@ impl PolicyEngine {
             problems: Vec::new(),
             programmer: Programmer::new(),
             failures: 0,
+            retry: false,
         })
     }
 
@@ -107,13 +111,7 @@ impl PolicyEngine {
             return false;
         };
         match source.refresh() {
-            Ok(false) => false,
-            Ok(true) => {
-                let (cluster, rejected) = source.cluster();
-                self.cluster = cluster;
-                self.source_rejected = rejected;
-                true
-            }
+            Ok(changed) => changed,
             Err(e) => {
                 // Keep enforcing the last good state: an unreadable directory opens nothing.
                 warn!(dir = %source.dir().display(), error = %e, "reading manifests failed; keeping the last state");
@@ -122,16 +120,36 @@ impl PolicyEngine {
         }
     }
 
+    pub fn change_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.source.as_ref().and_then(ManifestDir::change_fd)
+    }
+
+    pub fn request_full_scan(&mut self) {
+        if let Some(source) = &mut self.source {
+            source.request_full_scan();
+        }
+    }
+
+    /// The last attempt to program failed and must be retried.
+    pub fn needs_retry(&self) -> bool {
+        self.retry
+    }
+
     pub fn generation(&self) -> u64 {
         self.source.as_ref().map_or(0, ManifestDir::generation)
     }
 
     pub fn rejected(&self) -> Vec<Rejected> {
-        self.source_rejected
-            .iter()
-            .chain(&self.problems)
-            .cloned()
-            .collect()
+        let mut rejected = match &self.source {
+            Some(source) => source.rejected(),
+            None => self.source_rejected.clone(),
+        };
+        rejected.extend(self.problems.iter().cloned());
+        rejected
+    }
+
+    fn cluster(&self) -> &Cluster {
+        self.source.as_ref().map_or(&self.cluster, ManifestDir::cluster)
     }
 
     /// Compile for this node's endpoints (plus `new`, about to be added) and program the maps.
@@ -142,20 +160,35 @@ impl PolicyEngine {
         endpoints: &mut Endpoints<D>,
         new: Option<Endpoint>,
     ) -> Result<bool, EndpointError> {
+        let started = Instant::now();
         let local = local_endpoints(endpoints, new.as_ref());
-        let compiled = compile(&self.cluster, &local);
+        let compiled = compile(self.cluster(), &local);
+        let compiled_at = started.elapsed();
         self.note_problems(&compiled);
         let plan = self.programmer.plan(&compiled);
+        let planned_at = started.elapsed();
         let changed = !plan.is_empty();
-        match apply(endpoints, &plan, &compiled, new) {
+        let result = apply(endpoints, &plan, &compiled, new);
+        debug!(
+            compile_us = compiled_at.as_micros(),
+            plan_us = (planned_at - compiled_at).as_micros(),
+            apply_us = (started.elapsed() - planned_at).as_micros(),
+            writes = plan.portset_upserts.len() + plan.peer_upserts.len()
+                + plan.endpoint_tables.len() + plan.peer_deletes.len()
+                + plan.portset_deletes.len(),
+            "policy programmed"
+        );
+        match result {
             Ok(()) => {
                 self.programmer
                     .commit(plan.id)
                     .expect("the plan just made is outstanding");
+                self.retry = false;
                 Ok(changed)
             }
             Err(e) => {
                 self.failures += 1;
+                self.retry = true;
                 error!(error = %e, "programming policy failed; isolating the pods it selects");
                 self.programmer
                     .abort(plan.id)

@@ -2,17 +2,22 @@
 //! when it changes. (The Kubernetes API source feeds the same [`Cluster`] model.)
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     fs,
-    os::unix::fs::MetadataExt,
+    os::{
+        fd::{AsFd, OwnedFd},
+        unix::fs::MetadataExt,
+    },
     path::{Path, PathBuf},
 };
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use tracing::{debug, warn};
 use weir_agent_api::Rejected;
 use weir_policy::{
     manifest::{parse_documents, Object},
-    model::Cluster,
+    model::{Cluster, PodKey, PolicyKey},
 };
 
 /// What identifies a file's content without reading it: writers replace files by rename, which
@@ -24,16 +29,62 @@ struct Stamp {
     size: u64,
 }
 
-struct ParsedFile {
-    stamp: Stamp,
-    objects: Result<Vec<Object>, String>,
+/// An object of the model, by identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ObjectKey {
+    Namespace(String),
+    Pod(PodKey),
+    Policy(PolicyKey),
 }
 
+/// What a file contributed: the objects it defines (their content lives in the model only) and
+/// what of it could not be used.
+struct ParsedFile {
+    stamp: Stamp,
+    keys: Vec<ObjectKey>,
+    rejected: Vec<Rejected>,
+}
+
+/// The model is kept up to date file by file: a change costs the parse of the files that changed,
+/// not a rebuild from every file.
 pub struct ManifestDir {
     dir: PathBuf,
     files: BTreeMap<PathBuf, ParsedFile>,
+    cluster: Cluster,
+    /// Which file an object came from last; when two files define one object the last one read
+    /// wins, and removing a file removes only what it still owns.
+    owners: HashMap<ObjectKey, PathBuf>,
+    /// Names the directory's entries that changed since the last re-read; `None` when inotify is
+    /// unusable, and then every re-read stats every file.
+    inotify: Option<Inotify>,
+    /// The next re-read must look at every file (first read, queue overflow, periodic check).
+    full_scan: bool,
     /// Bumped whenever a re-read found a change.
     generation: u64,
+}
+
+fn watch(dir: &Path) -> nix::Result<Inotify> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    inotify.add_watch(
+        dir,
+        AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_ATTRIB
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF,
+    )?;
+    Ok(inotify)
+}
+
+fn stamp_of(meta: &fs::Metadata) -> Stamp {
+    Stamp {
+        ino: meta.ino(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        size: meta.size(),
+    }
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -48,11 +99,59 @@ fn is_manifest(path: &Path) -> bool {
 impl ManifestDir {
     pub fn new(dir: &Path) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
+        let inotify = watch(dir)
+            .inspect_err(|e| warn!(%e, dir = %dir.display(), "inotify unusable; every re-read stats every file"))
+            .ok();
         Ok(Self {
             dir: dir.to_owned(),
             files: BTreeMap::new(),
+            cluster: Cluster::default(),
+            owners: HashMap::new(),
+            inotify,
+            full_scan: true,
             generation: 0,
         })
+    }
+
+    /// A descriptor that becomes readable when the directory changes (a duplicate: waiting on it
+    /// never consumes the events [`refresh`](Self::refresh) reads).
+    pub fn change_fd(&self) -> Option<OwnedFd> {
+        self.inotify
+            .as_ref()
+            .and_then(|i| i.as_fd().try_clone_to_owned().ok())
+    }
+
+    /// Make the next re-read look at every file, not only those inotify named.
+    pub fn request_full_scan(&mut self) {
+        self.full_scan = true;
+    }
+
+    /// The file names inotify reported since the last call; `None` when they cannot be trusted to
+    /// be complete (no inotify, a queue overflow, the directory itself moved).
+    fn changed_names(&mut self) -> Option<BTreeSet<PathBuf>> {
+        let inotify = self.inotify.as_ref()?;
+        let mut names = BTreeSet::new();
+        loop {
+            match inotify.read_events() {
+                Ok(events) if events.is_empty() => return Some(names),
+                Ok(events) => {
+                    for event in events {
+                        let whole = AddWatchFlags::IN_Q_OVERFLOW
+                            | AddWatchFlags::IN_DELETE_SELF
+                            | AddWatchFlags::IN_MOVE_SELF
+                            | AddWatchFlags::IN_IGNORED;
+                        if event.mask.intersects(whole) {
+                            return None;
+                        }
+                        if let Some(name) = event.name {
+                            names.insert(self.dir.join(name));
+                        }
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => return Some(names),
+                Err(_) => return None,
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -64,10 +163,58 @@ impl ManifestDir {
     }
 
     /// Re-read what changed since the last call. Returns whether anything did.
+    ///
+    /// With inotify only the files it named are looked at (the kernel queues an event before the
+    /// write that caused it returns, so a change made before this call is always seen); otherwise,
+    /// and after a queue overflow, every file is.
     pub fn refresh(&mut self) -> std::io::Result<bool> {
+        let names = self.changed_names();
+        let changed = match names {
+            Some(names) if !self.full_scan => self.refresh_files(names),
+            _ => {
+                self.full_scan = false;
+                self.refresh_all()?
+            }
+        };
+        if changed {
+            self.generation += 1;
+        }
+        Ok(changed)
+    }
+
+    fn refresh_files(&mut self, paths: BTreeSet<PathBuf>) -> bool {
+        let mut changed = false;
+        for path in paths {
+            if !is_manifest(&path) {
+                continue;
+            }
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {
+                    let stamp = stamp_of(&meta);
+                    if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
+                        continue;
+                    }
+                    self.forget(&path);
+                    let file = self.read(&path, stamp);
+                    self.files.insert(path, file);
+                    changed = true;
+                }
+                _ => {
+                    if self.files.contains_key(&path) {
+                        self.forget(&path);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    fn refresh_all(&mut self) -> std::io::Result<bool> {
         let mut seen = BTreeMap::new();
         for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
+            let entry = entry?;
+            let path = entry.path();
             if !is_manifest(&path) {
                 continue;
             }
@@ -75,70 +222,130 @@ impl ManifestDir {
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
             };
-            if !meta.is_file() {
-                continue;
+            if meta.is_file() {
+                seen.insert(path, stamp_of(&meta));
             }
-            let stamp = Stamp {
-                ino: meta.ino(),
-                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-                size: meta.size(),
-            };
-            seen.insert(path, stamp);
         }
-        let mut changed = self.files.len() != seen.len()
-            || self.files.keys().zip(seen.keys()).any(|(a, b)| a != b);
-        self.files.retain(|path, _| seen.contains_key(path));
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|path| !seen.contains_key(*path))
+            .cloned()
+            .collect();
+        let mut changed = !gone.is_empty();
+        for path in gone {
+            self.forget(&path);
+        }
         for (path, stamp) in seen {
             if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
                 continue;
             }
             changed = true;
-            let objects = match fs::read_to_string(&path) {
-                Ok(text) => parse_documents(&text).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = &objects {
-                warn!(file = %path.display(), error = %e, "manifest rejected");
-            }
-            debug!(file = %path.display(), "manifest read");
-            self.files.insert(path, ParsedFile { stamp, objects });
-        }
-        if changed {
-            self.generation += 1;
+            self.forget(&path);
+            let file = self.read(&path, stamp);
+            self.files.insert(path, file);
         }
         Ok(changed)
     }
 
-    /// The model the files describe, and what could not be used. Files are applied in name order;
-    /// when two define the same object the later one wins.
-    pub fn cluster(&self) -> (Cluster, Vec<Rejected>) {
-        let mut cluster = Cluster::default();
-        let mut rejected = Vec::new();
-        for (path, file) in &self.files {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            match &file.objects {
-                Ok(objects) => {
-                    for object in objects {
-                        let label = describe(object);
-                        if let Err(e) = cluster.apply(object.clone()) {
-                            rejected.push(Rejected {
-                                object: label,
-                                reason: format!("{name}: {e}"),
-                            });
-                        }
+    /// Take what `path` contributed out of the model.
+    fn forget(&mut self, path: &Path) {
+        let Some(file) = self.files.remove(path) else {
+            return;
+        };
+        for key in file.keys {
+            if self.owners.get(&key).map(PathBuf::as_path) != Some(path) {
+                continue;
+            }
+            self.owners.remove(&key);
+            match &key {
+                ObjectKey::Namespace(name) => {
+                    self.cluster.delete_namespace(name);
+                }
+                ObjectKey::Pod(pod) => {
+                    self.cluster.delete_pod(pod);
+                }
+                ObjectKey::Policy(policy) => {
+                    self.cluster.delete_policy(policy);
+                }
+            }
+        }
+    }
+
+    /// Parse `path` and put its objects into the model.
+    fn read(&mut self, path: &Path, stamp: Stamp) -> ParsedFile {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut file = ParsedFile {
+            stamp,
+            keys: Vec::new(),
+            rejected: Vec::new(),
+        };
+        let objects = match fs::read_to_string(path) {
+            Ok(text) => parse_documents(&text).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        debug!(file = %path.display(), "manifest read");
+        let objects = match objects {
+            Ok(objects) => objects,
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "manifest rejected");
+                file.rejected.push(Rejected {
+                    object: name,
+                    reason: e,
+                });
+                return file;
+            }
+        };
+        for object in objects {
+            let label = describe(&object);
+            let key = object_key(&object);
+            match self.cluster.apply(object) {
+                Ok(()) => {
+                    if let Some(key) = key {
+                        self.owners.insert(key.clone(), path.to_owned());
+                        file.keys.push(key);
                     }
                 }
-                Err(e) => rejected.push(Rejected {
-                    object: name,
-                    reason: e.clone(),
+                Err(e) => file.rejected.push(Rejected {
+                    object: label,
+                    reason: format!("{name}: {e}"),
                 }),
             }
         }
-        (cluster, rejected)
+        file
     }
+
+    /// The model the files describe.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Everything the files hold that could not be used.
+    pub fn rejected(&self) -> Vec<Rejected> {
+        self.files
+            .values()
+            .flat_map(|f| f.rejected.iter().cloned())
+            .collect()
+    }
+}
+
+fn object_key(object: &Object) -> Option<ObjectKey> {
+    let meta = match object {
+        Object::Namespace(o) => &o.metadata,
+        Object::Pod(o) => &o.metadata,
+        Object::NetworkPolicy(o) => &o.metadata,
+        _ => return None,
+    };
+    let name = meta.name.clone()?;
+    let namespace = || meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    Some(match object {
+        Object::Namespace(_) => ObjectKey::Namespace(name),
+        Object::Pod(_) => ObjectKey::Pod(PodKey::new(namespace(), name)),
+        _ => ObjectKey::Policy(PolicyKey::new(namespace(), name)),
+    })
 }
 
 /// "Kind ns/name" or "Kind name", as the lab and the logs name objects.
@@ -186,10 +393,9 @@ mod tests {
         fs::write(dir.path().join("ns.yaml"), ns).unwrap();
         assert!(src.refresh().unwrap());
         assert!(!src.refresh().unwrap(), "nothing changed");
-        let (cluster, rejected) = src.cluster();
-        assert!(rejected.is_empty(), "{rejected:?}");
+        assert!(src.rejected().is_empty(), "{:?}", src.rejected());
         assert_eq!(
-            cluster.namespace_labels("x").get("a").map(String::as_str),
+            src.cluster().namespace_labels("x").get("a").map(String::as_str),
             Some("b")
         );
 
@@ -198,20 +404,24 @@ mod tests {
         fs::write(&tmp, ns.replace("a: b", "a: c")).unwrap();
         fs::rename(&tmp, dir.path().join("ns.yaml")).unwrap();
         assert!(src.refresh().unwrap());
-        let (cluster, _) = src.cluster();
         assert_eq!(
-            cluster.namespace_labels("x").get("a").map(String::as_str),
+            src.cluster().namespace_labels("x").get("a").map(String::as_str),
             Some("c")
         );
 
         fs::write(dir.path().join("bad.yaml"), "kind: [").unwrap();
         assert!(src.refresh().unwrap());
-        let (_, rejected) = src.cluster();
+        let rejected = src.rejected();
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].object, "bad.yaml");
 
         fs::remove_file(dir.path().join("bad.yaml")).unwrap();
         assert!(src.refresh().unwrap());
-        assert!(src.cluster().1.is_empty());
+        assert!(src.rejected().is_empty());
+
+        // Removing the file removes its objects from the model.
+        fs::remove_file(dir.path().join("ns.yaml")).unwrap();
+        assert!(src.refresh().unwrap());
+        assert_eq!(src.cluster().namespace_names().count(), 0);
     }
 }

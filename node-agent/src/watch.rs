@@ -1,14 +1,12 @@
-//! Keeps the agent in step with its manifest directory: inotify wakes it on every change, and a
-//! slow periodic re-read covers anything inotify cannot see (a directory replaced wholesale).
+//! Keeps the agent in step with its manifest directory: the source's inotify descriptor wakes it on
+//! every change, and a slow periodic full re-read covers anything inotify cannot see.
 
 use std::{
-    os::fd::{AsFd, AsRawFd, RawFd},
-    path::PathBuf,
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     sync::Arc,
     time::Duration,
 };
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::{io::unix::AsyncFd, sync::Mutex};
 use tracing::warn;
 
@@ -19,65 +17,63 @@ use crate::agent::Agent;
 const SETTLE: Duration = Duration::from_millis(5);
 const RESYNC: Duration = Duration::from_secs(30);
 
-struct Watch(Inotify);
+struct ChangeFd(OwnedFd);
 
-impl AsRawFd for Watch {
+impl AsRawFd for ChangeFd {
     fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
+        self.0.as_raw_fd()
     }
 }
 
-fn watch(dir: &PathBuf) -> nix::Result<Watch> {
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    inotify.add_watch(
-        dir,
-        AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_DELETE_SELF,
-    )?;
-    Ok(Watch(inotify))
-}
-
-/// Runs forever; returns at once (pending) when there is no directory to watch.
-pub async fn manifests(dir: Option<PathBuf>, agent: Arc<Mutex<Agent>>) {
-    let Some(dir) = dir else {
-        return std::future::pending().await;
+/// Runs forever; pending forever when the agent has no manifest directory.
+pub async fn manifests(agent: Arc<Mutex<Agent>>) {
+    let (has_source, fd) = {
+        let agent = agent.lock().await;
+        (agent.manifest_dir().is_some(), agent.manifest_change_fd())
     };
-    // SAFETY: `Watch` owns the inotify descriptor, which stays open, and is the same descriptor,
-    // for as long as the `AsyncFd` that owns the `Watch` lives.
-    let inotify = match watch(&dir).map(|w| unsafe { AsyncFd::register(w) }) {
-        Ok(Ok(fd)) => Some(fd),
-        Ok(Err(e)) => {
-            warn!(%e, "inotify unusable; re-reading manifests periodically only");
+    if !has_source {
+        return std::future::pending().await;
+    }
+    // SAFETY: `ChangeFd` owns its descriptor, which stays open and the same for as long as the
+    // `AsyncFd` that owns the `ChangeFd` lives.
+    let fd = match fd.map(|fd| unsafe { AsyncFd::register(ChangeFd(fd)) }) {
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(e)) => {
+            warn!(error = %e, "cannot wait on inotify; re-reading manifests periodically only");
             None
         }
-        Err(e) => {
-            warn!(%e, dir = %dir.display(), "cannot watch; re-reading manifests periodically only");
-            None
-        }
+        None => None,
     };
     loop {
-        match &inotify {
+        let mut full = false;
+        match &fd {
             Some(fd) => {
                 tokio::select! {
                     ready = fd.readable() => {
+                        tokio::time::sleep(SETTLE).await;
+                        sync(&agent, false).await;
+                        // Cleared only if nothing arrived since the guard was taken, so a change
+                        // made while syncing wakes the loop again.
                         if let Ok(mut guard) = ready {
-                            // Drain every queued event; one re-read covers them all.
-                            while guard.get_inner().0.read_events().is_ok_and(|e| !e.is_empty()) {}
                             guard.clear_ready();
                         }
-                        tokio::time::sleep(SETTLE).await;
+                        continue;
                     }
-                    () = tokio::time::sleep(RESYNC) => {}
+                    () = tokio::time::sleep(RESYNC) => full = true,
                 }
             }
-            None => tokio::time::sleep(RESYNC.min(Duration::from_secs(2))).await,
+            None => tokio::time::sleep(Duration::from_secs(2)).await,
         }
-        if let Err(e) = agent.lock().await.sync() {
-            warn!(error = %format!("{e:#}"), "programming policy after a manifest change failed");
-        }
+        sync(&agent, full || fd.is_none()).await;
+    }
+}
+
+async fn sync(agent: &Mutex<Agent>, full: bool) {
+    let mut agent = agent.lock().await;
+    if full {
+        agent.request_full_scan();
+    }
+    if let Err(e) = agent.sync() {
+        warn!(error = %format!("{e:#}"), "programming policy after a manifest change failed");
     }
 }
