@@ -187,14 +187,15 @@ fn checks(world: &World) -> Vec<Check<'_>> {
     out
 }
 
-/// Probes one (protocol, port) and returns a line per disagreement that survives a re-probe.
+/// Probes one (protocol, port) and returns a line per disagreement that survives a re-probe,
+/// and how many probes the model (allowed, denied).
 fn check_config(
     lab: &Lab,
     world: &World,
     compiled: &Compiled,
     proto: Proto,
     port: u16,
-) -> Vec<String> {
+) -> (Vec<String>, [usize; 2]) {
     let pods: Vec<String> = world.pods.iter().map(key).collect();
     let matrix = lab
         .matrix_with(
@@ -230,9 +231,11 @@ fn check_config(
             .collect()
     });
     let mut problems = Vec::new();
+    let mut counts = [0, 0];
     let mproto = model_proto(proto);
     for (check, got) in checks.iter().zip(first) {
         let want = allowed(world, check.from, check.to, mproto, port);
+        counts[usize::from(!want)] += 1;
         if got == Some(want) {
             continue;
         }
@@ -276,7 +279,7 @@ fn check_config(
             error.map(|e| format!(" ({e})")).unwrap_or_default(),
         ));
     }
-    problems
+    (problems, counts)
 }
 
 /// `k=v` / `k-` changes that turn `old` into `new`.
@@ -330,6 +333,7 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
 
     let mut rng = StdRng::seed_from_u64(seed ^ 0x1abe_11ed);
     let mut failures = Vec::new();
+    let mut allowed_denied = [0, 0];
     for round in 0..ROUNDS {
         if round > 0 {
             let before = world.clone();
@@ -348,7 +352,9 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
         let mut configs = CONFIGS.to_vec();
         configs.shuffle(&mut rng);
         for &(proto, port) in &configs[..CONFIGS_PER_ROUND] {
-            let problems = check_config(lab, &world, &compiled, proto, port);
+            let (problems, [yes, no]) = check_config(lab, &world, &compiled, proto, port);
+            allowed_denied[0] += yes;
+            allowed_denied[1] += no;
             failures.extend(
                 problems
                     .into_iter()
@@ -385,9 +391,11 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
             .unwrap_or_else(|e| panic!("seed {seed}: deleting {}: {e:#}", key(pod)));
     }
     eprintln!(
-        "netpol-diff: seed {seed}: {} pods, {} policies, {} disagreements ({:.1}s)",
+        "netpol-diff: seed {seed}: {} pods, {} policies, {} probes allowed and {} denied by the model, {} disagreements ({:.1}s)",
         world.pods.len(),
         world.policies.len(),
+        allowed_denied[0],
+        allowed_denied[1],
         failures.len(),
         t.elapsed().as_secs_f64()
     );

@@ -216,7 +216,7 @@ pub fn random_world(seed: u64, size: &Size) -> World {
     world
 }
 
-/// Changes one random pod's labels (sets one vocabulary key to a random value, or removes one);
+/// Changes one random pod's labels (sets one vocabulary key to another value, or removes it);
 /// returns the index of the pod changed.
 pub fn random_relabel(world: &mut World, rng: &mut impl Rng) -> usize {
     let index = rng.random_range(0..world.pods.len());
@@ -225,10 +225,15 @@ pub fn random_relabel(world: &mut World, rng: &mut impl Rng) -> usize {
     if pod.labels.contains_key(*key) && rng.random_bool(0.3) {
         pod.labels.remove(*key);
     } else {
-        pod.labels.insert(
-            (*key).to_owned(),
-            (*values.choose(rng).expect("values")).to_owned(),
-        );
+        // Always a change: a value other than the current one.
+        let current = pod.labels.get(*key).cloned();
+        let others: Vec<&str> = values
+            .iter()
+            .copied()
+            .filter(|v| current.as_deref() != Some(*v))
+            .collect();
+        let value = *others.choose(rng).expect("two values or more");
+        pod.labels.insert((*key).to_owned(), value.to_owned());
     }
     index
 }
