@@ -228,7 +228,11 @@ impl Agent {
     pub fn sync(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
         let changed = self.policy.refresh();
-        tracing::debug!(changed, refresh_us = started.elapsed().as_micros(), "source re-read");
+        tracing::debug!(
+            changed,
+            refresh_us = started.elapsed().as_micros(),
+            "source re-read"
+        );
         // Nothing new in the source: the maps already hold what it says.
         if !changed && !self.policy.needs_retry() {
             return Ok(());

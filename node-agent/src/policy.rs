@@ -149,7 +149,9 @@ impl PolicyEngine {
     }
 
     fn cluster(&self) -> &Cluster {
-        self.source.as_ref().map_or(&self.cluster, ManifestDir::cluster)
+        self.source
+            .as_ref()
+            .map_or(&self.cluster, ManifestDir::cluster)
     }
 
     /// Compile for this node's endpoints (plus `new`, about to be added) and program the maps.
@@ -173,8 +175,10 @@ impl PolicyEngine {
             compile_us = compiled_at.as_micros(),
             plan_us = (planned_at - compiled_at).as_micros(),
             apply_us = (started.elapsed() - planned_at).as_micros(),
-            writes = plan.portset_upserts.len() + plan.peer_upserts.len()
-                + plan.endpoint_tables.len() + plan.peer_deletes.len()
+            writes = plan.portset_upserts.len()
+                + plan.peer_upserts.len()
+                + plan.endpoint_tables.len()
+                + plan.peer_deletes.len()
                 + plan.portset_deletes.len(),
             "policy programmed"
         );

@@ -340,7 +340,11 @@ fn object_key(object: &Object) -> Option<ObjectKey> {
         _ => return None,
     };
     let name = meta.name.clone()?;
-    let namespace = || meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let namespace = || {
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned())
+    };
     Some(match object {
         Object::Namespace(_) => ObjectKey::Namespace(name),
         Object::Pod(_) => ObjectKey::Pod(PodKey::new(namespace(), name)),
@@ -395,7 +399,10 @@ mod tests {
         assert!(!src.refresh().unwrap(), "nothing changed");
         assert!(src.rejected().is_empty(), "{:?}", src.rejected());
         assert_eq!(
-            src.cluster().namespace_labels("x").get("a").map(String::as_str),
+            src.cluster()
+                .namespace_labels("x")
+                .get("a")
+                .map(String::as_str),
             Some("b")
         );
 
@@ -405,7 +412,10 @@ mod tests {
         fs::rename(&tmp, dir.path().join("ns.yaml")).unwrap();
         assert!(src.refresh().unwrap());
         assert_eq!(
-            src.cluster().namespace_labels("x").get("a").map(String::as_str),
+            src.cluster()
+                .namespace_labels("x")
+                .get("a")
+                .map(String::as_str),
             Some("c")
         );
 

@@ -45,7 +45,13 @@ pub fn demo_probes() -> Vec<(String, String, Proto, u16, bool)> {
     .collect();
     for target in ["node", "ext"] {
         for (ns, name, _) in DEMO_PODS {
-            probes.push((format!("{ns}/{name}"), target.to_owned(), Proto::Icmp, 0, true));
+            probes.push((
+                format!("{ns}/{name}"),
+                target.to_owned(),
+                Proto::Icmp,
+                0,
+                true,
+            ));
         }
     }
     probes
@@ -75,7 +81,11 @@ impl DemoReport {
             .iter()
             .map(|row| {
                 let r = &row.result;
-                let verdict = if r.connected == row.expected { "" } else { "  <-- UNEXPECTED" };
+                let verdict = if r.connected == row.expected {
+                    ""
+                } else {
+                    "  <-- UNEXPECTED"
+                };
                 [
                     row.phase.to_owned(),
                     r.from.clone(),
@@ -93,8 +103,10 @@ impl DemoReport {
                 ]
             })
             .collect();
-        let header = ["PHASE", "FROM", "TO", "PROTO", "PORT", "EXPECTED", "RESULT", "RTT"]
-            .map(str::to_owned);
+        let header = [
+            "PHASE", "FROM", "TO", "PROTO", "PORT", "EXPECTED", "RESULT", "RTT",
+        ]
+        .map(str::to_owned);
         let mut widths = header.clone().map(|h| h.len());
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
@@ -234,7 +246,10 @@ mod tests {
         };
         let report = DemoReport {
             rows: vec![
-                row(result("default/web", "default/api", Proto::Tcp, Some(80), true), true),
+                row(
+                    result("default/web", "default/api", Proto::Tcp, Some(80), true),
+                    true,
+                ),
                 row(result("default/web", "ext", Proto::Icmp, None, false), true),
             ],
             ok: false,
