@@ -400,3 +400,43 @@ spec:
     assert!(!reach(&lab, "x/b", "x/a", Proto::Tcp, 80));
     ping(4);
 }
+
+#[test]
+fn icmp_errors_about_an_allowed_flow_reach_an_isolated_pod() {
+    require_root!();
+    let lab = lab("pol-icmp");
+    lab.add_pod_with(&PodSpec::new("x", "a").label("app", "a"))
+        .unwrap();
+    lab.add_pod_with(&PodSpec::new("x", "b")).unwrap();
+    // a accepts nothing new from anyone, b's ICMP included.
+    lab.apply_yaml(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-deny-ingress, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Ingress]
+"#,
+    )
+    .unwrap();
+    assert!(
+        !reach(&lab, "x/b", "x/a", Proto::Icmp, 0),
+        "b → a echo is denied"
+    );
+    // a → b UDP to a port nobody serves: b answers with ICMP port unreachable, which belongs to
+    // a's allowed flow and must reach a, so the probe fails fast as "refused", not by timeout.
+    let seen = lab
+        .probe_with(
+            "x/a",
+            &ProbeTarget::pod("x", "b"),
+            &ProbeOptions::new(Proto::Udp, 9999).timeout(Duration::from_secs(2)),
+        )
+        .unwrap();
+    assert!(!seen.connected);
+    let error = seen.error.unwrap_or_default();
+    assert!(
+        error.contains("refused"),
+        "the ICMP error did not arrive: {error}"
+    );
+}
