@@ -804,9 +804,6 @@ fn programmed_maps_agree_with_the_model_through_changes() {
 /// While a plan is applied, every endpoint's verdict in each direction is the old or the new one
 /// (the promise of `weir_policy::plan`'s module docs).
 #[test]
-#[ignore = "fails: an in-place table edit upserts a short peer prefix before the longer ones it \
-            must not shadow (seeds 84 and 92 of 100: a peer gets the new /0's port set while its \
-            new /32 is not written yet); run with --ignored"]
 fn every_write_of_a_plan_keeps_each_verdict_old_or_new() {
     run_programmed(true);
 }

@@ -344,8 +344,16 @@ impl<'s> Planner<'s> {
         self.delete_uncertain();
         let Planner { mut plan, next, .. } = self;
         plan.portset_upserts.sort_unstable();
-        plan.peer_upserts.sort_unstable();
-        plan.peer_deletes.sort_unstable();
+        // Within a table edited in place, longer prefixes are written first and removed last, so
+        // an address is never judged by a new shorter prefix before the new longer prefix that
+        // covers it exists, nor by an old shorter prefix once its old longer one is gone: every
+        // lookup during the edit sees either its old or its new entry (found by the differential
+        // test, which checks this after every single write).
+        plan.peer_upserts.sort_unstable_by_key(|(table, net, _)| {
+            (*table, std::cmp::Reverse(net.prefix_len()), *net)
+        });
+        plan.peer_deletes
+            .sort_unstable_by_key(|(table, net)| (*table, net.prefix_len(), *net));
         plan.portset_deletes.sort_unstable();
         (plan, next)
     }
