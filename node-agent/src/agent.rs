@@ -215,6 +215,14 @@ impl Agent {
         self.config.manifest_dir.as_deref()
     }
 
+    /// Re-read the node's own addresses (DHCP, a new interface): they are always allowed to reach
+    /// local pods, so the set must follow the node.
+    pub async fn refresh_host_ips(&mut self) -> Result<()> {
+        let ips = self.host.ipv4_addresses().await?;
+        self.endpoints.datapath_mut().set_host_ips(&ips)?;
+        Ok(())
+    }
+
     /// Readable when the manifest directory changed (see [`crate::source::ManifestDir`]).
     pub fn manifest_change_fd(&self) -> Option<std::os::fd::OwnedFd> {
         self.policy.change_fd()

@@ -10,6 +10,9 @@ use weir_common::{counters::DIR_FROM_POD, maps::COUNTERS, CounterKey, CounterVal
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct CounterRow {
     pub ifindex: u32,
+    /// "namespace/name" of the pod behind `ifindex`, when the agent's records say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     pub direction: &'static str,
     pub reason: String,
     pub drop: bool,
@@ -21,6 +24,7 @@ pub fn row(key: CounterKey, value: CounterValue) -> CounterRow {
     let reason = Reason::from_code(key.reason);
     CounterRow {
         ifindex: key.ifindex,
+        pod: None,
         direction: if key.direction == DIR_FROM_POD {
             "from_pod"
         } else {
@@ -57,4 +61,27 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Vec<CounterRow>> {
         (a.ifindex, a.direction, &a.reason).cmp(&(b.ifindex, b.direction, &b.reason))
     });
     Ok(rows)
+}
+
+/// Name the pod of each row from the agent's endpoint records in `endpoints_dir` (rows of
+/// interfaces no record names keep `pod: None`).
+pub fn name_pods(rows: &mut [CounterRow], endpoints_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(endpoints_dir) else {
+        return;
+    };
+    let mut pods = std::collections::BTreeMap::new();
+    for entry in entries.flatten() {
+        let record = std::fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<crate::endpoints::EndpointRecord>(&b).ok());
+        if let Some(record) = record {
+            let ep = record.endpoint;
+            if let (Some(ns), Some(name)) = (ep.pod_namespace, ep.pod_name) {
+                pods.insert(ep.host_ifindex, format!("{ns}/{name}"));
+            }
+        }
+    }
+    for row in rows {
+        row.pod = pods.get(&row.ifindex).cloned();
+    }
 }

@@ -1,5 +1,6 @@
 //! Keeps the agent in step with its manifest directory: the source's inotify descriptor wakes it on
-//! every change, and a slow periodic full re-read covers anything inotify cannot see.
+//! every change, and a slow periodic full re-read covers anything inotify cannot see. The node's
+//! own addresses are re-read periodically too.
 
 use std::{
     os::fd::{AsRawFd, OwnedFd, RawFd},
@@ -75,5 +76,18 @@ async fn sync(agent: &Mutex<Agent>, full: bool) {
     }
     if let Err(e) = agent.sync() {
         warn!(error = %format!("{e:#}"), "programming policy after a manifest change failed");
+    }
+}
+
+/// How often the node's own addresses are re-read.
+const HOST_ADDRESSES_EVERY: Duration = Duration::from_secs(10);
+
+/// Keep the datapath's set of node addresses current. Runs forever.
+pub async fn host_addresses(agent: Arc<Mutex<Agent>>) {
+    loop {
+        tokio::time::sleep(HOST_ADDRESSES_EVERY).await;
+        if let Err(e) = agent.lock().await.refresh_host_ips().await {
+            warn!(error = %format!("{e:#}"), "re-reading the node's addresses failed");
+        }
     }
 }

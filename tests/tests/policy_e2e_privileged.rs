@@ -79,6 +79,8 @@ fn counters(lab: &Lab) -> Vec<Value> {
         .arg("counters")
         .arg("--bpffs-dir")
         .arg(&node.bpffs_dir)
+        .arg("--run-dir")
+        .arg(&node.run_dir)
         .output()
         .unwrap();
     assert!(
