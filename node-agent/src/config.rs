@@ -4,6 +4,8 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
+use crate::datapath::{AttachMode, Attachments};
+
 /// The link-local gateway every pod routes through; answered by eBPF on each host-side veth.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
@@ -46,6 +48,8 @@ pub struct Paths {
     pub bpffs_dir: PathBuf,
     /// The CNI plugin's log file, written into the conflist.
     pub cni_log_file: PathBuf,
+    /// How tc programs are attached; it decides where attachments are recorded.
+    pub attach_mode: AttachMode,
 }
 
 impl Paths {
@@ -71,8 +75,15 @@ impl Paths {
         self.bpffs_dir
             .join(format!("v{}", weir_common::maps::ABI_VERSION))
     }
-    pub fn link_pin_dir(&self) -> PathBuf {
-        self.pin_dir().join("links")
+    /// Where and how the datapath's attachments are kept: pinned tcx links under
+    /// `<pin dir>/links`, markers of clsact filters under `<run dir>/tc-filters` (see
+    /// [`Attachments`]). Named for the pins it once was only.
+    pub fn link_pin_dir(&self) -> Attachments {
+        Attachments {
+            mode: self.attach_mode,
+            link_pin_dir: self.pin_dir().join("links"),
+            filter_dir: self.run_dir.join("tc-filters"),
+        }
     }
 }
 

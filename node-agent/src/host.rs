@@ -214,6 +214,31 @@ impl Host {
     }
 }
 
+/// Delete every interface a Weir attachment is recorded on (pinned tcx link or clsact filter
+/// marker), which takes its programs, qdisc and filters along. Best effort, for
+/// `weir-agent cleanup`; only names Weir gives (`weir…`) are touched.
+pub async fn delete_attached_links(attachments: &crate::datapath::Attachments) {
+    let names = match crate::datapath::attached_interfaces(attachments) {
+        Ok(names) => names,
+        Err(e) => {
+            warn!(%e, "listing attachments");
+            return;
+        }
+    };
+    let host = match Host::connect() {
+        Ok(host) => host,
+        Err(e) => {
+            warn!(%e, "deleting attached interfaces");
+            return;
+        }
+    };
+    for name in names.iter().filter(|n| n.starts_with("weir")) {
+        if let Err(e) = host.delete_link(name).await {
+            warn!(%e, "deleting {name}");
+        }
+    }
+}
+
 /// Write a sysctl under /proc/sys of the calling process's network namespace.
 pub fn write_sysctl(path: &str, value: &str) -> Result<(), HostError> {
     let full = format!("/proc/sys/{path}");

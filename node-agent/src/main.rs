@@ -174,15 +174,16 @@ fn main() -> Result<()> {
             })
         }
         Command::Counters { paths } => {
-            let pin_dir = Paths {
+            let paths = Paths {
                 state_dir: paths.state_dir,
                 run_dir: paths.run_dir,
                 bpffs_dir: paths.bpffs_dir,
                 cni_log_file: PathBuf::new(),
                 attach_mode: AttachMode::Auto,
-            }
-            .pin_dir();
-            for row in counters::read_pinned(&pin_dir)? {
+            };
+            let mut rows = counters::read_pinned(&paths.pin_dir())?;
+            counters::name_pods(&mut rows, &paths.endpoints_dir());
+            for row in rows {
                 println!("{}", serde_json::to_string(&row)?);
             }
             Ok(())
@@ -202,7 +203,8 @@ async fn run(config: Config) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         () = server::serve(listener, agent.clone()) => {}
-        () = watch::manifests(agent) => {}
+        () = watch::manifests(agent.clone()) => {}
+        () = watch::host_addresses(agent) => {}
         _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
         _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),
     }

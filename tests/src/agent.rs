@@ -36,6 +36,9 @@ pub struct AgentConfig {
     /// The lab's Kubernetes objects (`--manifest-dir`), shared by every node.
     pub manifest_dir: PathBuf,
     pub service_cidr: String,
+    /// Appended to `run`'s flags (e.g. `--attach-mode clsact`); `for_node` takes them from
+    /// `WEIR_LAB_AGENT_ARGS` (whitespace-separated).
+    pub extra_args: Vec<String>,
 }
 
 impl AgentConfig {
@@ -53,6 +56,9 @@ impl AgentConfig {
             cni_log_file: node.cni_log_file.clone(),
             manifest_dir: lab.manifest_dir.clone(),
             service_cidr: lab.service_cidr.clone(),
+            extra_args: std::env::var("WEIR_LAB_AGENT_ARGS")
+                .map(|a| a.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -90,6 +96,7 @@ impl AgentConfig {
         args.push(self.service_cidr.clone().into());
         args.push("--log-file".into());
         args.push(self.log_file.clone().into());
+        args.extend(self.extra_args.iter().map(OsString::from));
         args
     }
 

@@ -4,9 +4,9 @@
 mod bpf;
 pub mod fake;
 
-use std::net::Ipv4Addr;
+use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr};
 
-pub use bpf::BpfDatapath;
+pub use bpf::{attached_interfaces, BpfDatapath};
 use weir_common::{CounterKey, CounterValue, EndpointInfo};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("tc filter {what}: {message}")]
+    Filter { what: String, message: String },
     #[error("pinned link {path}: {message}")]
     Link { path: String, message: String },
     #[error("bpffs at {path}: {source}")]
@@ -49,6 +51,8 @@ pub enum Hook {
 impl Hook {
     pub const ALL_ENDPOINT: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
 
+    pub const ALL: [Hook; 3] = [Hook::FromPod, Hook::ToPod, Hook::FromHost];
+
     /// Names the hook in the link's pin file name: `<suffix>:<ifname>`.
     pub fn pin_suffix(self) -> &'static str {
         match self {
@@ -59,13 +63,72 @@ impl Hook {
     }
 }
 
+/// How the tc programs are attached to interfaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// tcx when the kernel has it (6.6+), clsact otherwise: probed by the first attach.
+    Auto,
+    /// tcx links (`bpf_link`), pinned under `<pin dir>/links` so they outlive the agent.
+    Tcx,
+    /// Netlink `cls_bpf` filters on a `clsact` qdisc, at a fixed priority and handle per hook.
+    /// They are not links and cannot be pinned: they stay while the interface exists, and a
+    /// restarted agent replaces its own filter in place. A marker file per attachment under the
+    /// run directory records them.
+    Clsact,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Tcx => "tcx",
+            AttachMode::Clsact => "clsact",
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttachMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(AttachMode::Auto),
+            "tcx" => Ok(AttachMode::Tcx),
+            "clsact" => Ok(AttachMode::Clsact),
+            other => Err(format!(
+                "unknown attach mode {other:?} (auto, tcx or clsact)"
+            )),
+        }
+    }
+}
+
+/// Where and how the datapath attaches its programs: the requested mode, the directory of tcx
+/// link pins (on bpffs) and the directory of clsact filter markers (on the run directory's tmpfs,
+/// since bpffs holds no regular files). Both directories are emptied by a reboot, as is what
+/// they describe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachments {
+    pub mode: AttachMode,
+    pub link_pin_dir: PathBuf,
+    pub filter_dir: PathBuf,
+}
+
 pub trait Datapath: Send {
-    /// Attach `hook`'s program to `ifname` with a pinned tcx link. If a pinned link already exists
-    /// (an earlier agent made it) its program is replaced atomically, so traffic never sees a gap.
+    /// Attach `hook`'s program to `ifname`: with a pinned tcx link, or with a clsact filter (see
+    /// [`AttachMode`]). If an earlier agent attached it already, its program is replaced in place
+    /// (bpf_link_update, or a netlink filter change at the same priority and handle), so traffic
+    /// never sees a gap. An attachment of the other mode is removed once the new one is in place.
     fn attach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError>;
-    /// Remove the pinned link of `hook` on `ifname`; absent is fine.
+    /// Remove the attachment of `hook` on `ifname`, whichever mode made it; absent is fine.
     fn detach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError>;
-    /// Names of the interfaces that have pinned links, with the hook.
+    /// Names of the interfaces that have attachments (pinned links or recorded filters), with
+    /// the hook.
     fn pinned_links(&self) -> Result<Vec<(String, Hook)>, DatapathError>;
 
     fn set_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError>;

@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The agent in clsact mode (`--attach-mode clsact`, what it falls back to on kernels without tcx,
+//! before 6.6), forced on this kernel: the lab comes up in the default mode, its agent is killed and
+//! restarted in clsact mode (taking over the tcx links without a gap), and then everything the
+//! datapath does is checked again with real packets: redirect between pods, the node and the
+//! outside, anti-spoofing, a TCP stream across an agent crash, NetworkPolicy, and nothing left
+//! behind by DEL and `down`.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use serde_json::Value;
+use weir_tests::{
+    agent::{start_agent, wait_agent_ready, AgentConfig},
+    in_netns,
+    process::ProcessRef,
+    Lab, LabOptions, Proto,
+};
+
+const T: Duration = Duration::from_secs(2);
+
+/// Kill (SIGKILL, a crash) or stop `agent` and start it again in clsact mode.
+fn restart_in_clsact_mode(lab: &Lab, agent: ProcessRef, kill: bool) -> ProcessRef {
+    let state = lab.state().unwrap();
+    let node = state.node(1).unwrap();
+    if kill {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        weir_tests::process::wait_until(Duration::from_secs(5), || !agent.is_alive());
+    } else {
+        assert!(agent.terminate(Duration::from_secs(5)));
+    }
+    let mut config = AgentConfig::for_node(&state, node);
+    config.extra_args = vec!["--attach-mode".into(), "clsact".into()];
+    let process = start_agent(&node.netns, &config, &node.stdout_log).unwrap();
+    wait_agent_ready(&process, &config, &node.stdout_log, Duration::from_secs(30)).unwrap();
+    process
+}
+
+/// `tc filter show dev <dev> <dir>` in the node: the bpf filters, one line each.
+fn filters(lab: &Lab, dev: &str, dir: &str) -> Vec<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.node_netns()))
+        .args(["tc", "filter", "show", "dev", dev, dir])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" bpf ") && l.contains("handle"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The host-side veth of pod `default/<name>` (`weir` + 11 hex, from the pod's CNI result).
+fn veth_of(lab: &Lab, name: &str) -> String {
+    let node = lab.node(1).unwrap();
+    let records = std::fs::read_dir(node.run_dir.join("endpoints")).unwrap();
+    for record in records.flatten() {
+        let Ok(bytes) = std::fs::read(record.path()) else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        if v["endpoint"]["pod_name"] == name {
+            return v["endpoint"]["host_ifname"].as_str().unwrap().to_owned();
+        }
+    }
+    panic!("no endpoint record for default/{name}");
+}
+
+/// Exactly one Weir filter per direction, running `ingress`/`egress` program names.
+fn assert_one_filter_each_way(lab: &Lab, veth: &str) {
+    let ingress = filters(lab, veth, "ingress");
+    let egress = filters(lab, veth, "egress");
+    assert!(
+        ingress.len() == 1 && ingress[0].contains("tc_from_pod"),
+        "{veth} ingress: {ingress:?}"
+    );
+    assert!(
+        egress.len() == 1 && egress[0].contains("tc_to_pod"),
+        "{veth} egress: {egress:?}"
+    );
+}
+
+/// Pinned tcx links left (clsact mode makes none, and removes those of the earlier mode).
+fn tcx_pins(lab: &Lab) -> Vec<String> {
+    let node = lab.node(1).unwrap();
+    let mut out = Vec::new();
+    for version in std::fs::read_dir(&node.bpffs_dir).unwrap().flatten() {
+        if let Ok(links) = std::fs::read_dir(version.path().join("links")) {
+            out.extend(
+                links
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
+    }
+    out
+}
+
+fn drops(lab: &Lab, reason: &str) -> u64 {
+    let node = lab.node(1).unwrap();
+    let out = Command::new(weir_tests::bin_path("weir-agent"))
+        .arg("counters")
+        .arg("--bpffs-dir")
+        .arg(&node.bpffs_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|c| c["reason"] == reason)
+        .map(|c| c["packets"].as_u64().unwrap())
+        .sum()
+}
+
+fn pod_netns(lab: &Lab, name: &str) -> String {
+    lab.pod("default", name).unwrap().netns
+}
+
+/// One UDP datagram with a forged source, sent on a raw socket from inside a pod.
+fn send_spoofed_udp(netns: &str, src: Ipv4Addr, dst: Ipv4Addr, port: u16) {
+    in_netns(netns, || {
+        // SAFETY: plain socket(2)/sendto(2) with a buffer we own; the fd is closed below.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0);
+            let payload = b"spoof";
+            let total = 20 + 8 + payload.len();
+            let mut pkt = vec![0u8; total];
+            pkt[0] = 0x45;
+            pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            pkt[8] = 64;
+            pkt[9] = libc::IPPROTO_UDP as u8;
+            pkt[12..16].copy_from_slice(&src.octets());
+            pkt[16..20].copy_from_slice(&dst.octets());
+            pkt[20..22].copy_from_slice(&4444u16.to_be_bytes());
+            pkt[22..24].copy_from_slice(&port.to_be_bytes());
+            pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            pkt[28..].copy_from_slice(payload);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(dst).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let n = libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            libc::close(fd);
+            assert_eq!(n as usize, pkt.len());
+        }
+    })
+    .unwrap();
+}
+
+fn assert_connected(lab: &Lab, from: &str, to: &str, proto: Proto, port: u16) {
+    let r = lab.probe(from, to, proto, port, T).unwrap();
+    assert!(r.connected, "{from} → {to} {proto:?}/{port}: {r:?}");
+}
+
+#[test]
+fn the_datapath_works_with_clsact_filters_across_a_mode_switch_and_a_crash() {
+    require_root!();
+    let lab = Lab::up(&LabOptions::isolated("clsact")).expect("lab up");
+    // A pod attached in the default mode, adopted by the clsact agent.
+    lab.add_pod("default", "early", &[]).unwrap();
+    let agent = lab.state().unwrap().node(1).unwrap().agent.unwrap();
+    let agent = restart_in_clsact_mode(&lab, agent, true);
+    assert_eq!(tcx_pins(&lab), Vec::<String>::new(), "tcx links left");
+    let weir0 = filters(&lab, "weir0", "egress");
+    assert!(
+        weir0.len() == 1 && weir0[0].contains("tc_from_host"),
+        "{weir0:?}"
+    );
+    assert_one_filter_each_way(&lab, &veth_of(&lab, "early"));
+
+    // Pods added in clsact mode reach each other (eBPF redirect), their node and the outside.
+    let server = lab
+        .add_pod("default", "server", &[("app", "server")])
+        .unwrap();
+    lab.add_pod("default", "client", &[]).unwrap();
+    for name in ["server", "client"] {
+        assert_one_filter_each_way(&lab, &veth_of(&lab, name));
+    }
+    let redirected = drops(&lab, "forward_local");
+    for (proto, port) in [(Proto::Tcp, 80), (Proto::Udp, 81), (Proto::Icmp, 0)] {
+        assert_connected(&lab, "default/client", "default/server", proto, port);
+        assert_connected(&lab, "default/server", "default/early", proto, port);
+    }
+    assert!(
+        drops(&lab, "forward_local") > redirected,
+        "pod → pod went through eBPF redirect"
+    );
+    assert_connected(&lab, "node", "default/server", Proto::Tcp, 80);
+    assert_connected(&lab, "default/client", "node", Proto::Icmp, 0);
+    assert_connected(&lab, "default/client", "ext", Proto::Tcp, 80);
+
+    // Spoofed packets are dropped and counted; honest ones delivered.
+    let client_ns = pod_netns(&lab, "client");
+    let server_ns = pod_netns(&lab, "server");
+    let socket = in_netns(&server_ns, || {
+        let s = std::net::UdpSocket::bind((server.ip, 9999)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    })
+    .unwrap();
+    let before = drops(&lab, "drop_spoofed_ip");
+    for _ in 0..3 {
+        send_spoofed_udp(&client_ns, Ipv4Addr::new(10, 244, 1, 250), server.ip, 9999);
+    }
+    let mut buf = [0u8; 64];
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "a spoofed datagram was delivered"
+    );
+    assert!(drops(&lab, "drop_spoofed_ip") >= before + 3);
+    let client = lab.pod("default", "client").unwrap();
+    send_spoofed_udp(&client_ns, client.ip, server.ip, 9999);
+    assert!(socket.recv_from(&mut buf).is_ok(), "an honest datagram");
+
+    // A TCP stream survives an agent crash and restart, byte for byte; the restarted agent
+    // replaces its filters in place (still one per direction).
+    let listener = in_netns(&server_ns, || TcpListener::bind((server.ip, 9000)).unwrap()).unwrap();
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut total = 0u64;
+        let mut buf = [0u8; 65536];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n as u64,
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = in_netns(&client_ns, || {
+        TcpStream::connect(SocketAddrV4::new(server.ip, 9000)).unwrap()
+    })
+    .unwrap();
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let chunk = [7u8; 16384];
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                stream.write_all(&chunk)?;
+                sent += chunk.len() as u64;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            stream.shutdown(std::net::Shutdown::Write)?;
+            Ok::<u64, std::io::Error>(sent)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let agent = restart_in_clsact_mode(&lab, agent, true);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender
+        .join()
+        .unwrap()
+        .expect("the stream was reset during the restart");
+    let got = received.join().unwrap().expect("the server saw a reset");
+    assert_eq!(sent, got);
+    for name in ["early", "server", "client"] {
+        assert_one_filter_each_way(&lab, &veth_of(&lab, name));
+    }
+    assert_eq!(filters(&lab, "weir0", "egress").len(), 1);
+    assert_connected(&lab, "default/client", "default/server", Proto::Tcp, 80);
+
+    // NetworkPolicy is enforced when apply returns.
+    lab.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: deny-server, namespace: default}\n\
+         spec: {podSelector: {matchLabels: {app: server}}, policyTypes: [Ingress]}\n",
+    )
+    .unwrap();
+    let r = lab
+        .probe("default/client", "default/server", Proto::Tcp, 80, T)
+        .unwrap();
+    assert!(!r.connected, "deny-server not enforced: {r:?}");
+    assert_connected(&lab, "default/server", "default/client", Proto::Tcp, 80);
+    lab.delete_policy("default", "deny-server").unwrap();
+    assert_connected(&lab, "default/client", "default/server", Proto::Tcp, 80);
+
+    // DEL leaves no filter and no marker behind.
+    let veth = veth_of(&lab, "client");
+    lab.del_pod("default", "client").unwrap();
+    assert_eq!(filters(&lab, &veth, "ingress"), Vec::<String>::new());
+    assert_eq!(filters(&lab, &veth, "egress"), Vec::<String>::new());
+    let run_dir = lab.node(1).unwrap().run_dir;
+    let markers: Vec<String> = std::fs::read_dir(run_dir.join("tc-filters"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !markers.iter().any(|m| m.ends_with(&veth)),
+        "marker of a deleted pod: {markers:?}"
+    );
+
+    // `down` (DEL of every pod, then `weir-agent cleanup`) leaves nothing.
+    assert!(agent.terminate(Duration::from_secs(5)));
+    let report = lab.down().unwrap();
+    assert_eq!(report.warnings, Vec::<String>::new());
+    assert!(!run_dir.join("tc-filters").exists(), "markers left");
+}
