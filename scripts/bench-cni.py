@@ -3,7 +3,11 @@
 (bridge + host-local, containernetworking-plugins), invoked the same way, in the same node netns,
 in the same run. Prints medians, p90s and the weir/reference ratio. A benchmark, not a test.
 
-Usage (root): python3 scripts/bench-cni.py [--iterations 100]
+The agent attaches its tc programs as it would on the node (`--attach-mode auto`: tcx on 6.6+) unless
+`--attach-mode` says otherwise; the mode is printed with the results. On tcx kernels each attach waits
+for an RCU grace period in the kernel (two per ADD), which dominates weir's ADD there.
+
+Usage (root): python3 scripts/bench-cni.py [--iterations 100] [--attach-mode auto|tcx|clsact]
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -60,17 +64,21 @@ def summary(xs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--attach-mode", choices=["auto", "tcx", "clsact"], default="auto")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
     if not os.path.exists(os.path.join(REF_DIR, "bridge")):
         sys.exit("reference plugins missing: apt-get install containernetworking-plugins")
     labdir = tempfile.mkdtemp(prefix="weir-lab-bench-")
-    env = dict(os.environ, WEIR_LAB_DIR=labdir)
+    env = dict(os.environ, WEIR_LAB_DIR=labdir, WEIR_LAB_AGENT_ARGS=f"--attach-mode {args.attach_mode}")
     subprocess.run([LAB, "up"], env=env, check=True, capture_output=True)
     try:
         state = json.load(open(os.path.join(labdir, "state.json")))
         node = state["nodes"][0]
+        agent_log = open(node["log_file"]).read()
+        modes = [l.split("mode=")[1].split()[0] for l in agent_log.splitlines() if "tc attach mode" in l]
+        attach_mode = modes[-1] if modes else "unknown"
         conflist = json.load(open(os.path.join(node["cni_conf_dir"], "10-weir.conflist")))
         weir_conf = dict(conflist["plugins"][0], cniVersion=conflist["cniVersion"], name=conflist["name"])
         prefix = node["netns"].rsplit("-", 1)[0]
@@ -90,7 +98,8 @@ def main():
     finally:
         subprocess.run([LAB, "down"], env=env, capture_output=True)
         shutil.rmtree(labdir, ignore_errors=True)
-    print(f"CNI latency over {args.iterations} ADD+DEL pairs (ms, process start included)")
+    print(f"CNI latency over {args.iterations} ADD+DEL pairs (ms, process start included); "
+          f"weir-agent --attach-mode {args.attach_mode}: attaching with {attach_mode}")
     print(f"{'plugin':<20}{'ADD p50':>10}{'ADD p90':>10}{'DEL p50':>10}{'DEL p90':>10}")
     for name, (adds, dels) in results.items():
         a50, a90 = summary(adds)

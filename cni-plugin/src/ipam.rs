@@ -8,6 +8,15 @@
 //! write) and is written atomically: temporary file, `fsync`, `rename`. Readers that only look
 //! ([`Ipam::get`], [`Ipam::list`]) need no lock, since a rename is atomic.
 //!
+//! Durability: the file is `fsync`ed before the rename, so a crash never leaves an empty or torn
+//! state file behind the new name (which would make every later ADD fail as corrupt). The
+//! directory is not `fsync`ed after the rename, on purpose (it would cost a journal commit per
+//! ADD and DEL): after a crash of the machine the rename may be lost and the previous state come
+//! back, missing the last reservations or still holding the last releases. Neither can hand one
+//! address to two live pods, because no pod survives a machine crash: every pod network namespace
+//! and veth is gone, the runtime runs ADD again for each pod and DEL (or GC) for the dead ones,
+//! and a stale reservation only keeps an address out of use until then.
+//!
 //! Allocation is round-robin: the search starts after the last address handed out and wraps, so an
 //! address freed by a DEL is not given to the very next pod (whose peers might still hold stale
 //! state about it). The network and broadcast addresses are never handed out, nor is the gateway

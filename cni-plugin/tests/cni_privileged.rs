@@ -101,9 +101,14 @@ fn serve(stream: &UnixStream, state: &Mutex<AgentState>) {
         }
         Request::Add { endpoint } => {
             s.ops.push("add");
-            match s.reject_add.clone() {
-                Some(message) => Response::Error { message },
-                None => {
+            match (s.not_ready.clone(), s.reject_add.clone()) {
+                // An agent that listens before it is ready answers ADD itself.
+                (Some(message), _) => Response::Status {
+                    ready: false,
+                    message,
+                },
+                (None, Some(message)) => Response::Error { message },
+                (None, None) => {
                     s.endpoints.insert(endpoint.attachment.clone(), endpoint);
                     Response::Ok
                 }
@@ -394,6 +399,10 @@ fn add_without_a_ready_agent_is_try_again_later_and_creates_nothing() {
     let err = lab.add(&conf, &add_args("c1", &pod)).unwrap_err();
     assert_eq!(err.code(), 11, "{err}");
     assert!(err.to_string().contains("syncing"), "{err}");
+    // The not-ready answer comes to the ADD itself (no STATUS round trip first): everything
+    // made on the way is rolled back.
+    lab.assert_clean(&[&pod]);
+    let _ = std::fs::remove_dir_all(lab.dir.path().join("state"));
 
     lab.agent = None; // stop it: the socket is gone
     let err = lab.add(&conf, &add_args("c1", &pod)).unwrap_err();
@@ -437,7 +446,7 @@ fn an_agent_rejecting_the_endpoint_rolls_back() {
     lab.assert_clean(&[&pod]);
     assert_eq!(
         lab.agent().with(|s| s.ops.clone()),
-        ["status", "add", "del"],
+        ["add", "del"],
         "the rollback told the agent too"
     );
 }

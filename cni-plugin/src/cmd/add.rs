@@ -4,7 +4,10 @@
 //! The order matters, and everything done is undone in reverse order if a later step fails (or
 //! panics), so a failed ADD leaves nothing behind:
 //!
-//! 1. weir-agent must be reachable and ready — otherwise code 11 before anything is created.
+//! 1. weir-agent must be reachable — otherwise code 11 before anything is created. The connection
+//!    is opened now and carries the ADD of step 6: the agent listens only once it is ready, and
+//!    one that is not answers that ADD as not ready (code 11 too), so no separate STATUS round
+//!    trip is needed.
 //! 2. Open the pod's netns (code 3 if it does not exist).
 //! 3. Reserve an address (undo: release it, unless the attachment already held it).
 //! 4. Create the veth pair, the pod end directly inside the pod's netns under `CNI_IFNAME`, both
@@ -25,7 +28,7 @@ use weir_agent_api::{format_mac, Endpoint, Request, Response};
 
 use super::del;
 use crate::{
-    agent::{describe, timeouts, Agent},
+    agent::{describe, timeouts, Agent, Connection},
     error::CniError,
     host_veth_name,
     ipam::Ipam,
@@ -47,7 +50,7 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
     };
 
     let agent = Agent::new(&conf.agent_socket);
-    ensure_agent_ready(&agent)?;
+    let connection = agent.connect().map_err(CniError::AgentUnavailable)?;
 
     let netns = Netns::open(&args.netns)?;
     let rt = Runtime::new()?;
@@ -111,7 +114,7 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
     undo.push("the weir-agent endpoint", || {
         del::tell_agent(&agent, &spool_dir, id).map(drop)
     });
-    register(&agent, endpoint)?;
+    register(connection, endpoint)?;
     tracing::debug!(
         pod_ifindex = pod_index,
         "endpoint registered with weir-agent"
@@ -201,24 +204,13 @@ fn host_prefix(ip: Ipv4Addr) -> Ipv4Net {
     Ipv4Net::from(ip)
 }
 
-fn ensure_agent_ready(agent: &Agent) -> Result<(), CniError> {
-    match agent.call(&Request::Status, timeouts::STATUS) {
-        Ok(Response::Status { ready: true, .. }) => Ok(()),
+fn register(connection: Connection, endpoint: Endpoint) -> Result<(), CniError> {
+    match connection.call(&Request::Add { endpoint }, timeouts::ADD) {
+        Ok(Response::Ok) => Ok(()),
         Ok(Response::Status {
             ready: false,
             message,
         }) => Err(CniError::AgentNotReady { message }),
-        Ok(other) => Err(CniError::AgentProtocol {
-            op: "STATUS",
-            answer: describe(&other),
-        }),
-        Err(e) => Err(CniError::AgentUnavailable(e)),
-    }
-}
-
-fn register(agent: &Agent, endpoint: Endpoint) -> Result<(), CniError> {
-    match agent.call(&Request::Add { endpoint }, timeouts::ADD) {
-        Ok(Response::Ok) => Ok(()),
         Ok(Response::Error { message }) => Err(CniError::AgentRejected { op: "ADD", message }),
         Ok(other) => Err(CniError::AgentProtocol {
             op: "ADD",
