@@ -134,7 +134,7 @@ impl Agent {
             .unwrap_or(1500);
         info!(uplink = ?uplink.as_ref().map(|l| &l.name), mtu, "node uplink");
 
-        let mut datapath = BpfDatapath::load(&paths.pin_dir(), &paths.link_pin_dir())
+        let mut datapath = BpfDatapath::load(&paths.pin_dir(), &paths.attachments())
             .context("loading the eBPF datapath")?;
         let host_dev = host.ensure_host_dev(HOST_DEV, HOST_DEV_PEER, mtu).await?;
         host::configure_node_sysctls(HOST_DEV)?;
@@ -299,14 +299,18 @@ impl Agent {
     pub async fn handle(&mut self, request: Request) -> Response {
         let result = match request {
             Request::Status => {
+                let mode = self.endpoints.datapath().attach_mode().map_or_else(
+                    || "unresolved".to_owned(),
+                    |m| format!("{m:?}").to_lowercase(),
+                );
                 return Response::Status {
                     ready: true,
                     message: format!(
-                        "weir-agent on {} ready with {} endpoints",
+                        "weir-agent on {} ready with {} endpoints (tc attach: {mode})",
                         self.config.node_name,
                         self.endpoints.len()
                     ),
-                }
+                };
             }
             Request::Add { endpoint } => self.add(endpoint).await.map(|()| Response::Ok),
             Request::Del { attachment } => self

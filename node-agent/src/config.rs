@@ -77,8 +77,8 @@ impl Paths {
     }
     /// Where and how the datapath's attachments are kept: pinned tcx links under
     /// `<pin dir>/links`, markers of clsact filters under `<run dir>/tc-filters` (see
-    /// [`Attachments`]). Named for the pins it once was only.
-    pub fn link_pin_dir(&self) -> Attachments {
+    /// [`Attachments`]).
+    pub fn attachments(&self) -> Attachments {
         Attachments {
             mode: self.attach_mode,
             link_pin_dir: self.pin_dir().join("links"),

@@ -169,7 +169,7 @@ fn main() -> Result<()> {
                 // Interfaces with an attachment but no endpoint record (a crash mid-ADD): the
                 // agent's cleanup knows only recorded ones. Deleting an interface takes its
                 // clsact qdisc and filters along.
-                host::delete_attached_links(&config.paths.link_pin_dir()).await;
+                host::delete_attached_links(&config.paths.attachments()).await;
                 agent::cleanup(&config).await
             })
         }
