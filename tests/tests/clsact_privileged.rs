@@ -110,68 +110,8 @@ fn tcx_pins(lab: &Lab) -> Vec<String> {
     out
 }
 
-fn drops(lab: &Lab, reason: &str) -> u64 {
-    let node = lab.node(1).unwrap();
-    let out = Command::new(weir_tests::bin_path("weir-agent"))
-        .arg("counters")
-        .arg("--bpffs-dir")
-        .arg(&node.bpffs_dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|c| c["reason"] == reason)
-        .map(|c| c["packets"].as_u64().unwrap())
-        .sum()
-}
-
 fn pod_netns(lab: &Lab, name: &str) -> String {
     lab.pod("default", name).unwrap().netns
-}
-
-/// One UDP datagram with a forged source, sent on a raw socket from inside a pod.
-fn send_spoofed_udp(netns: &str, src: Ipv4Addr, dst: Ipv4Addr, port: u16) {
-    in_netns(netns, || {
-        // SAFETY: plain socket(2)/sendto(2) with a buffer we own; the fd is closed below.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            assert!(fd >= 0);
-            let payload = b"spoof";
-            let total = 20 + 8 + payload.len();
-            let mut pkt = vec![0u8; total];
-            pkt[0] = 0x45;
-            pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            pkt[8] = 64;
-            pkt[9] = libc::IPPROTO_UDP as u8;
-            pkt[12..16].copy_from_slice(&src.octets());
-            pkt[16..20].copy_from_slice(&dst.octets());
-            pkt[20..22].copy_from_slice(&4444u16.to_be_bytes());
-            pkt[22..24].copy_from_slice(&port.to_be_bytes());
-            pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-            pkt[28..].copy_from_slice(payload);
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(dst).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let n = libc::sendto(
-                fd,
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            );
-            libc::close(fd);
-            assert_eq!(n as usize, pkt.len());
-        }
-    })
-    .unwrap();
 }
 
 fn assert_connected(lab: &Lab, from: &str, to: &str, proto: Proto, port: u16) {
@@ -203,13 +143,13 @@ fn the_datapath_works_with_clsact_filters_across_a_mode_switch_and_a_crash() {
     for name in ["server", "client"] {
         assert_one_filter_each_way(&lab, &veth_of(&lab, name));
     }
-    let redirected = drops(&lab, "forward_local");
+    let redirected = common::packets(&lab, "forward_local");
     for (proto, port) in [(Proto::Tcp, 80), (Proto::Udp, 81), (Proto::Icmp, 0)] {
         assert_connected(&lab, "default/client", "default/server", proto, port);
         assert_connected(&lab, "default/server", "default/early", proto, port);
     }
     assert!(
-        drops(&lab, "forward_local") > redirected,
+        common::packets(&lab, "forward_local") > redirected,
         "pod → pod went through eBPF redirect"
     );
     assert_connected(&lab, "node", "default/server", Proto::Tcp, 80);
@@ -226,18 +166,18 @@ fn the_datapath_works_with_clsact_filters_across_a_mode_switch_and_a_crash() {
         s
     })
     .unwrap();
-    let before = drops(&lab, "drop_spoofed_ip");
+    let before = common::packets(&lab, "drop_spoofed_ip");
     for _ in 0..3 {
-        send_spoofed_udp(&client_ns, Ipv4Addr::new(10, 244, 1, 250), server.ip, 9999);
+        common::send_spoofed_udp(&client_ns, Ipv4Addr::new(10, 244, 1, 250), server.ip, 9999);
     }
     let mut buf = [0u8; 64];
     assert!(
         socket.recv_from(&mut buf).is_err(),
         "a spoofed datagram was delivered"
     );
-    assert!(drops(&lab, "drop_spoofed_ip") >= before + 3);
+    assert!(common::packets(&lab, "drop_spoofed_ip") >= before + 3);
     let client = lab.pod("default", "client").unwrap();
-    send_spoofed_udp(&client_ns, client.ip, server.ip, 9999);
+    common::send_spoofed_udp(&client_ns, client.ip, server.ip, 9999);
     assert!(socket.recv_from(&mut buf).is_ok(), "an honest datagram");
 
     // A TCP stream survives an agent crash and restart, byte for byte; the restarted agent

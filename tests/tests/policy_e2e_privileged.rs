@@ -9,11 +9,9 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
-    process::Command,
     time::Duration,
 };
 
-use serde_json::Value;
 use weir_tests::{
     agent::{start_agent, wait_agent_ready, AgentConfig},
     in_netns,
@@ -73,35 +71,6 @@ fn pod_ip(lab: &Lab, pod: &str) -> Ipv4Addr {
     lab.pod(ns, name).unwrap().ip
 }
 
-fn counters(lab: &Lab) -> Vec<Value> {
-    let node = lab.node(1).unwrap();
-    let out = Command::new(weir_tests::bin_path("weir-agent"))
-        .arg("counters")
-        .arg("--bpffs-dir")
-        .arg(&node.bpffs_dir)
-        .arg("--run-dir")
-        .arg(&node.run_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn packets(lab: &Lab, reason: &str) -> u64 {
-    counters(lab)
-        .iter()
-        .filter(|c| c["reason"] == reason)
-        .map(|c| c["packets"].as_u64().unwrap())
-        .sum()
-}
-
 const DENY_INGRESS_TO_SERVER_BUT_FROM_CLIENTS: &str = r#"
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -127,7 +96,7 @@ fn a_new_pod_is_judged_by_its_policy_and_is_a_peer_before_add_returns() {
         .unwrap();
     assert!(!reach(&lab, "x/other", "x/server", Proto::Tcp, 80));
     assert!(
-        packets(&lab, "drop_policy_ingress") > 0,
+        common::packets(&lab, "drop_policy_ingress") > 0,
         "the denial is counted"
     );
     // ...and a client that joins later is in the server's peer set as soon as its ADD returns.
@@ -203,8 +172,8 @@ spec:
         assert!(seen.connected, "node → b over {proto:?}: {seen:?}");
     }
     // The denials were counted as b's egress, not as anything else.
-    assert!(packets(&lab, "drop_policy_egress") > 0);
-    assert_eq!(packets(&lab, "drop_policy_fail_closed"), 0);
+    assert!(common::packets(&lab, "drop_policy_egress") > 0);
+    assert_eq!(common::packets(&lab, "drop_policy_fail_closed"), 0);
 }
 
 #[test]
@@ -318,7 +287,9 @@ spec:
     // Never opened: b is isolated for ingress, and nothing of the bad rule lets a in.
     assert!(!reach(&lab, "x/a", "x/b", Proto::Tcp, 80));
     assert!(
-        packets(&lab, "drop_policy_ingress") + packets(&lab, "drop_policy_fail_closed") > 0,
+        common::packets(&lab, "drop_policy_ingress")
+            + common::packets(&lab, "drop_policy_fail_closed")
+            > 0,
         "the denial is counted"
     );
     assert!(

@@ -9,7 +9,6 @@ use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     path::Path,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -78,33 +77,6 @@ fn endpoint_pins(lab: &Lab) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn counters(lab: &Lab) -> Vec<Value> {
-    let node = lab.node(1).unwrap();
-    let out = Command::new(weir_tests::bin_path("weir-agent"))
-        .arg("counters")
-        .arg("--bpffs-dir")
-        .arg(&node.bpffs_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn drops(lab: &Lab, reason: &str) -> u64 {
-    counters(lab)
-        .iter()
-        .filter(|c| c["reason"] == reason)
-        .map(|c| c["packets"].as_u64().unwrap())
-        .sum()
-}
-
 /// The network namespace of pod `default/<name>`.
 fn pod_netns(lab: &Lab, name: &str) -> String {
     let state = lab.state().unwrap();
@@ -151,7 +123,7 @@ fn pods_reach_each_other_their_node_and_the_outside() {
     let r = lab.probe("default/api", "ext", Proto::Tcp, 80, T).unwrap();
     assert!(r.connected, "{r:?}");
     assert!(
-        drops(&lab, "forward_local") > 0,
+        common::packets(&lab, "forward_local") > 0,
         "pod → pod went through eBPF redirect"
     );
     lab.del_pod("default", "web").unwrap();
@@ -392,49 +364,6 @@ fn agent_restart_keeps_an_established_tcp_stream_and_pods_working() {
     let _ = client;
 }
 
-/// One UDP datagram with a forged source, built by hand and sent on a raw socket from inside a pod.
-fn send_spoofed_udp(netns: &str, src: Ipv4Addr, dst: Ipv4Addr, port: u16) {
-    in_netns(netns, || {
-        // SAFETY: plain socket(2)/sendto(2) with a buffer we own; the fd is closed below.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            assert!(fd >= 0);
-            let payload = b"spoof";
-            let total = 20 + 8 + payload.len();
-            let mut pkt = vec![0u8; total];
-            pkt[0] = 0x45;
-            pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            pkt[8] = 64;
-            pkt[9] = libc::IPPROTO_UDP as u8;
-            pkt[12..16].copy_from_slice(&src.octets());
-            pkt[16..20].copy_from_slice(&dst.octets());
-            pkt[20..22].copy_from_slice(&4444u16.to_be_bytes());
-            pkt[22..24].copy_from_slice(&port.to_be_bytes());
-            pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-            pkt[28..].copy_from_slice(payload);
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(dst).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let n = libc::sendto(
-                fd,
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            );
-            libc::close(fd);
-            assert_eq!(n as usize, pkt.len());
-        }
-    })
-    .unwrap();
-}
-
 #[test]
 fn spoofed_packets_are_dropped_and_counted() {
     require_root!();
@@ -451,19 +380,19 @@ fn spoofed_packets_are_dropped_and_counted() {
     })
     .unwrap();
 
-    let before = drops(&lab, "drop_spoofed_ip");
+    let before = common::packets(&lab, "drop_spoofed_ip");
     for _ in 0..3 {
-        send_spoofed_udp(&mallory_ns, Ipv4Addr::new(10, 244, 1, 250), victim.ip, 9999);
+        common::send_spoofed_udp(&mallory_ns, Ipv4Addr::new(10, 244, 1, 250), victim.ip, 9999);
     }
     let mut buf = [0u8; 64];
     assert!(
         socket.recv_from(&mut buf).is_err(),
         "a spoofed datagram was delivered"
     );
-    assert!(drops(&lab, "drop_spoofed_ip") >= before + 3);
+    assert!(common::packets(&lab, "drop_spoofed_ip") >= before + 3);
     // The same pod sending as itself is delivered.
     let mallory = lab.pod("default", "mallory").unwrap();
-    send_spoofed_udp(&mallory_ns, mallory.ip, victim.ip, 9999);
+    common::send_spoofed_udp(&mallory_ns, mallory.ip, victim.ip, 9999);
     let (n, from) = socket
         .recv_from(&mut buf)
         .expect("an honest datagram is delivered");

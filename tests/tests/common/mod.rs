@@ -62,3 +62,78 @@ pub fn leftovers(id: &str) -> Vec<String> {
     );
     left
 }
+
+/// Every datapath counter of node 1, as `weir-agent counters` prints them (one JSON object per
+/// row, with the pod named).
+pub fn counters(lab: &weir_tests::Lab) -> Vec<serde_json::Value> {
+    let node = lab.node(1).unwrap();
+    let out = Command::new(weir_tests::bin_path("weir-agent"))
+        .arg("counters")
+        .arg("--bpffs-dir")
+        .arg(&node.bpffs_dir)
+        .arg("--run-dir")
+        .arg(&node.run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Packets counted under `reason` on node 1, over every endpoint and direction.
+pub fn packets(lab: &weir_tests::Lab, reason: &str) -> u64 {
+    counters(lab)
+        .iter()
+        .filter(|c| c["reason"] == reason)
+        .map(|c| c["packets"].as_u64().unwrap())
+        .sum()
+}
+
+/// One UDP datagram with a forged source, built by hand and sent on a raw socket from inside a pod.
+pub fn send_spoofed_udp(netns: &str, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, port: u16) {
+    weir_tests::in_netns(netns, || {
+        // SAFETY: plain socket(2)/sendto(2) with a buffer we own; the fd is closed below.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0);
+            let payload = b"spoof";
+            let total = 20 + 8 + payload.len();
+            let mut pkt = vec![0u8; total];
+            pkt[0] = 0x45;
+            pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            pkt[8] = 64;
+            pkt[9] = libc::IPPROTO_UDP as u8;
+            pkt[12..16].copy_from_slice(&src.octets());
+            pkt[16..20].copy_from_slice(&dst.octets());
+            pkt[20..22].copy_from_slice(&4444u16.to_be_bytes());
+            pkt[22..24].copy_from_slice(&port.to_be_bytes());
+            pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            pkt[28..].copy_from_slice(payload);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(dst).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let n = libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            libc::close(fd);
+            assert_eq!(n as usize, pkt.len());
+        }
+    })
+    .unwrap();
+}
