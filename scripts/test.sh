@@ -21,4 +21,5 @@ cargo build --workspace --bins --locked
 
 step "tests"
 # Integration tests build their own namespaces with unique names; two threads fit two cores.
-cargo test --workspace --locked -- --test-threads=2
+# --no-fail-fast: one run reports every failing test binary, not just the first.
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2

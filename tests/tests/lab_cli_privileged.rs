@@ -201,8 +201,13 @@ fn lab_goes_up_runs_pods_and_probes_and_comes_down_clean() {
 fn demo_runs_and_cleans_up() {
     require_root!();
     let before = root_netns_snapshot();
+    // The real agent and plugin (the fake enforces no policy): the README's demo as users run it.
     let cli = Cli::new("demo");
-    let out = cli.run(&["demo", "--ext-pod-routes"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-lab"))
+        .arg("demo")
+        .env("WEIR_LAB_DIR", &cli.dir)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -211,24 +216,32 @@ fn demo_runs_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 10, "{stdout}");
-    assert!(lines[0].starts_with("FROM"));
-    assert!(lines[1..].iter().all(|l| l.contains(" ok ")), "{stdout}");
+    assert_eq!(lines.len(), 23, "{stdout}");
+    assert!(lines[0].starts_with("PHASE"));
+    assert!(lines.iter().all(|l| !l.contains("UNEXPECTED")), "{stdout}");
+    // After db-policy exactly two probes are denied, both towards the DB, and nothing else.
+    let denied: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("db-policy") && l.contains("no connection"))
+        .collect();
+    assert_eq!(denied.len(), 2, "{stdout}");
+    assert!(denied.iter().all(|l| l.contains("default/db ")), "{stdout}");
     assert_clean(&cli);
     assert_eq!(root_netns_snapshot(), before);
 }
 
 #[test]
-fn demo_without_masquerade_or_routes_reports_the_failure() {
+fn demo_reports_every_probe_that_disagrees_with_the_policy() {
     require_root!();
-    // Without --ext-pod-routes, ext cannot answer pods (the fake does no NAT): exit 1, still clean.
+    // With the stand-ins (no NAT, no policy enforcement) ext cannot answer pods (3 probes per
+    // phase) and db-policy's two denials do not happen: 8 disagreements, exit 1, still clean.
     let cli = Cli::new("demofail");
     let out = cli.run(&["demo"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(
-        stdout.lines().filter(|l| l.contains("FAIL")).count(),
-        3,
+        stdout.lines().filter(|l| l.contains("UNEXPECTED")).count(),
+        8,
         "{stdout}"
     );
     assert_clean(&cli);
