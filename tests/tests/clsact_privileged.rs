@@ -8,16 +8,7 @@
 
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
-    process::Command,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 use serde_json::Value;
 use weir_tests::{
@@ -182,49 +173,9 @@ fn the_datapath_works_with_clsact_filters_across_a_mode_switch_and_a_crash() {
 
     // A TCP stream survives an agent crash and restart, byte for byte; the restarted agent
     // replaces its filters in place (still one per direction).
-    let listener = in_netns(&server_ns, || TcpListener::bind((server.ip, 9000)).unwrap()).unwrap();
-    let received = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut total = 0u64;
-        let mut buf = [0u8; 65536];
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => total += n as u64,
-                Err(e) => return Err(e),
-            }
-        }
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = in_netns(&client_ns, || {
-        TcpStream::connect(SocketAddrV4::new(server.ip, 9000)).unwrap()
-    })
-    .unwrap();
-    let sender = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut stream = stream;
-            let chunk = [7u8; 16384];
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                stream.write_all(&chunk)?;
-                sent += chunk.len() as u64;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            stream.shutdown(std::net::Shutdown::Write)?;
-            Ok::<u64, std::io::Error>(sent)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let stream = common::Stream::start(&client_ns, &server_ns, server.ip, 9000);
     let agent = restart_in_clsact_mode(&lab, agent, true);
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let sent = sender
-        .join()
-        .unwrap()
-        .expect("the stream was reset during the restart");
-    let got = received.join().unwrap().expect("the server saw a reset");
-    assert_eq!(sent, got);
+    stream.finish();
     for name in ["early", "server", "client"] {
         assert_one_filter_each_way(&lab, &veth_of(&lab, name));
     }

@@ -6,13 +6,8 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    net::Ipv4Addr,
     path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     time::{Duration, Instant},
 };
 
@@ -304,52 +299,11 @@ fn agent_restart_keeps_an_established_tcp_stream_and_pods_working() {
     let server_ns = pod_netns(&lab, "server");
     let client_ns = pod_netns(&lab, "client");
 
-    let listener = in_netns(&server_ns, || TcpListener::bind((server.ip, 9000)).unwrap()).unwrap();
-    let received = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut total = 0u64;
-        let mut buf = [0u8; 65536];
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => total += n as u64,
-                Err(e) => return Err(e),
-            }
-        }
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = in_netns(&client_ns, || {
-        TcpStream::connect(SocketAddrV4::new(server.ip, 9000)).unwrap()
-    })
-    .unwrap();
-    let sender = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut stream = stream;
-            let chunk = [7u8; 16384];
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                stream.write_all(&chunk)?;
-                sent += chunk.len() as u64;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            stream.shutdown(std::net::Shutdown::Write)?;
-            Ok::<u64, std::io::Error>(sent)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let stream = common::Stream::start(&client_ns, &server_ns, server.ip, 9000);
     restart_agent(&lab, true); // a crash: no chance to clean anything
-    std::thread::sleep(Duration::from_millis(300));
     restart_agent(&lab, false); // and a graceful restart
     let started = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let sent = sender
-        .join()
-        .unwrap()
-        .expect("the stream was reset during the restart");
-    let got = received.join().unwrap().expect("the server saw a reset");
-    assert_eq!(sent, got);
+    stream.finish();
     assert!(started.elapsed() < Duration::from_secs(60));
     // The adopted endpoints still work, and new pods can be added.
     let r = lab

@@ -137,3 +137,85 @@ pub fn send_spoofed_udp(netns: &str, src: std::net::Ipv4Addr, dst: std::net::Ipv
     })
     .unwrap();
 }
+
+/// A TCP stream from `client_netns` to `server_ip:port` in `server_netns` that keeps sending
+/// until [`Stream::finish`], which says whether every byte sent arrived with no reset: the way the
+/// tests check that an agent restart leaves established flows alone.
+pub struct Stream {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sender: std::thread::JoinHandle<std::io::Result<u64>>,
+    receiver: std::thread::JoinHandle<std::io::Result<u64>>,
+}
+
+impl Stream {
+    pub fn start(
+        client_netns: &str,
+        server_netns: &str,
+        server_ip: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Self {
+        use std::io::{Read, Write};
+        use std::net::{SocketAddrV4, TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+
+        let listener = weir_tests::in_netns(server_netns, || {
+            TcpListener::bind((server_ip, port)).unwrap()
+        })
+        .unwrap();
+        let receiver = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept()?;
+            let mut total = 0u64;
+            let mut buf = [0u8; 65536];
+            loop {
+                match conn.read(&mut buf)? {
+                    0 => return Ok(total),
+                    n => total += n as u64,
+                }
+            }
+        });
+        let stream = weir_tests::in_netns(client_netns, || {
+            TcpStream::connect(SocketAddrV4::new(server_ip, port)).unwrap()
+        })
+        .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let chunk = [7u8; 16384];
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    stream.write_all(&chunk)?;
+                    sent += chunk.len() as u64;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                stream.shutdown(std::net::Shutdown::Write)?;
+                Ok(sent)
+            })
+        };
+        // Let it get going before the caller disturbs anything.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Self {
+            stop,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Stop sending and assert that every byte arrived and neither end saw a reset.
+    pub fn finish(self) {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = self
+            .sender
+            .join()
+            .unwrap()
+            .expect("the stream was reset during the restart");
+        let got = self
+            .receiver
+            .join()
+            .unwrap()
+            .expect("the server saw a reset");
+        assert_eq!(sent, got, "bytes sent and received");
+    }
+}
