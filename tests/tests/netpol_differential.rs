@@ -18,6 +18,8 @@
 //! it as YAML (`World::from_yaml` reads it back) with the disagreeing probes, ready to paste into
 //! a unit test.
 
+mod common;
+
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use weir_common::policy::{
@@ -31,8 +33,7 @@ use weir_netpol_model::{
     random_relabel, random_world, shrink, Direction, Endpoint, Proto, Size, World,
 };
 use weir_policy::{
-    compile::{compile, Compiled},
-    model::{Cluster, NamedPort, PodInfo, PodKey, Protocol},
+    compile::Compiled,
     plan::{peer_key, port_key, Plan, Programmer},
 };
 
@@ -113,43 +114,13 @@ fn probes(world: &World, extra_port: u16) -> Vec<Probe<'_>> {
     out
 }
 
-/// The world as the compiler's cluster model, every pod local.
+/// The world compiled, or the first policy the compiler's model refused.
 fn compile_world(world: &World) -> Result<Compiled, String> {
-    let mut cluster = Cluster::default();
-    for ns in &world.namespaces {
-        cluster.upsert_namespace(ns.name.clone(), ns.labels.clone());
+    let (compiled, rejected) = common::netpol::compile_world(world);
+    match rejected.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(compiled),
     }
-    for pod in &world.pods {
-        let ports = pod
-            .ports
-            .iter()
-            .filter_map(|cp| {
-                Some(NamedPort {
-                    name: cp.name.clone()?,
-                    port: cp.port,
-                    protocol: Protocol::from_k8s(cp.protocol.k8s_name()).expect("TCP, UDP or SCTP"),
-                })
-            })
-            .collect();
-        cluster.upsert_pod(PodInfo {
-            key: PodKey::new(pod.namespace.clone(), pod.name.clone()),
-            labels: pod.labels.clone(),
-            ip: Some(pod.ip),
-            node: Some("node-1".to_owned()),
-            ports,
-        });
-    }
-    for policy in &world.policies {
-        cluster
-            .upsert_policy(policy.clone())
-            .map_err(|e| format!("upsert_policy rejected {:?}: {e}", policy.metadata.name))?;
-    }
-    let local: Vec<(Ipv4Addr, Option<PodKey>)> = world
-        .pods
-        .iter()
-        .map(|p| (p.ip, Some(PodKey::new(p.namespace.clone(), p.name.clone()))))
-        .collect();
-    Ok(compile(&cluster, &local))
 }
 
 /// The compiler's verdict, from the per-endpoint rules.

@@ -32,10 +32,7 @@ use weir_netpol_model::{
     rand::{rngs::StdRng, seq::SliceRandom, SeedableRng},
     random_relabel, random_world, Endpoint, Proto as ModelProto, Size, World, OUTSIDE_HOST,
 };
-use weir_policy::{
-    compile::{compile, Compiled},
-    model::{Cluster, NamedPort, PodInfo, PodKey, Protocol},
-};
+use weir_policy::compile::Compiled;
 use weir_tests::{
     lab::{Lab, LabOptions, MatrixOptions, PodSpec, ProbeOptions, ProbeTarget},
     Proto,
@@ -85,48 +82,6 @@ fn model_proto(proto: Proto) -> ModelProto {
 
 fn key(pod: &weir_netpol_model::Pod) -> String {
     format!("{}/{}", pod.namespace, pod.name)
-}
-
-/// The world as the compiler sees it, every pod local (the lab has one node).
-fn compile_world(world: &World) -> Compiled {
-    let mut cluster = Cluster::default();
-    for ns in &world.namespaces {
-        cluster.upsert_namespace(ns.name.clone(), ns.labels.clone());
-    }
-    for pod in &world.pods {
-        let ports = pod
-            .ports
-            .iter()
-            .filter_map(|cp| {
-                Some(NamedPort {
-                    name: cp.name.clone()?,
-                    port: cp.port,
-                    protocol: Protocol::from_k8s(cp.protocol.k8s_name())?,
-                })
-            })
-            .collect();
-        cluster.upsert_pod(PodInfo {
-            key: PodKey::new(pod.namespace.clone(), pod.name.clone()),
-            labels: pod.labels.clone(),
-            ip: Some(pod.ip),
-            node: None,
-            ports,
-        });
-    }
-    for policy in &world.policies {
-        if let Err(e) = cluster.upsert_policy(policy.clone()) {
-            eprintln!(
-                "netpol-diff: the compiler model rejects {:?}: {e}",
-                policy.metadata.name
-            );
-        }
-    }
-    let local: Vec<(Ipv4Addr, Option<PodKey>)> = world
-        .pods
-        .iter()
-        .map(|p| (p.ip, Some(PodKey::new(p.namespace.clone(), p.name.clone()))))
-        .collect();
-    compile(&cluster, &local)
 }
 
 /// The namespaces of the world, with their labels, as manifests.
@@ -348,7 +303,10 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
                 key(pod)
             );
         }
-        let compiled = compile_world(&world);
+        let (compiled, rejected) = common::netpol::compile_world(&world);
+        for why in rejected {
+            eprintln!("netpol-diff: the compiler model: {why}");
+        }
         let mut configs = CONFIGS.to_vec();
         configs.shuffle(&mut rng);
         for &(proto, port) in &configs[..CONFIGS_PER_ROUND] {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod netpol;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The differential tests' bridge from a `weir-netpol-model` world to the compiler.
+
+use std::net::Ipv4Addr;
+
+use weir_netpol_model::World;
+use weir_policy::{
+    compile::{compile, Compiled},
+    model::{Cluster, NamedPort, PodInfo, PodKey, Protocol},
+};
+
+/// The world as the compiler's cluster model, every pod local (as on a one-node lab), and the
+/// policies the model refused, each as "upsert_policy rejected NAME: why".
+pub fn compile_world(world: &World) -> (Compiled, Vec<String>) {
+    let mut cluster = Cluster::default();
+    for ns in &world.namespaces {
+        cluster.upsert_namespace(ns.name.clone(), ns.labels.clone());
+    }
+    for pod in &world.pods {
+        let ports = pod
+            .ports
+            .iter()
+            .filter_map(|cp| {
+                Some(NamedPort {
+                    name: cp.name.clone()?,
+                    port: cp.port,
+                    protocol: Protocol::from_k8s(cp.protocol.k8s_name()).expect("TCP, UDP or SCTP"),
+                })
+            })
+            .collect();
+        cluster.upsert_pod(PodInfo {
+            key: PodKey::new(pod.namespace.clone(), pod.name.clone()),
+            labels: pod.labels.clone(),
+            ip: Some(pod.ip),
+            node: None,
+            ports,
+        });
+    }
+    let mut rejected = Vec::new();
+    for policy in &world.policies {
+        if let Err(e) = cluster.upsert_policy(policy.clone()) {
+            rejected.push(format!(
+                "upsert_policy rejected {:?}: {e}",
+                policy.metadata.name
+            ));
+        }
+    }
+    let local: Vec<(Ipv4Addr, Option<PodKey>)> = world
+        .pods
+        .iter()
+        .map(|p| (p.ip, Some(PodKey::new(p.namespace.clone(), p.name.clone()))))
+        .collect();
+    (compile(&cluster, &local), rejected)
+}
