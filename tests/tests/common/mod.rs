@@ -140,6 +140,47 @@ pub fn send_spoofed_udp(netns: &str, src: std::net::Ipv4Addr, dst: std::net::Ipv
     .unwrap();
 }
 
+/// From pod `(sender_netns, sender_ip)` to `receiver_ip:9999` in `receiver_netns`: three UDP
+/// datagrams with a forged source must be dropped and counted (`drop_spoofed_ip`), and one with
+/// the sender's own address must arrive from it.
+pub fn assert_spoofing_dropped(
+    lab: &weir_tests::Lab,
+    sender_netns: &str,
+    sender_ip: std::net::Ipv4Addr,
+    receiver_netns: &str,
+    receiver_ip: std::net::Ipv4Addr,
+) {
+    let socket = weir_tests::in_netns(receiver_netns, || {
+        let s = std::net::UdpSocket::bind((receiver_ip, 9999)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        s
+    })
+    .unwrap();
+    let before = packets(lab, "drop_spoofed_ip");
+    for _ in 0..3 {
+        send_spoofed_udp(
+            sender_netns,
+            std::net::Ipv4Addr::new(10, 244, 1, 250),
+            receiver_ip,
+            9999,
+        );
+    }
+    let mut buf = [0u8; 64];
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "a spoofed datagram was delivered"
+    );
+    assert!(packets(lab, "drop_spoofed_ip") >= before + 3);
+    // The same pod sending as itself is delivered.
+    send_spoofed_udp(sender_netns, sender_ip, receiver_ip, 9999);
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .expect("an honest datagram is delivered");
+    assert_eq!(&buf[..n], b"spoof");
+    assert_eq!(from.ip(), std::net::IpAddr::V4(sender_ip));
+}
+
 /// A TCP stream from `client_netns` to `server_ip:port` in `server_netns` that keeps sending
 /// until [`Stream::finish`], which says whether every byte sent arrived with no reset: the way the
 /// tests check that an agent restart leaves established flows alone.
