@@ -182,12 +182,15 @@ impl ManifestDir {
         Ok(changed)
     }
 
+    /// Bring the model in line with each of `paths` as it is now: read when new or changed,
+    /// forgotten when gone.
     fn refresh_files(&mut self, paths: BTreeSet<PathBuf>) -> bool {
         let mut changed = false;
         for path in paths {
             if !is_manifest(&path) {
                 continue;
             }
+            // A file may vanish between being named and being read: a writer's rename, a delete.
             match fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => {
                     let stamp = stamp_of(&meta);
@@ -210,42 +213,13 @@ impl ManifestDir {
         changed
     }
 
+    /// Every file in the directory, and every file the model still holds (which may be gone).
     fn refresh_all(&mut self) -> std::io::Result<bool> {
-        let mut seen = BTreeMap::new();
+        let mut paths: BTreeSet<PathBuf> = self.files.keys().cloned().collect();
         for entry in fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            if !is_manifest(&path) {
-                continue;
-            }
-            // A file may vanish between listing and reading: a writer's rename, a delete.
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            if meta.is_file() {
-                seen.insert(path, stamp_of(&meta));
-            }
+            paths.insert(entry?.path());
         }
-        let gone: Vec<PathBuf> = self
-            .files
-            .keys()
-            .filter(|path| !seen.contains_key(*path))
-            .cloned()
-            .collect();
-        let mut changed = !gone.is_empty();
-        for path in gone {
-            self.forget(&path);
-        }
-        for (path, stamp) in seen {
-            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
-                continue;
-            }
-            changed = true;
-            self.forget(&path);
-            let file = self.read(&path, stamp);
-            self.files.insert(path, file);
-        }
-        Ok(changed)
+        Ok(self.refresh_files(paths))
     }
 
     /// Take what `path` contributed out of the model.
