@@ -271,7 +271,7 @@ fn apply<D: Datapath>(
         // Re-added with nothing changed: it keeps the tables it has.
         let tables = endpoints
             .tables(endpoint.ip)
-            .or_else(|| unisolated(compiled, endpoint.ip))
+            .or_else(|| closed_unless_unisolated(compiled, endpoint.ip))
             .unwrap_or(crate::endpoints::TABLES_UNKNOWN);
         endpoints.add(endpoint, tables)?;
     }
@@ -289,7 +289,9 @@ fn apply<D: Datapath>(
     Ok(())
 }
 
-fn unisolated(compiled: &Compiled, ip: Ipv4Addr) -> Option<Tables> {
+/// Tables for an endpoint the plan did not name: open where it is not isolated, fail-closed where
+/// it is (its real table id is not known here).
+fn closed_unless_unisolated(compiled: &Compiled, ip: Ipv4Addr) -> Option<Tables> {
     let rules = compiled.endpoints.get(&ip)?;
     Some((
         table_id(&rules.ingress, TABLE_FAIL_CLOSED),
