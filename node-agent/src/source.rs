@@ -35,6 +35,7 @@ enum ObjectKey {
     Namespace(String),
     Pod(PodKey),
     Policy(PolicyKey),
+    Node(String),
 }
 
 /// What a file contributed: the objects it defines (their content lives in the model only) and
@@ -242,6 +243,9 @@ impl ManifestDir {
                 ObjectKey::Policy(policy) => {
                     self.cluster.delete_policy(policy);
                 }
+                ObjectKey::Node(name) => {
+                    self.cluster.delete_node(name);
+                }
             }
         }
     }
@@ -311,6 +315,7 @@ fn object_key(object: &Object) -> Option<ObjectKey> {
         Object::Namespace(o) => &o.metadata,
         Object::Pod(o) => &o.metadata,
         Object::NetworkPolicy(o) => &o.metadata,
+        Object::Node(o) => &o.metadata,
         _ => return None,
     };
     let name = meta.name.clone()?;
@@ -322,6 +327,7 @@ fn object_key(object: &Object) -> Option<ObjectKey> {
     Some(match object {
         Object::Namespace(_) => ObjectKey::Namespace(name),
         Object::Pod(_) => ObjectKey::Pod(PodKey::new(namespace(), name)),
+        Object::Node(_) => ObjectKey::Node(name),
         _ => ObjectKey::Policy(PolicyKey::new(namespace(), name)),
     })
 }

@@ -1,5 +1,6 @@
-//! The cluster as the compiler sees it: namespaces with their labels, pods with their labels, address
-//! and named ports, and NetworkPolicies (trimmed to their spec).
+//! The cluster as the agent sees it: namespaces with their labels, pods with their labels, address
+//! and named ports, NetworkPolicies (trimmed to their spec), and nodes with their address and pod
+//! CIDRs (for routing between nodes).
 //!
 //! The model is filled from the Kubernetes API or from manifests ([`Cluster::apply`]) and read by
 //! [`crate::compile::compile`]. It keeps only what policy needs, so that a node agent watching a large
@@ -11,8 +12,9 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
+use ipnet::Ipv4Net;
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod},
+    core::v1::{Namespace, Node, Pod},
     networking::v1::{NetworkPolicy, NetworkPolicySpec},
 };
 use thiserror::Error;
@@ -129,6 +131,16 @@ pub struct Policy {
     pub spec: NetworkPolicySpec,
 }
 
+/// What routing needs to know about a node: where to send its pods' traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    /// The node's IPv4 address on the network nodes share; `None` until it has one.
+    pub ip: Option<Ipv4Addr>,
+    /// The node's IPv4 pod ranges (`spec.podCIDRs`, or `spec.podCIDR` on older objects).
+    pub pod_cidrs: Vec<Ipv4Net>,
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ModelError {
     #[error("{kind} has no metadata.name")]
@@ -137,6 +149,73 @@ pub enum ModelError {
     MissingNamespace { kind: &'static str, name: String },
     #[error("pod {pod}: status.podIP {ip:?} is not an IP address")]
     InvalidPodIp { pod: PodKey, ip: String },
+    #[error("node {node}: pod CIDR {cidr:?} is not a CIDR")]
+    InvalidNodeCidr { node: String, cidr: String },
+    #[error("node {node}: address {ip:?} is not an IP address")]
+    InvalidNodeIp { node: String, ip: String },
+}
+
+impl NodeInfo {
+    /// Converts a Kubernetes Node. The address is the first IPv4 `InternalIP` of
+    /// `status.addresses`, else the first IPv4 `ExternalIP` (what kubelet reports on clouds
+    /// without an internal network). IPv6 pod CIDRs are skipped: Weir's datapath is IPv4.
+    pub fn from_k8s(node: &Node) -> Result<NodeInfo, ModelError> {
+        let name = node
+            .metadata
+            .name
+            .clone()
+            .ok_or(ModelError::MissingName { kind: "Node" })?;
+        let spec = node.spec.as_ref();
+        let texts: Vec<&String> = match spec.and_then(|s| s.pod_cidrs.as_ref()) {
+            Some(cidrs) if !cidrs.is_empty() => cidrs.iter().collect(),
+            _ => spec.and_then(|s| s.pod_cidr.as_ref()).into_iter().collect(),
+        };
+        let mut pod_cidrs = Vec::new();
+        for text in texts {
+            match text.parse::<ipnet::IpNet>() {
+                Ok(ipnet::IpNet::V4(net)) => pod_cidrs.push(net.trunc()),
+                Ok(ipnet::IpNet::V6(_)) => {}
+                Err(_) => {
+                    return Err(ModelError::InvalidNodeCidr {
+                        node: name,
+                        cidr: text.clone(),
+                    })
+                }
+            }
+        }
+        let addresses = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut ip = None;
+        for wanted in ["InternalIP", "ExternalIP"] {
+            for address in addresses.iter().filter(|a| a.type_ == wanted) {
+                match address.address.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(v4)) => {
+                        ip = Some(v4);
+                        break;
+                    }
+                    Ok(IpAddr::V6(_)) => {}
+                    Err(_) => {
+                        return Err(ModelError::InvalidNodeIp {
+                            node: name,
+                            ip: address.address.clone(),
+                        })
+                    }
+                }
+            }
+            if ip.is_some() {
+                break;
+            }
+        }
+        Ok(NodeInfo {
+            name,
+            ip,
+            pod_cidrs,
+        })
+    }
 }
 
 impl PodInfo {
@@ -240,9 +319,26 @@ pub struct Cluster {
     namespaces: BTreeMap<String, Labels>,
     pods: BTreeMap<PodKey, PodInfo>,
     policies: BTreeMap<PolicyKey, Policy>,
+    nodes: BTreeMap<String, NodeInfo>,
 }
 
 impl Cluster {
+    pub fn upsert_node(&mut self, node: NodeInfo) {
+        self.nodes.insert(node.name.clone(), node);
+    }
+
+    pub fn delete_node(&mut self, name: &str) -> bool {
+        self.nodes.remove(name).is_some()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(name)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values()
+    }
+
     pub fn upsert_namespace(&mut self, name: impl Into<String>, labels: Labels) {
         self.namespaces.insert(name.into(), labels);
     }
@@ -321,7 +417,8 @@ impl Cluster {
         labels
     }
 
-    /// Applies one object: Namespaces, Pods and NetworkPolicies are stored; other kinds are ignored.
+    /// Applies one object: Namespaces, Pods, NetworkPolicies and Nodes are stored; other kinds are
+    /// ignored.
     pub fn apply(&mut self, object: Object) -> Result<(), ModelError> {
         match object {
             Object::Namespace(ns) => self.apply_namespace(&ns),
@@ -330,7 +427,11 @@ impl Cluster {
                 Ok(())
             }
             Object::NetworkPolicy(policy) => self.upsert_policy(policy),
-            Object::Service(_) | Object::Node(_) | Object::Ignored { .. } => Ok(()),
+            Object::Node(node) => {
+                self.upsert_node(NodeInfo::from_k8s(&node)?);
+                Ok(())
+            }
+            Object::Service(_) | Object::Ignored { .. } => Ok(()),
         }
     }
 
@@ -502,6 +603,78 @@ mod tests {
         );
         assert!(cluster.delete_pod(&key));
         assert!(!cluster.delete_pod(&key));
+    }
+
+    fn node_json(value: serde_json::Value) -> Node {
+        serde_json::from_value(value).expect("valid node")
+    }
+
+    #[test]
+    fn node_conversion_takes_internal_ip_and_ipv4_pod_cidrs() {
+        let node = node_json(serde_json::json!({
+            "metadata": {"name": "n2"},
+            "spec": {"podCIDR": "10.244.2.0/24", "podCIDRs": ["fd00:2::/64", "10.244.2.7/24"]},
+            "status": {"addresses": [
+                {"type": "Hostname", "address": "n2"},
+                {"type": "ExternalIP", "address": "198.51.100.2"},
+                {"type": "InternalIP", "address": "fd00::2"},
+                {"type": "InternalIP", "address": "192.0.2.12"}
+            ]}
+        }));
+        let info = NodeInfo::from_k8s(&node).unwrap();
+        assert_eq!(info.name, "n2");
+        assert_eq!(info.ip, Some(Ipv4Addr::new(192, 0, 2, 12)));
+        assert_eq!(info.pod_cidrs, vec!["10.244.2.0/24".parse().unwrap()]);
+    }
+
+    #[test]
+    fn node_without_pod_cidrs_falls_back_to_pod_cidr_and_external_ip() {
+        let node = node_json(serde_json::json!({
+            "metadata": {"name": "n3"},
+            "spec": {"podCIDR": "10.244.3.0/24"},
+            "status": {"addresses": [{"type": "ExternalIP", "address": "198.51.100.3"}]}
+        }));
+        let info = NodeInfo::from_k8s(&node).unwrap();
+        assert_eq!(info.ip, Some(Ipv4Addr::new(198, 51, 100, 3)));
+        assert_eq!(info.pod_cidrs, vec!["10.244.3.0/24".parse().unwrap()]);
+        let bare = NodeInfo::from_k8s(&node_json(serde_json::json!({"metadata": {"name": "n4"}})))
+            .unwrap();
+        assert_eq!((bare.ip, bare.pod_cidrs.len()), (None, 0));
+    }
+
+    #[test]
+    fn malformed_node_cidr_or_address_is_an_error() {
+        let bad_cidr = node_json(serde_json::json!({
+            "metadata": {"name": "n"}, "spec": {"podCIDRs": ["10.244.300.0/24"]}}));
+        assert!(matches!(
+            NodeInfo::from_k8s(&bad_cidr),
+            Err(ModelError::InvalidNodeCidr { .. })
+        ));
+        let bad_ip = node_json(serde_json::json!({"metadata": {"name": "n"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2"}]}}));
+        assert!(matches!(
+            NodeInfo::from_k8s(&bad_ip),
+            Err(ModelError::InvalidNodeIp { .. })
+        ));
+    }
+
+    #[test]
+    fn nodes_are_stored_by_name() {
+        let mut cluster = Cluster::default();
+        let node = |ip| NodeInfo {
+            name: "n1".into(),
+            ip: Some(ip),
+            pod_cidrs: vec![],
+        };
+        cluster.upsert_node(node(Ipv4Addr::new(192, 0, 2, 11)));
+        cluster.upsert_node(node(Ipv4Addr::new(192, 0, 2, 99)));
+        assert_eq!(cluster.nodes().count(), 1);
+        assert_eq!(
+            cluster.node("n1").unwrap().ip,
+            Some(Ipv4Addr::new(192, 0, 2, 99))
+        );
+        assert!(cluster.delete_node("n1"));
+        assert!(!cluster.delete_node("n1"));
     }
 
     #[test]
