@@ -1,13 +1,16 @@
 //! Weir's eBPF datapath. Entry points only; the logic lives in the modules below.
 //!
-//! Three tc programs, named by direction relative to the pod:
+//! Four tc programs, named by where the packet comes from:
 //! - `tc_from_pod`: tcx ingress of each pod's host-side veth. Answers ARP for the gateway, drops
 //!   spoofed packets, delivers pod → local pod straight to the destination veth, and hands the rest
 //!   to the host stack (node, Services, other nodes, the outside world).
 //! - `tc_to_pod`: tcx egress of each host-side veth: every packet a pod receives passes here.
-//! - `tc_from_host`: tcx egress of `weir0`, the device the node routes its pod CIDR to. It delivers
-//!   host-stack traffic (node → pod, forwarded and Service traffic) to the right veth, so the node
-//!   needs one route for all its pods instead of one per pod.
+//! - `tc_from_host`: tcx egress of `weir0`, the device the node routes every pod CIDR to (its own
+//!   and each other node's). It delivers host-stack traffic (node → pod, forwarded and Service
+//!   traffic) to the right veth, or sends it on to the pod's node, so the node needs one route per
+//!   node instead of one per pod.
+//! - `tc_from_tunnel`: tcx ingress of `weir-vxlan` (VXLAN routing only): traffic from other nodes'
+//!   pods, delivered straight to the local pod's veth.
 #![no_std]
 #![no_main]
 #![deny(warnings)]
@@ -36,6 +39,11 @@ pub fn tc_to_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn tc_from_host(ctx: TcContext) -> i32 {
     route::from_host(&ctx)
+}
+
+#[classifier]
+pub fn tc_from_tunnel(ctx: TcContext) -> i32 {
+    route::from_tunnel(&ctx)
 }
 
 #[cfg(not(test))]

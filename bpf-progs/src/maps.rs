@@ -6,9 +6,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap},
 };
 use weir_common::{
-    maps::{COUNTERS_MAX, CT_MAX, ENDPOINTS_MAX, HOST_IPS_MAX, POLICY_PEERS_MAX, POLICY_PORTS_MAX},
+    maps::{
+        COUNTERS_MAX, CT_MAX, ENDPOINTS_MAX, HOST_IPS_MAX, POLICY_PEERS_MAX, POLICY_PORTS_MAX,
+        REMOTES_MAX,
+    },
     CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey,
-    PeerValue, PortKey, PortValue,
+    PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
 };
 
 #[map(name = "WEIR_ENDPOINTS")]
@@ -34,3 +37,6 @@ pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_MAX, 0);
 
 #[map(name = "WEIR_HOST_IPS")]
 pub static HOST_IPS: HashMap<EndpointKey, u32> = HashMap::pinned(HOST_IPS_MAX, 0);
+
+#[map(name = "WEIR_REMOTES")]
+pub static REMOTES: LpmTrie<RemoteKey, RemoteNode> = LpmTrie::pinned(REMOTES_MAX, 0);

@@ -1,25 +1,33 @@
-//! Forwarding and policy decisions for the three attach points.
+//! Forwarding and policy decisions for the four attach points.
 //!
 //! Where policy is judged, so that it always sees the real peers and ports:
 //! - pod → local pod, pod IP to pod IP: at the sender's veth (`from_pod`), egress and ingress both;
 //!   the packet is then redirected straight to the receiver's veth.
+//! - pod → another node's pod: egress at the sender's veth, which sends it straight to that node
+//!   (out of the uplink, or into the VXLAN tunnel); ingress on the receiving node, in `from_host`
+//!   (native: the packet crossed the node's stack) or `from_tunnel` (VXLAN).
 //! - pod → Service ClusterIP: not at the sender (the host stack has yet to DNAT it). The flow is
-//!   marked deferred and judged after DNAT where it reaches its backend: `from_host` for a local
-//!   backend (the sender's egress and the backend's ingress, on the backend's real IP and port).
-//! - pod → anything else (other nodes' pods, the node, the outside): egress at `from_pod`.
+//!   marked deferred and judged after DNAT where it leaves for its backend, in `from_host`: the
+//!   sender's egress (and a local backend's ingress) on the backend's real IP and port. A remote
+//!   backend's ingress is judged on its own node.
+//! - pod → anything else (the node, the outside): egress at `from_pod`.
 //! - host stack → local pod (forwarded, DNATed or node-originated): ingress at `from_host`; the
 //!   node's own addresses are always allowed (kubelet probes).
 //! Replies of a tracked flow pass both ways; a forward packet judged under an older policy epoch is
 //! judged again, so a policy change applies to flows that are already open.
 
 use aya_ebpf::{
-    bindings::TC_ACT_OK, bindings::TC_ACT_SHOT, helpers::bpf_redirect, programs::TcContext,
+    bindings::{bpf_redir_neigh, bpf_tunnel_key, BPF_F_DONT_FRAGMENT, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_skb_set_tunnel_key},
+    maps::lpm_trie::Key,
+    programs::TcContext,
 };
 use weir_common::{
+    config::{NODE_F_VXLAN, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC},
     counters::{DIR_FROM_POD, DIR_TO_POD},
     ct::{CT_F_DEFERRED, CT_F_FROM_NODE, CT_F_VIA_HOST},
     endpoint::ENDPOINT_F_READY,
-    CtValue, EndpointInfo, EndpointKey, NodeConfig, Reason,
+    CtValue, EndpointInfo, EndpointKey, NodeConfig, Reason, RemoteKey, RemoteNode,
 };
 
 use crate::{
@@ -27,10 +35,14 @@ use crate::{
     counters::count,
     ct::{self, Hit},
     flow::{self, Flow},
-    maps::{CONFIG, ENDPOINTS, HOST_IPS},
+    maps::{CONFIG, ENDPOINTS, HOST_IPS, REMOTES},
     packet::{self, EthIpv4, ETH_P_ARP, ETH_P_IP},
     policy,
 };
+
+const AF_INET: u32 = 2;
+/// The outer TTL of tunnelled packets (the kernel's default IP TTL).
+const TUNNEL_TTL: u8 = 64;
 
 const PASS: i32 = TC_ACT_OK as i32;
 const DROP: i32 = TC_ACT_SHOT as i32;
@@ -44,6 +56,56 @@ fn endpoint(ip_be: u32) -> Option<EndpointInfo> {
 #[inline(always)]
 fn config() -> NodeConfig {
     CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// The other node that hosts `ip`, if any.
+#[inline(always)]
+fn remote_node(ip: [u8; 4]) -> Option<RemoteNode> {
+    REMOTES.get(&Key::new(32, RemoteKey { ip })).copied()
+}
+
+/// Send a packet to another node: into the VXLAN tunnel to it, or straight out of the uplink to it
+/// (native routing, on a shared L2: the kernel resolves the node's MAC). Returns the tc verdict.
+#[inline(always)]
+fn forward_remote(ctx: &TcContext, cfg: &NodeConfig, remote: &RemoteNode) -> Result<i32, Reason> {
+    if cfg.flags & NODE_F_VXLAN != 0 {
+        // The far end's stack takes frames to TUNNEL_DEV_MAC as its own (see weir_common::config).
+        packet::set_macs(ctx, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC).ok_or(Reason::DropMalformed)?;
+        // SAFETY: a plain-data kernel struct for which all zeroes is valid.
+        let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+        key.tunnel_id = cfg.vni;
+        key.__bindgen_anon_1.remote_ipv4 = u32::from_be(remote.node_ip_be);
+        key.tunnel_ttl = TUNNEL_TTL;
+        // SAFETY: `skb` is the valid context pointer; `key` lives on the stack for the call and
+        // `size` is its full size. DF on the outer header: the pod MTU leaves room for VXLAN, so
+        // an oversized packet is a misconfiguration to report (ICMP), not to fragment.
+        let rc = unsafe {
+            bpf_skb_set_tunnel_key(
+                ctx.skb.skb,
+                &mut key,
+                core::mem::size_of::<bpf_tunnel_key>() as u32,
+                u64::from(BPF_F_DONT_FRAGMENT),
+            )
+        };
+        if rc != 0 {
+            return Err(Reason::DropNoRoute);
+        }
+        // SAFETY: plain helper call.
+        return Ok(unsafe { bpf_redirect(cfg.tunnel_ifindex, 0) } as i32);
+    }
+    // SAFETY: as above.
+    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+    nh.nh_family = AF_INET;
+    nh.__bindgen_anon_1.ipv4_nh = remote.node_ip_be;
+    // SAFETY: `nh` lives on the stack for the call and its size is passed with it.
+    Ok(unsafe {
+        bpf_redirect_neigh(
+            cfg.uplink_ifindex,
+            &mut nh,
+            core::mem::size_of::<bpf_redir_neigh>() as i32,
+            0,
+        )
+    } as i32)
 }
 
 #[inline(always)]
@@ -135,7 +197,7 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
                 }
                 if v.epoch == cfg.policy_epoch {
                     ct::touch(value, &flow, false, now);
-                    return deliver(ctx, ifindex, &hdr, peer.as_ref(), false);
+                    return deliver(ctx, ifindex, &hdr, peer.as_ref(), false, &cfg);
                 }
                 // Opened under an older policy: judged again below.
             }
@@ -143,11 +205,11 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
                 ct::touch(value, &flow, true, now);
                 // SAFETY: as above.
                 let via_host = unsafe { (*value).flags } & CT_F_VIA_HOST != 0;
-                return deliver(ctx, ifindex, &hdr, peer.as_ref(), via_host);
+                return deliver(ctx, ifindex, &hdr, peer.as_ref(), via_host, &cfg);
             }
             Hit::Miss => {
                 if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
-                    return deliver(ctx, ifindex, &hdr, peer.as_ref(), false);
+                    return deliver(ctx, ifindex, &hdr, peer.as_ref(), false, &cfg);
                 }
             }
         }
@@ -163,10 +225,11 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
         return deny(ctx, reason, Some(&me), peer.as_ref());
     }
     ct::open(&flow.key, 0, cfg.policy_epoch, now);
-    deliver(ctx, ifindex, &hdr, peer.as_ref(), false)
+    deliver(ctx, ifindex, &hdr, peer.as_ref(), false, &cfg)
 }
 
-/// Send an allowed packet on: straight to a local pod's veth, or to the host stack.
+/// Send an allowed packet on: straight to a local pod's veth, straight to another node for its
+/// pods, or to the host stack (the node, the outside, and replies whose flow came through it).
 #[inline(always)]
 fn deliver(
     ctx: &TcContext,
@@ -174,18 +237,32 @@ fn deliver(
     hdr: &EthIpv4,
     peer: Option<&EndpointInfo>,
     via_host: bool,
+    cfg: &NodeConfig,
 ) -> i32 {
+    // A router decrements TTL; when it would expire, let the host stack send the ICMP error.
+    if via_host || hdr.ttl <= 1 {
+        count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardHost);
+        return PASS;
+    }
     if let Some(peer) = peer {
-        // A router decrements TTL; when it would expire, let the host stack send the ICMP error.
-        if !via_host
-            && hdr.ttl > 1
-            && decrement_ttl(ctx, hdr).is_some()
+        if decrement_ttl(ctx, hdr).is_some()
             && packet::set_macs(ctx, peer.pod_mac, peer.host_mac).is_some()
         {
             count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardLocal);
             // SAFETY: plain helper call; the target is a veth whose egress delivers to the pod.
             return unsafe { bpf_redirect(peer.host_ifindex, 0) } as i32;
         }
+    } else if let Some(remote) = remote_node(hdr.daddr) {
+        if decrement_ttl(ctx, hdr).is_none() {
+            return drop_with(ctx, ifindex, DIR_FROM_POD, Reason::DropMalformed);
+        }
+        return match forward_remote(ctx, cfg, &remote) {
+            Ok(verdict) => {
+                count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardRemote);
+                verdict
+            }
+            Err(reason) => drop_with(ctx, ifindex, DIR_FROM_POD, reason),
+        };
     }
     count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardHost);
     PASS
@@ -207,7 +284,7 @@ pub fn to_pod(ctx: &TcContext) -> i32 {
     }
 }
 
-/// tcx egress of `weir0`: host-stack traffic routed to this node's pod CIDR.
+/// tcx egress of `weir0`: host-stack traffic routed to a pod CIDR, this node's or another's.
 #[inline(always)]
 pub fn from_host(ctx: &TcContext) -> i32 {
     if packet::ethertype(ctx) != Some(ETH_P_IP) {
@@ -217,7 +294,7 @@ pub fn from_host(ctx: &TcContext) -> i32 {
         return DROP;
     };
     let Some(peer) = endpoint(hdr.daddr_be()) else {
-        return drop_with(ctx, 0, DIR_TO_POD, Reason::DropNoEndpoint);
+        return from_host_to_remote(ctx, &hdr);
     };
     if peer.flags & ENDPOINT_F_READY == 0 {
         return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropNoEndpoint);
@@ -234,6 +311,131 @@ pub fn from_host(ctx: &TcContext) -> i32 {
         return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
     }
     count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::FromHost);
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(peer.host_ifindex, 0) as i32 }
+}
+
+/// Host-stack traffic for another node's pod: node-originated, forwarded, or a local pod's
+/// Service traffic DNATed to a remote backend, whose egress is judged here, after DNAT.
+#[inline(always)]
+fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
+    let Some(remote) = remote_node(hdr.daddr) else {
+        return drop_with(ctx, 0, DIR_TO_POD, Reason::DropNoRoute);
+    };
+    let src = endpoint(hdr.saddr_be());
+    let counted_on = src.map_or(0, |s| s.host_ifindex);
+    if let Some(src) = &src {
+        let Some(flow) = flow::parse(ctx, hdr) else {
+            return drop_with(ctx, counted_on, DIR_FROM_POD, Reason::DropMalformed);
+        };
+        if let Err(reason) = admit_egress_via_host(&flow, src) {
+            return deny(ctx, reason, Some(src), None);
+        }
+    }
+    match forward_remote(ctx, &config(), &remote) {
+        Ok(verdict) => {
+            count(ctx, counted_on, DIR_FROM_POD, Reason::ForwardRemote);
+            verdict
+        }
+        Err(reason) => drop_with(ctx, counted_on, DIR_FROM_POD, reason),
+    }
+}
+
+/// May a local pod's packet, DNATed by the host stack, leave for another node? Its replies are
+/// marked to go back through the host stack, which undoes the DNAT.
+#[inline(always)]
+fn admit_egress_via_host(flow: &Flow, src: &EndpointInfo) -> Result<(), Reason> {
+    let cfg = config();
+    let now = ct::now();
+    if !flow.is_tcp_open() {
+        match ct::lookup(&flow.key, now) {
+            Hit::Forward(value) => {
+                // SAFETY: map value pointer valid for this run; read by value.
+                let v: CtValue = unsafe { *value };
+                if v.epoch == cfg.policy_epoch {
+                    ct::touch(value, flow, false, now);
+                    return Ok(());
+                }
+            }
+            Hit::Reply(value) => {
+                ct::touch(value, flow, true, now);
+                return Ok(());
+            }
+            Hit::Miss => {
+                if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    policy::judge(&flow.key, Some(src), None)?;
+    ct::open(&flow.key, CT_F_VIA_HOST, cfg.policy_epoch, now);
+    Ok(())
+}
+
+/// tcx ingress of `weir-vxlan`: what other nodes send through the tunnel, decapsulated. Packets
+/// for a local pod are judged by its ingress policy and delivered straight to its veth; the rest
+/// (the node's own traffic, and replies to flows that crossed the host stack here, which must undo
+/// a DNAT) go up the host stack.
+#[inline(always)]
+pub fn from_tunnel(ctx: &TcContext) -> i32 {
+    if packet::ethertype(ctx) != Some(ETH_P_IP) {
+        return DROP;
+    }
+    let Some(hdr) = packet::load::<EthIpv4>(ctx, 0) else {
+        return DROP;
+    };
+    let Some(peer) = endpoint(hdr.daddr_be()) else {
+        return PASS;
+    };
+    if peer.flags & ENDPOINT_F_READY == 0 {
+        return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropNoEndpoint);
+    }
+    let Some(flow) = flow::parse(ctx, &hdr) else {
+        return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
+    };
+    let cfg = config();
+    let now = ct::now();
+    let mut admitted = false;
+    if !flow.is_tcp_open() {
+        match ct::lookup(&flow.key, now) {
+            Hit::Forward(value) => {
+                // SAFETY: map value pointer valid for this run; read by value.
+                let v: CtValue = unsafe { *value };
+                if v.epoch == cfg.policy_epoch || v.flags & CT_F_FROM_NODE != 0 {
+                    ct::touch(value, &flow, false, now);
+                    admitted = true;
+                }
+            }
+            Hit::Reply(value) => {
+                ct::touch(value, &flow, true, now);
+                // SAFETY: as above.
+                if unsafe { (*value).flags } & CT_F_VIA_HOST != 0 {
+                    count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::ForwardHost);
+                    return PASS;
+                }
+                admitted = true;
+            }
+            Hit::Miss => {
+                // An ICMP error about a tracked flow: the host stack translates it back if that
+                // flow was NATed, then hands it to `from_host`.
+                if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
+                    count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::ForwardHost);
+                    return PASS;
+                }
+            }
+        }
+    }
+    if !admitted {
+        if let Err(reason) = policy::judge(&flow.key, None, Some(&peer)) {
+            return deny(ctx, reason, None, Some(&peer));
+        }
+        ct::open(&flow.key, 0, cfg.policy_epoch, now);
+    }
+    if packet::set_macs(ctx, peer.pod_mac, peer.host_mac).is_none() {
+        return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
+    }
+    count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::FromTunnel);
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(peer.host_ifindex, 0) as i32 }
 }

@@ -11,14 +11,18 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use tracing::{info, warn};
 use weir_agent_api::{AttachmentId, Endpoint, Request, Response};
-use weir_common::{config::NODE_F_CONFIGURED, NodeConfig};
+use weir_common::{
+    config::{NODE_F_CONFIGURED, NODE_F_VXLAN, TUNNEL_DEV_MAC, VXLAN_OVERHEAD, VXLAN_PORT},
+    NodeConfig,
+};
 
 use crate::{
-    config::{Config, GATEWAY, HOST_DEV, HOST_DEV_PEER, NETWORK_NAME},
+    config::{Config, GATEWAY, HOST_DEV, HOST_DEV_PEER, NETWORK_NAME, TUNNEL_DEV, VXLAN_VNI},
     datapath::{BpfDatapath, Datapath, Hook},
     endpoints::{write_atomic, Endpoints},
     host::{self, Host},
     policy::PolicyEngine,
+    routing::{self, RemotePlan, Routing},
 };
 
 /// The kernel's magic number for bpffs (`BPF_FS_MAGIC`).
@@ -32,6 +36,10 @@ pub struct Agent {
     /// What the datapath's config entry holds (the policy epoch moves).
     node_config: NodeConfig,
     policy: PolicyEngine,
+    /// `weir0`'s index: the device every pod CIDR is routed to.
+    host_dev_index: u32,
+    /// What was last programmed for the other nodes; `None` until the first reconcile.
+    remotes: Option<RemotePlan>,
     /// Held for the agent's lifetime: one agent per node.
     _lock: fs::File,
 }
@@ -128,32 +136,59 @@ impl Agent {
             ),
             None => host.default_route_link().await?,
         };
-        let mtu = config
-            .mtu
-            .or(uplink.as_ref().and_then(|l| l.mtu))
-            .unwrap_or(1500);
-        info!(uplink = ?uplink.as_ref().map(|l| &l.name), mtu, "node uplink");
+        let uplink_mtu = uplink.as_ref().and_then(|l| l.mtu).unwrap_or(1500);
+        // Full-size pod packets must fit the uplink once encapsulated, so nothing is fragmented.
+        let mtu = config.mtu.unwrap_or(match config.routing {
+            Routing::Native => uplink_mtu,
+            Routing::Vxlan => uplink_mtu - VXLAN_OVERHEAD,
+        });
+        info!(uplink = ?uplink.as_ref().map(|l| &l.name), mtu, routing = %config.routing, "node uplink");
+        if config.routing == Routing::Native && uplink.is_none() {
+            warn!("no uplink: other nodes' pods are unreachable until the node has a default route or --uplink is given");
+        }
 
         let mut datapath = BpfDatapath::load(&paths.pin_dir(), &paths.attachments())
             .context("loading the eBPF datapath")?;
         let host_dev = host.ensure_host_dev(HOST_DEV, HOST_DEV_PEER, mtu).await?;
+        host.set_mtu(&host_dev, mtu).await?;
         host::configure_node_sysctls(HOST_DEV)?;
         host.replace_route(config.pod_cidr, host_dev.index).await?;
         host::install_iptables(config.pod_cidr, config.cluster_cidr)?;
+        let (flags, tunnel_ifindex) = match config.routing {
+            Routing::Vxlan => {
+                let tunnel = host
+                    .ensure_vxlan_dev(TUNNEL_DEV, VXLAN_PORT, TUNNEL_DEV_MAC, mtu)
+                    .await?;
+                host::configure_tunnel_sysctls(TUNNEL_DEV)?;
+                (NODE_F_CONFIGURED | NODE_F_VXLAN, tunnel.index)
+            }
+            Routing::Native => {
+                // A node switched from VXLAN keeps no tunnel.
+                host.delete_link(TUNNEL_DEV).await?;
+                (NODE_F_CONFIGURED, 0)
+            }
+        };
         let node_config = NodeConfig {
             gateway_ip_be: u32::from(GATEWAY).to_be(),
             cluster_cidr_be: u32::from(config.cluster_cidr.network()).to_be(),
             cluster_prefix_len: u32::from(config.cluster_cidr.prefix_len()),
             host_dev_ifindex: host_dev.index,
-            flags: NODE_F_CONFIGURED,
+            flags,
             // Continue from the epoch an earlier agent left, so no flow is wrongly thought current.
             policy_epoch: datapath.config()?.policy_epoch.wrapping_add(1),
             service_cidr_be: u32::from(config.service_cidr.network()).to_be(),
             service_prefix_len: u32::from(config.service_cidr.prefix_len()),
+            uplink_ifindex: uplink.as_ref().map_or(0, |l| l.index),
+            tunnel_ifindex,
+            vni: VXLAN_VNI,
+            _pad: 0,
         };
         datapath.set_config(node_config)?;
         datapath.set_host_ips(&host.ipv4_addresses().await?)?;
         datapath.attach(HOST_DEV, Hook::FromHost)?;
+        if config.routing == Routing::Vxlan {
+            datapath.attach(TUNNEL_DEV, Hook::FromTunnel)?;
+        }
 
         let mut endpoints = Endpoints::open(datapath, &paths.endpoints_dir())?;
         let mut alive = std::collections::BTreeSet::new();
@@ -165,7 +200,10 @@ impl Agent {
                 }
             }
         }
-        let done = endpoints.reconcile(|ep| alive.contains(&ep.host_ifname), &[HOST_DEV])?;
+        let done = endpoints.reconcile(
+            |ep| alive.contains(&ep.host_ifname),
+            &[HOST_DEV, TUNNEL_DEV],
+        )?;
         info!(
             adopted = done.adopted.len(),
             removed = done.removed.len(),
@@ -187,6 +225,8 @@ impl Agent {
             mtu,
             node_config,
             policy,
+            host_dev_index: host_dev.index,
+            remotes: None,
             _lock: lock,
         };
         agent.drain_del_queue();
@@ -196,7 +236,43 @@ impl Agent {
             rejected = agent.policy.rejected().len(),
             "policy programmed"
         );
+        agent.reconcile_routes().await?;
         Ok(agent)
+    }
+
+    /// Bring the routes to other nodes in line with the nodes the source knows: `WEIR_REMOTES`
+    /// first (pods' traffic), then the kernel's routes to `weir0` (the node's own and Service
+    /// traffic), removing what belongs to nodes that left. Cheap when nothing changed.
+    pub async fn reconcile_routes(&mut self) -> Result<()> {
+        let plan = routing::plan(
+            &self.config.node_name,
+            self.config.pod_cidr,
+            self.policy.cluster().nodes(),
+            self.config.routing,
+        );
+        if self.remotes.as_ref() == Some(&plan) {
+            return Ok(());
+        }
+        for reason in &plan.skipped {
+            warn!("not routing to {reason}");
+        }
+        let entries: Vec<_> = plan.entries.iter().map(|(k, v)| (*k, *v)).collect();
+        self.endpoints.datapath_mut().set_remotes(&entries)?;
+        for cidr in &plan.kernel_routes {
+            self.host.replace_route(*cidr, self.host_dev_index).await?;
+        }
+        for cidr in self.host.routes_via(self.host_dev_index).await? {
+            if cidr != self.config.pod_cidr && !plan.kernel_routes.contains(&cidr) {
+                self.host.delete_route(cidr, self.host_dev_index).await?;
+            }
+        }
+        info!(
+            nodes = plan.kernel_routes.len(),
+            entries = entries.len(),
+            "routes to other nodes programmed"
+        );
+        self.remotes = Some(plan);
+        Ok(())
     }
 
     /// Compile and program policy for the current endpoints (plus `new`, which is added on the
@@ -232,8 +308,14 @@ impl Agent {
         self.policy.request_full_scan();
     }
 
-    /// Re-read the object source and program what changed.
-    pub fn sync(&mut self) -> Result<()> {
+    /// Re-read the object source and program what changed: policy, then routes to other nodes.
+    pub async fn sync(&mut self) -> Result<()> {
+        let policy = self.sync_policy();
+        let routes = self.reconcile_routes().await;
+        policy.and(routes)
+    }
+
+    fn sync_policy(&mut self) -> Result<()> {
         let started = std::time::Instant::now();
         let changed = self.policy.refresh();
         tracing::debug!(
@@ -329,7 +411,7 @@ impl Agent {
                 .map_err(Into::into)
                 .and_then(|removed| self.reprogram(None).map(|()| removed))
                 .map(|removed| Response::Gc { removed }),
-            Request::Sync => self.sync().map(|()| Response::Synced {
+            Request::Sync => self.sync().await.map(|()| Response::Synced {
                 generation: self.policy.generation(),
                 rejected: self.policy.rejected(),
             }),
@@ -397,7 +479,9 @@ pub async fn cleanup(config: &Config) -> Result<()> {
             }
         }
     }
+    // Routes to weir0 (this node's pods and every other node's) go with it.
     host.delete_link(HOST_DEV).await?;
+    host.delete_link(TUNNEL_DEV).await?;
     host::remove_iptables(Some(config.pod_cidr));
     for dir in [&paths.bpffs_dir, &paths.run_dir, &paths.state_dir] {
         match fs::remove_dir_all(dir) {

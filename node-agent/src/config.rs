@@ -4,7 +4,10 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::datapath::{AttachMode, Attachments};
+use crate::{
+    datapath::{AttachMode, Attachments},
+    routing::Routing,
+};
 
 /// The link-local gateway every pod routes through; answered by eBPF on each host-side veth.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -13,6 +16,10 @@ pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 pub const HOST_DEV: &str = "weir0";
 /// The other end of `weir0`'s veth pair; it carries nothing.
 pub const HOST_DEV_PEER: &str = "weir1";
+/// The flow-based VXLAN device of VXLAN routing.
+pub const TUNNEL_DEV: &str = "weir-vxlan";
+/// The VXLAN network identifier of Weir's tunnels.
+pub const VXLAN_VNI: u32 = 1;
 
 /// The network name in the conflist (and the IPAM namespace of the CNI plugin).
 pub const NETWORK_NAME: &str = "weir";
@@ -26,8 +33,10 @@ pub struct Config {
     pub cluster_cidr: Ipv4Net,
     /// The node's uplink (for the MTU); `None` when the node has no default route.
     pub uplink: Option<String>,
-    /// Pod MTU; derived from the uplink when not set.
+    /// Pod MTU; derived from the uplink (less the VXLAN overhead) when not set.
     pub mtu: Option<u32>,
+    /// How other nodes' pods are reached.
+    pub routing: Routing,
     pub cni_conf_dir: PathBuf,
     /// The Service ClusterIP range: egress to it is judged after the host stack's DNAT.
     pub service_cidr: Ipv4Net,

@@ -1,5 +1,6 @@
-//! The node's own network plumbing: the `weir0` device and its pod-CIDR route, sysctls, and the
-//! masquerade rules. The only module of the agent that speaks rtnetlink or runs iptables.
+//! The node's own network plumbing: the `weir0` device and its pod-CIDR routes, the VXLAN device,
+//! sysctls, and the masquerade rules. The only module of the agent that speaks rtnetlink or runs
+//! iptables.
 
 use std::{
     io::Write,
@@ -13,7 +14,7 @@ use netlink_packet_route::{
     link::{LinkAttribute, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteScope},
 };
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 use tracing::{debug, warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +145,66 @@ impl Host {
             .ok_or_else(|| HostError::Missing(name.to_owned()))
     }
 
+    /// Set a link's MTU (a no-op when it already has it).
+    pub async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), HostError> {
+        if link.mtu == Some(mtu) {
+            return Ok(());
+        }
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(nl(format!("set {} mtu {mtu}", link.name)))
+    }
+
+    /// Create the flow-based VXLAN device `name` (`external`: the eBPF programs set each packet's
+    /// tunnel key), with the fixed MAC every node's tunnel device has, no learning, and `mtu`, up.
+    /// Idempotent: an existing device keeps its index, so attached programs stay.
+    pub async fn ensure_vxlan_dev(
+        &self,
+        name: &str,
+        port: u16,
+        mac: [u8; 6],
+        mtu: u32,
+    ) -> Result<Link, HostError> {
+        if self.link_by_name(name).await?.is_none() {
+            self.handle
+                .link()
+                .add(
+                    LinkVxlan::new(name, 0)
+                        .collect_metadata(true)
+                        .learning(false)
+                        .port(port)
+                        .mtu(mtu)
+                        .address(mac.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl(format!("create {name}")))?;
+        }
+        let link = self
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| HostError::Missing(name.to_owned()))?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(link.index)
+                    .mtu(mtu)
+                    .address(mac.to_vec())
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl(format!("set {name} up")))?;
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| HostError::Missing(name.to_owned()))
+    }
+
     pub async fn delete_link(&self, name: &str) -> Result<(), HostError> {
         if let Some(link) = self.link_by_name(name).await? {
             match self.handle.link().del(link.index).execute().await {
@@ -169,6 +230,48 @@ impl Host {
             .execute()
             .await
             .map_err(nl(format!("route {cidr}")))
+    }
+
+    /// `ip route del <cidr> dev <ifindex>`; a route that is already gone is fine.
+    pub async fn delete_route(&self, cidr: Ipv4Net, ifindex: u32) -> Result<(), HostError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(cidr.network(), cidr.prefix_len())
+            .output_interface(ifindex)
+            .scope(RouteScope::Link)
+            .build();
+        match self.handle.route().del(route).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ESRCH => Ok(()),
+            Err(e) => Err(nl(format!("delete route {cidr}"))(e)),
+        }
+    }
+
+    /// The IPv4 destinations the main table routes out of `ifindex`.
+    pub async fn routes_via(&self, ifindex: u32) -> Result<Vec<Ipv4Net>, HostError> {
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut routes = self.handle.route().get(filter).execute();
+        let mut out = Vec::new();
+        while let Some(route) = routes.try_next().await.map_err(nl("dump routes"))? {
+            if route.header.table != 254 {
+                continue;
+            }
+            let oif = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            if oif != Some(ifindex) {
+                continue;
+            }
+            let dst = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let len = route.header.destination_prefix_length;
+            if let Ok(net) = Ipv4Net::new(dst.unwrap_or(Ipv4Addr::UNSPECIFIED), len) {
+                out.push(net);
+            }
+        }
+        Ok(out)
     }
 
     /// Every IPv4 address configured in this network namespace (loopback included).
@@ -261,6 +364,16 @@ pub fn configure_node_sysctls(host_dev: &str) -> Result<(), HostError> {
         write_sysctl("net/ipv4/conf/all/rp_filter", "2")?;
     }
     write_sysctl(&format!("net/ipv4/conf/{host_dev}/rp_filter"), "0")?;
+    Ok(())
+}
+
+/// Sysctls of the VXLAN device: decapsulated packets come from other nodes' pods, whose route
+/// points at `weir0`, so strict reverse-path filtering would drop them.
+pub fn configure_tunnel_sysctls(ifname: &str) -> Result<(), HostError> {
+    write_sysctl(&format!("net/ipv4/conf/{ifname}/rp_filter"), "0")?;
+    if let Err(e) = write_sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "1") {
+        debug!(%e, "IPv6 sysctl not available");
+    }
     Ok(())
 }
 

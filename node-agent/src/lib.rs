@@ -11,6 +11,7 @@ pub mod datapath;
 pub mod endpoints;
 pub mod host;
 pub mod policy;
+pub mod routing;
 pub mod server;
 pub mod source;
 pub mod watch;

@@ -40,6 +40,11 @@ enum Command {
         #[command(flatten)]
         paths: PathArgs,
     },
+    /// Print where the datapath sends other nodes' traffic (prefix → node) as JSON lines.
+    Remotes {
+        #[command(flatten)]
+        paths: PathArgs,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -71,9 +76,13 @@ struct RunArgs {
     /// The node's uplink; defaults to the interface of the IPv4 default route.
     #[arg(long)]
     uplink: Option<String>,
-    /// Pod MTU; defaults to the uplink's.
+    /// Pod MTU; defaults to the uplink's, less 50 bytes with VXLAN.
     #[arg(long)]
     mtu: Option<u32>,
+    /// How pods reach other nodes' pods: native (straight over a shared L2, the default) or
+    /// vxlan (a tunnel, for routed underlays). Every node of a cluster must use the same.
+    #[arg(long, default_value = "native")]
+    routing: weir_agent::routing::Routing,
     /// The Service ClusterIP range (kube-apiserver's --service-cluster-ip-range).
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: Ipv4Net,
@@ -114,6 +123,7 @@ impl RunArgs {
             cluster_cidr,
             uplink: self.uplink.clone(),
             mtu: self.mtu,
+            routing: self.routing,
             cni_conf_dir: self.cni_conf_dir.clone(),
             service_cidr: self.service_cidr.trunc(),
             manifest_dir: self.manifest_dir.clone(),
@@ -184,6 +194,15 @@ fn main() -> Result<()> {
             let mut rows = counters::read_pinned(&paths.pin_dir())?;
             counters::name_pods(&mut rows, &paths.endpoints_dir());
             for row in rows {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+            Ok(())
+        }
+        Command::Remotes { paths } => {
+            let pin_dir = paths
+                .bpffs_dir
+                .join(format!("v{}", weir_common::maps::ABI_VERSION));
+            for row in weir_agent::routing::read_pinned(&pin_dir)? {
                 println!("{}", serde_json::to_string(&row)?);
             }
             Ok(())

@@ -148,7 +148,8 @@ impl PolicyEngine {
         rejected
     }
 
-    fn cluster(&self) -> &Cluster {
+    /// The model the source describes (nodes included).
+    pub fn cluster(&self) -> &Cluster {
         self.source
             .as_ref()
             .map_or(&self.cluster, ManifestDir::cluster)

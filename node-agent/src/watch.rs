@@ -74,7 +74,7 @@ async fn sync(agent: &Mutex<Agent>, full: bool) {
     if full {
         agent.request_full_scan();
     }
-    if let Err(e) = agent.sync() {
+    if let Err(e) = agent.sync().await {
         warn!(error = %format!("{e:#}"), "programming policy after a manifest change failed");
     }
 }

@@ -36,6 +36,8 @@ pub struct AgentConfig {
     /// The lab's Kubernetes objects (`--manifest-dir`), shared by every node.
     pub manifest_dir: PathBuf,
     pub service_cidr: String,
+    /// `--routing`: native or vxlan.
+    pub routing: String,
     /// Appended to `run`'s flags (e.g. `--attach-mode clsact`); `for_node` takes them from
     /// `WEIR_LAB_AGENT_ARGS` (whitespace-separated).
     pub extra_args: Vec<String>,
@@ -56,6 +58,7 @@ impl AgentConfig {
             cni_log_file: node.cni_log_file.clone(),
             manifest_dir: lab.manifest_dir.clone(),
             service_cidr: lab.service_cidr.clone(),
+            routing: lab.routing.as_str().to_owned(),
             extra_args: std::env::var("WEIR_LAB_AGENT_ARGS")
                 .map(|a| a.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
@@ -94,6 +97,8 @@ impl AgentConfig {
         }
         args.push("--service-cidr".into());
         args.push(self.service_cidr.clone().into());
+        args.push("--routing".into());
+        args.push(self.routing.clone().into());
         args.push("--log-file".into());
         args.push(self.log_file.clone().into());
         args.extend(self.extra_args.iter().map(OsString::from));
@@ -238,7 +243,7 @@ mod tests {
                  --cluster-cidr 10.244.0.0/16 --uplink eth0 --state-dir /run/weir-lab/n1/state \
                  --run-dir /run/weir-lab/n1/run --bpffs-dir /sys/fs/bpf/weir-lab-{}-n1 \
                  --cni-log-file /run/weir-lab/n1/cni.log --manifest-dir /run/weir-lab/manifests \
-                 --service-cidr 10.96.0.0/12 --log-file /run/weir-lab/n1/agent.log",
+                 --service-cidr 10.96.0.0/12 --routing native --log-file /run/weir-lab/n1/agent.log",
                 state.id
             )
         );

@@ -46,8 +46,8 @@ use crate::{
     agent::{agent_sync, run_agent_cleanup, start_agent, wait_agent_ready, AgentConfig},
     cni::{parse_add_result, plugin_config_from_dir, run_cni, with_prev_result, CniEnv, CniError},
     manifest::{
-        change_labels, namespace_object, parse_documents, pod_object, service_object, Kind,
-        ManifestDir, Object, ObjectRef, NAMESPACE_NAME_LABEL,
+        change_labels, namespace_object, node_object, parse_documents, pod_object, service_object,
+        Kind, ManifestDir, Object, ObjectRef, NAMESPACE_NAME_LABEL,
     },
     names::{self, Endpoint, PodRef},
     netns::{
@@ -199,8 +199,8 @@ impl PodInfo {
 pub struct PodSpec {
     pub pod: PodRef,
     pub labels: BTreeMap<String, String>,
-    /// 1-based node index.
-    pub node: u32,
+    /// 1-based node index; `None`: the lab spreads pods over its nodes, round-robin.
+    pub node: Option<u32>,
     /// Served on top of TCP, UDP and SCTP 80 and 81.
     pub serve: Vec<ServePort>,
 }
@@ -210,7 +210,7 @@ impl PodSpec {
         Self {
             pod: PodRef::new(namespace, name),
             labels: BTreeMap::new(),
-            node: 1,
+            node: None,
             serve: Vec::new(),
         }
     }
@@ -227,7 +227,7 @@ impl PodSpec {
     }
 
     pub fn on_node(mut self, node: u32) -> Self {
-        self.node = node;
+        self.node = Some(node);
         self
     }
 }
@@ -796,6 +796,7 @@ pub fn plan(dir: &Path, opts: &LabOptions) -> LabState {
         manifest_dir: dir.join(crate::manifest::MANIFEST_DIR),
         service_cidr: service::SERVICE_CIDR.to_owned(),
         last_service_index: 0,
+        pods_placed: 0,
         ext: ExtState {
             netns: names::ext_netns(&id),
             bridge: "br0".to_owned(),
@@ -936,23 +937,6 @@ fn build(lock: &StateLock, state: &mut LabState, opts: &LabOptions) -> Result<()
         }
     }
 
-    // Stand-ins for what a cluster's network would know about pod CIDRs.
-    if opts.routing == Routing::Native {
-        for node in &state.nodes {
-            for other in state.nodes.iter().filter(|o| o.index != node.index) {
-                ip_in(
-                    &node.netns,
-                    &[
-                        "route",
-                        "add",
-                        &other.pod_cidr,
-                        "via",
-                        &other.ip.to_string(),
-                    ],
-                )?;
-            }
-        }
-    }
     if opts.ext_pod_routes {
         for node in &state.nodes {
             ip_in(
@@ -971,6 +955,11 @@ fn build(lock: &StateLock, state: &mut LabState, opts: &LabOptions) -> Result<()
     )?);
     std::fs::create_dir_all(&state.manifest_dir)
         .with_context(|| format!("creating {}", state.manifest_dir.display()))?;
+    // Every agent learns every node (address, pod CIDR) from these, as from the API's Nodes.
+    let manifests = manifests(state);
+    for node in &state.nodes {
+        manifests.write(&node_object(&node.name, node.ip, &node.pod_cidr))?;
+    }
     lock.save(state)?;
 
     for i in 0..state.nodes.len() {
@@ -1099,10 +1088,22 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
     if state.pod(&pod).is_some() {
         return Err(LabError::PodExists(pod).into());
     }
-    let node = state
-        .node(spec.node)
-        .cloned()
-        .ok_or(LabError::NoSuchNode(spec.node))?;
+    let node = match spec.node {
+        Some(index) => state
+            .node(index)
+            .cloned()
+            .ok_or(LabError::NoSuchNode(index))?,
+        None => {
+            let count = u32::try_from(state.nodes.len()).unwrap_or(u32::MAX).max(1);
+            let node = state
+                .nodes
+                .get((state.pods_placed % count) as usize)
+                .cloned()
+                .context("the lab has no nodes")?;
+            state.pods_placed = state.pods_placed.wrapping_add(1);
+            node
+        }
+    };
     let netns_name = names::pod_netns(&state.id, &pod);
     if let Some(other) = state.pods.iter().find(|p| p.netns == netns_name) {
         bail!(
@@ -1212,7 +1213,7 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
     state.pods.push(PodState {
         namespace: pod.namespace.clone(),
         name: pod.name.clone(),
-        node: spec.node,
+        node: node.index,
         netns: netns_name,
         container_id,
         ifname: "eth0".to_owned(),
@@ -1258,14 +1259,26 @@ fn publish_pod(lock: &StateLock, state: &mut LabState, pod: &PodRef) -> Result<(
         .context("the Service CIDR is used up (this lab has handed out every ClusterIP)")?;
     lock.save(state)?;
     let recorded = state.pods[index].clone();
-    let node = state
-        .node(recorded.node)
-        .ok_or(LabError::NoSuchNode(recorded.node))?;
-    service::ensure_chains(&node.netns)?;
+    // Every node translates the ClusterIP, as kube-proxy does: clients on any node reach it.
     let (dnat, hairpin) =
         service::service_rules(vip, recorded.ip, &recorded.ports, &pod.to_string());
-    service::apply_rules(&node.netns, &service::restore_script('A', &dnat, &hairpin))
-        .with_context(|| format!("installing the Service rules of {pod}"))?;
+    for (k, node) in state.nodes.iter().enumerate() {
+        let installed = service::ensure_chains(&node.netns).and_then(|()| {
+            service::apply_rules(&node.netns, &service::restore_script('A', &dnat, &hairpin))
+        });
+        if let Err(err) = installed {
+            for earlier in &state.nodes[..k] {
+                let _ = service::apply_rules(
+                    &earlier.netns,
+                    &service::restore_script('D', &dnat, &hairpin),
+                );
+            }
+            return Err(err.context(format!(
+                "installing the Service rules of {pod} on {}",
+                node.name
+            )));
+        }
+    }
     // Recorded once the rules are in (iptables-restore commits all or nothing), so DEL
     // removes exactly what is there.
     state.pods[index].cluster_ip = Some(vip);
@@ -1336,13 +1349,18 @@ fn del_pod_locked(lock: &StateLock, state: &mut LabState, pod: &PodRef) -> Resul
     lock.save(state)?;
 
     let mut errors: Vec<anyhow::Error> = Vec::new();
-    if let (Some(vip), Some(node)) = (removed.cluster_ip, state.node(removed.node)) {
+    if let Some(vip) = removed.cluster_ip {
         let (dnat, hairpin) =
             service::service_rules(vip, removed.ip, &removed.ports, &pod.to_string());
-        if let Err(err) =
-            service::apply_rules(&node.netns, &service::restore_script('D', &dnat, &hairpin))
-        {
-            errors.push(err.context(format!("removing the Service rules of {pod}")));
+        for node in &state.nodes {
+            if let Err(err) =
+                service::apply_rules(&node.netns, &service::restore_script('D', &dnat, &hairpin))
+            {
+                errors.push(err.context(format!(
+                    "removing the Service rules of {pod} on {}",
+                    node.name
+                )));
+            }
         }
     }
     let manifests = manifests(state);
@@ -1372,7 +1390,7 @@ fn pod_spec_from_object(state: &LabState, object: &Object) -> Result<PodSpec> {
             .nodes
             .iter()
             .find(|n| n.name == node_name)
-            .map(|n| n.index)
+            .map(|n| Some(n.index))
             .with_context(|| {
                 format!("{}: spec.nodeName {node_name} is not a lab node", object.id)
             })?;

@@ -44,6 +44,7 @@ pub enum Kind {
     NetworkPolicy,
     Pod,
     Service,
+    Node,
 }
 
 impl Kind {
@@ -53,18 +54,19 @@ impl Kind {
             Self::NetworkPolicy => "NetworkPolicy",
             Self::Pod => "Pod",
             Self::Service => "Service",
+            Self::Node => "Node",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Self::NetworkPolicy => "networking.k8s.io/v1",
-            Self::Namespace | Self::Pod | Self::Service => "v1",
+            Self::Namespace | Self::Pod | Self::Service | Self::Node => "v1",
         }
     }
 
     pub fn is_namespaced(self) -> bool {
-        self != Self::Namespace
+        !matches!(self, Self::Namespace | Self::Node)
     }
 
     /// Kinds `apply` accepts (Services are the lab's own).
@@ -96,6 +98,14 @@ impl ObjectRef {
     pub fn namespace(name: &str) -> Self {
         Self {
             kind: Kind::Namespace,
+            namespace: None,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn node(name: &str) -> Self {
+        Self {
+            kind: Kind::Node,
             namespace: None,
             name: name.to_owned(),
         }
@@ -196,6 +206,7 @@ impl Object {
                 k8s_openapi::api::networking::v1::NetworkPolicy::deserialize(&doc).map(drop)
             }
             Kind::Service => k8s_openapi::api::core::v1::Service::deserialize(&doc).map(drop),
+            Kind::Node => k8s_openapi::api::core::v1::Node::deserialize(&doc).map(drop),
         };
         typed.with_context(|| format!("{id} does not match the {kind} schema"))?;
         let object = Self { id, doc };
@@ -397,6 +408,24 @@ pub fn pod_object(
     };
     object.set_labels(labels);
     object
+}
+
+/// A lab node's Node: its address on the shared segment and its pod CIDR, as kubelet and the
+/// node IPAM controller would have filled them in.
+pub fn node_object(name: &str, ip: Ipv4Addr, pod_cidr: &str) -> Object {
+    Object {
+        id: ObjectRef::node(name),
+        doc: json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+            "status": {"addresses": [
+                {"type": "InternalIP", "address": ip.to_string()},
+                {"type": "Hostname", "address": name},
+            ]},
+        }),
+    }
 }
 
 /// The Service in front of a lab pod: its ClusterIP with every served port.

@@ -40,6 +40,16 @@ pub enum Routing {
     Vxlan,
 }
 
+impl Routing {
+    /// The name `--routing` takes (the agent's and the lab's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Vxlan => "vxlan",
+        }
+    }
+}
+
 impl std::str::FromStr for Routing {
     type Err = names::ParseError;
 
@@ -78,6 +88,9 @@ pub struct LabState {
     /// a new Service never inherits an old one's conntrack entries.
     #[serde(default)]
     pub last_service_index: u32,
+    /// Pods placed so far without a node named: the next goes to the node after the last one.
+    #[serde(default)]
+    pub pods_placed: u32,
     pub ext: ExtState,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
@@ -275,6 +288,7 @@ pub(crate) mod tests {
         let dir = PathBuf::from("/run/weir-lab");
         let node_dir = dir.join("n1");
         LabState {
+            pods_placed: 0,
             version: STATE_VERSION,
             id: id.clone(),
             dir: dir.clone(),

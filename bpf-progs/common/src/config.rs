@@ -19,12 +19,32 @@ pub struct NodeConfig {
     /// egress policy is judged where the real backend is known.
     pub service_cidr_be: u32,
     pub service_prefix_len: u32,
+    /// The node's uplink: native routing sends other nodes' pod traffic out of it.
+    pub uplink_ifindex: u32,
+    /// The flow-based VXLAN device (`weir-vxlan`); 0 in native routing.
+    pub tunnel_ifindex: u32,
+    /// The VXLAN network identifier every node uses.
+    pub vni: u32,
+    pub _pad: u32,
 }
 
 /// The agent has written this entry; until then the programs pass everything to the host stack.
 pub const NODE_F_CONFIGURED: u32 = 1;
+/// Other nodes are reached through the VXLAN device instead of straight over the uplink.
+pub const NODE_F_VXLAN: u32 = 2;
 
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 32);
+/// UDP port of Weir's VXLAN (the Linux default, also Flannel's and Cilium's; IANA's is 4789).
+pub const VXLAN_PORT: u16 = 8472;
+/// Bytes VXLAN adds to every packet over IPv4: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// The MAC address of every node's `weir-vxlan` device. Frames sent into a tunnel are addressed to
+/// it, so that the receiving node's stack takes them as its own when they are not for a pod.
+pub const TUNNEL_DEV_MAC: [u8; 6] = [0x0e, 0x77, 0x65, 0x69, 0x72, 0x01];
+/// The source MAC of frames sent into a tunnel: anything but [`TUNNEL_DEV_MAC`], which the
+/// receiving VXLAN device would drop as its own frame looping back.
+pub const TUNNEL_SRC_MAC: [u8; 6] = [0x0e, 0x77, 0x65, 0x69, 0x72, 0x02];
+
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 48);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), Copy, all fields are integers with explicit padding.

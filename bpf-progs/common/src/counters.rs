@@ -41,6 +41,10 @@ pub enum Reason {
     FromHost = 4,
     /// Delivered to the pod (counted on its veth, direction to-pod): ingress allowed.
     Deliver = 5,
+    /// Sent to another node (straight out of the uplink, or into the VXLAN tunnel).
+    ForwardRemote = 6,
+    /// Arrived through the VXLAN tunnel and delivered to a pod.
+    FromTunnel = 7,
     /// Source IP is not the pod's own.
     DropSpoofedIp = 100,
     /// Source MAC is not the pod's own.
@@ -59,6 +63,8 @@ pub enum Reason {
     DropPolicyIngress = 107,
     /// The pod's policy could not be programmed, so it is isolated (fail closed).
     DropPolicyFailClosed = 108,
+    /// Addressed to another node's pod CIDR, but no node is known for it (or it cannot be reached).
+    DropNoRoute = 109,
 }
 
 impl Reason {
@@ -73,6 +79,8 @@ impl Reason {
             3 => Self::ArpReply,
             4 => Self::FromHost,
             5 => Self::Deliver,
+            6 => Self::ForwardRemote,
+            7 => Self::FromTunnel,
             100 => Self::DropSpoofedIp,
             101 => Self::DropSpoofedMac,
             102 => Self::DropUnsupportedL3,
@@ -82,6 +90,7 @@ impl Reason {
             106 => Self::DropPolicyEgress,
             107 => Self::DropPolicyIngress,
             108 => Self::DropPolicyFailClosed,
+            109 => Self::DropNoRoute,
             _ => return None,
         })
     }
@@ -93,6 +102,8 @@ impl Reason {
             Self::ArpReply => "arp_reply",
             Self::FromHost => "from_host",
             Self::Deliver => "deliver",
+            Self::ForwardRemote => "forward_remote",
+            Self::FromTunnel => "from_tunnel",
             Self::DropSpoofedIp => "drop_spoofed_ip",
             Self::DropSpoofedMac => "drop_spoofed_mac",
             Self::DropUnsupportedL3 => "drop_unsupported_l3",
@@ -102,6 +113,7 @@ impl Reason {
             Self::DropPolicyEgress => "drop_policy_egress",
             Self::DropPolicyIngress => "drop_policy_ingress",
             Self::DropPolicyFailClosed => "drop_policy_fail_closed",
+            Self::DropNoRoute => "drop_no_route",
         }
     }
 }

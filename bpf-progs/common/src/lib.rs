@@ -13,9 +13,11 @@ pub mod counters;
 pub mod ct;
 pub mod endpoint;
 pub mod policy;
+pub mod remote;
 
 pub use config::NodeConfig;
 pub use counters::{CounterKey, CounterValue, Reason};
 pub use ct::{CtKey, CtValue};
 pub use endpoint::{EndpointInfo, EndpointKey};
 pub use policy::{PeerKey, PeerValue, PortKey, PortValue};
+pub use remote::{RemoteKey, RemoteNode};

@@ -2,7 +2,7 @@
 //! so they are written once here and nowhere else.
 
 /// Bumped whenever a key or value layout changes; the agent pins under `<bpffs root>/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Pod IP → endpoint (its host-side veth and MACs).
 pub const ENDPOINTS: &str = "WEIR_ENDPOINTS";
@@ -29,7 +29,12 @@ pub const CT_MAX: u32 = 131_072;
 pub const HOST_IPS: &str = "WEIR_HOST_IPS";
 pub const HOST_IPS_MAX: u32 = 256;
 
+/// Other nodes' pod CIDRs (and, with VXLAN, their node addresses) → the node to send to.
+pub const REMOTES: &str = "WEIR_REMOTES";
+pub const REMOTES_MAX: u32 = 16_384;
+
 /// Program names (the function names in bpf-progs).
 pub const PROG_FROM_POD: &str = "tc_from_pod";
 pub const PROG_TO_POD: &str = "tc_to_pod";
 pub const PROG_FROM_HOST: &str = "tc_from_host";
+pub const PROG_FROM_TUNNEL: &str = "tc_from_tunnel";

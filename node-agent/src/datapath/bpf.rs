@@ -1,10 +1,13 @@
 //! The real datapath: the embedded eBPF object, loaded with its maps pinned under bpffs.
 
 use std::{
+    collections::BTreeMap,
     fs, io,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
+
+use ipnet::Ipv4Net;
 
 use aya::{
     maps::{
@@ -23,10 +26,10 @@ use tracing::{debug, info};
 use weir_common::{
     maps::{
         CONFIG, COUNTERS, ENDPOINTS, HOST_IPS, POLICY_PEERS, POLICY_PORTS, PROG_FROM_HOST,
-        PROG_FROM_POD, PROG_TO_POD,
+        PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_TO_POD, REMOTES,
     },
     CounterKey, CounterValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey, PeerValue, PortKey,
-    PortValue,
+    PortValue, RemoteKey, RemoteNode,
 };
 
 use super::{AttachMode, Attachments, Datapath, DatapathError, Hook, PeerEntry, PortEntry};
@@ -131,7 +134,7 @@ impl BpfDatapath {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(BPF_OBJECT)?;
-        for name in [PROG_FROM_POD, PROG_TO_POD, PROG_FROM_HOST] {
+        for name in [PROG_FROM_POD, PROG_TO_POD, PROG_FROM_HOST, PROG_FROM_TUNNEL] {
             program(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
@@ -431,6 +434,7 @@ fn hook_program(hook: Hook) -> (&'static str, TcAttachType) {
         Hook::FromPod => (PROG_FROM_POD, TcAttachType::Ingress),
         Hook::ToPod => (PROG_TO_POD, TcAttachType::Egress),
         Hook::FromHost => (PROG_FROM_HOST, TcAttachType::Egress),
+        Hook::FromTunnel => (PROG_FROM_TUNNEL, TcAttachType::Ingress),
     }
 }
 
@@ -652,4 +656,53 @@ impl Datapath for BpfDatapath {
         }
         Ok(())
     }
+
+    fn set_remotes(&mut self, remotes: &[(Ipv4Net, Ipv4Addr)]) -> Result<(), DatapathError> {
+        let want: BTreeMap<Ipv4Net, Ipv4Addr> = remotes.iter().copied().collect();
+        let stale: Vec<Ipv4Net> = self
+            .remotes()?
+            .into_iter()
+            .map(|(net, _)| net)
+            .filter(|net| !want.contains_key(net))
+            .collect();
+        let map = self.ebpf.map_mut(REMOTES).ok_or(missing_map(REMOTES))?;
+        let mut map: LpmTrie<_, RemoteKey, RemoteNode> =
+            LpmTrie::try_from(map).map_err(map_err(REMOTES))?;
+        for (net, node) in &want {
+            let value = RemoteNode {
+                node_ip_be: u32::from(*node).to_be(),
+                _reserved: 0,
+            };
+            map.insert(&remote_key(*net), value, 0)
+                .map_err(map_err(REMOTES))?;
+        }
+        for net in stale {
+            absent_ok(REMOTES, map.remove(&remote_key(net)))?;
+        }
+        Ok(())
+    }
+
+    fn remotes(&self) -> Result<Vec<(Ipv4Net, Ipv4Addr)>, DatapathError> {
+        let map = self.ebpf.map(REMOTES).ok_or(missing_map(REMOTES))?;
+        let map: LpmTrie<_, RemoteKey, RemoteNode> =
+            LpmTrie::try_from(map).map_err(map_err(REMOTES))?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            let (key, value) = item.map_err(map_err(REMOTES))?;
+            let len = key.prefix_len().min(32) as u8;
+            let net = Ipv4Net::new(Ipv4Addr::from(key.data().ip), len)
+                .expect("prefix length clamped to 32");
+            out.push((net, Ipv4Addr::from(u32::from_be(value.node_ip_be))));
+        }
+        Ok(out)
+    }
+}
+
+fn remote_key(net: Ipv4Net) -> Key<RemoteKey> {
+    Key::new(
+        u32::from(net.prefix_len()),
+        RemoteKey {
+            ip: net.network().octets(),
+        },
+    )
 }

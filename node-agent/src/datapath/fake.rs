@@ -18,6 +18,7 @@ pub struct FakeDatapath {
     pub peers: BTreeMap<PeerEntry, u32>,
     pub ports: BTreeSet<PortEntry>,
     pub host_ips: Vec<Ipv4Addr>,
+    pub remotes: BTreeMap<ipnet::Ipv4Net, Ipv4Addr>,
     /// Makes PEERS writes fail once this many entries exist (a full map).
     pub peers_capacity: Option<usize>,
     /// Makes the next `attach` fail, to test rollback.
@@ -25,7 +26,7 @@ pub struct FakeDatapath {
 }
 
 fn hook_of(suffix: &str) -> Hook {
-    [Hook::FromPod, Hook::ToPod, Hook::FromHost]
+    Hook::ALL
         .into_iter()
         .find(|h| h.pin_suffix() == suffix)
         .unwrap_or(Hook::FromHost)
@@ -131,5 +132,14 @@ impl Datapath for FakeDatapath {
     fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError> {
         self.host_ips = ips.to_vec();
         Ok(())
+    }
+
+    fn set_remotes(&mut self, remotes: &[(ipnet::Ipv4Net, Ipv4Addr)]) -> Result<(), DatapathError> {
+        self.remotes = remotes.iter().copied().collect();
+        Ok(())
+    }
+
+    fn remotes(&self) -> Result<Vec<(ipnet::Ipv4Net, Ipv4Addr)>, DatapathError> {
+        Ok(self.remotes.iter().map(|(k, v)| (*k, *v)).collect())
     }
 }

@@ -44,14 +44,16 @@ pub enum Hook {
     FromPod,
     /// Host-side veth egress: what the pod receives.
     ToPod,
-    /// `weir0` egress: host-stack traffic to local pods.
+    /// `weir0` egress: host-stack traffic to pods (local ones, and other nodes').
     FromHost,
+    /// `weir-vxlan` ingress: other nodes' traffic out of the tunnel.
+    FromTunnel,
 }
 
 impl Hook {
     pub const ALL_ENDPOINT: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
 
-    pub const ALL: [Hook; 3] = [Hook::FromPod, Hook::ToPod, Hook::FromHost];
+    pub const ALL: [Hook; 4] = [Hook::FromPod, Hook::ToPod, Hook::FromHost, Hook::FromTunnel];
 
     /// Names the hook in the link's pin file name: `<suffix>:<ifname>`.
     pub fn pin_suffix(self) -> &'static str {
@@ -59,6 +61,7 @@ impl Hook {
             Hook::FromPod => "from-pod",
             Hook::ToPod => "to-pod",
             Hook::FromHost => "from-host",
+            Hook::FromTunnel => "from-tunnel",
         }
     }
 }
@@ -158,6 +161,11 @@ pub trait Datapath: Send {
 
     /// Replace the set of this node's own addresses (always allowed to reach local pods).
     fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError>;
+
+    /// Make REMOTES hold exactly `remotes` (prefix → the node it goes to): entries that stay are
+    /// rewritten in place, never removed first, so routing to a node never blinks.
+    fn set_remotes(&mut self, remotes: &[(ipnet::Ipv4Net, Ipv4Addr)]) -> Result<(), DatapathError>;
+    fn remotes(&self) -> Result<Vec<(ipnet::Ipv4Net, Ipv4Addr)>, DatapathError>;
 }
 
 /// A PEERS trie key in plain terms.

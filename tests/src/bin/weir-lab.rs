@@ -109,9 +109,10 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct UpArgs {
-    /// Number of nodes (only 1 is fully supported today).
+    /// Number of nodes, each its own netns with its own agent, on one shared segment.
     #[arg(long, default_value_t = 1)]
     nodes: u32,
+    /// How pods reach other nodes' pods: native (straight over the segment) or vxlan.
     #[arg(long, default_value = "native")]
     routing: Routing,
     /// Seconds to wait for the agents to be ready.
@@ -149,9 +150,9 @@ enum PodCmd {
         /// Labels, k=v[,k=v...].
         #[arg(long, default_value = "", value_parser = parse_labels_arg)]
         labels: LabelMap,
-        /// Node index (1-based).
-        #[arg(long, default_value_t = 1)]
-        node: u32,
+        /// Node index (1-based); without it pods spread over the nodes, round-robin.
+        #[arg(long)]
+        node: Option<u32>,
         /// More ports to serve, proto:port[,...] (tcp, udp, sctp).
         #[arg(long, default_value = "", value_parser = parse_serve_arg)]
         serve: ServeList,
@@ -275,9 +276,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let dir = paths::lab_dir(cli.dir.as_deref());
     match cli.command {
         Cmd::Up(args) => {
-            if args.nodes > 1 {
-                eprintln!("weir-lab: warning: only --nodes 1 is fully supported today");
-            }
             let state = lab::up(&up_options(dir, &args))?;
             print_json(&state)?;
         }
@@ -467,7 +465,7 @@ mod tests {
         };
         assert_eq!(pod, PodRef::new("default", "web"));
         assert_eq!(labels.get("tier").map(String::as_str), Some("front"));
-        assert_eq!(node, 2);
+        assert_eq!(node, Some(2));
         assert!(serve.0.is_empty());
         assert!(parse(&["pod", "add", "web"]).is_err());
         assert!(parse(&["pod", "add", "default/web", "--labels", "role"]).is_err());

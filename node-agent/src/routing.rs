@@ -1,0 +1,238 @@
+//! Routing between nodes, planned from the model: which prefixes go to which other node. Pure; the
+//! agent writes the plan into `WEIR_REMOTES` and the kernel's routes (see `agent.rs`).
+
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
+
+use ipnet::Ipv4Net;
+use weir_policy::model::NodeInfo;
+
+/// How packets reach other nodes' pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Routing {
+    /// Straight to the other node over a network all nodes share at L2 (kind, most labs).
+    #[default]
+    Native,
+    /// Through a flow-based VXLAN device, for underlays that route between nodes.
+    Vxlan,
+}
+
+impl Routing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Native => "native",
+            Routing::Vxlan => "vxlan",
+        }
+    }
+}
+
+impl fmt::Display for Routing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Routing {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "native" => Ok(Routing::Native),
+            "vxlan" => Ok(Routing::Vxlan),
+            other => Err(format!("unknown routing mode {other:?} (native or vxlan)")),
+        }
+    }
+}
+
+/// What the agent programs for the other nodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemotePlan {
+    /// Prefix → the node address packets for it go to: every other node's pod CIDRs and, with
+    /// VXLAN, every other node's own address as a /32 (so that pods' traffic to a node, and replies
+    /// to a node's traffic, cross the tunnel both ways: the underlay may not carry pod addresses).
+    pub entries: BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// The pod CIDRs the host stack must route to `weir0` (node-originated and Service traffic).
+    pub kernel_routes: Vec<Ipv4Net>,
+    /// Nodes left out, and why: logged by the agent.
+    pub skipped: Vec<String>,
+}
+
+/// Plan routes to every node but `local`, whose pod CIDR is `local_cidr`. A node without an
+/// address or pod CIDR cannot be routed to yet; a CIDR that overlaps this node's, or another
+/// node's already taken (by name order), is left out rather than stealing traffic.
+pub fn plan<'a>(
+    local: &str,
+    local_cidr: Ipv4Net,
+    nodes: impl IntoIterator<Item = &'a NodeInfo>,
+    routing: Routing,
+) -> RemotePlan {
+    let mut plan = RemotePlan::default();
+    let mut nodes: Vec<&NodeInfo> = nodes.into_iter().filter(|n| n.name != local).collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut taken: Vec<(Ipv4Net, &str)> = vec![(local_cidr, local)];
+    for node in nodes {
+        let Some(ip) = node.ip else {
+            plan.skipped
+                .push(format!("node {} has no IPv4 address yet", node.name));
+            continue;
+        };
+        if node.pod_cidrs.is_empty() {
+            plan.skipped
+                .push(format!("node {} has no IPv4 pod CIDR yet", node.name));
+        }
+        for &cidr in &node.pod_cidrs {
+            let overlap = taken
+                .iter()
+                .find(|(other, _)| other.contains(&cidr) || cidr.contains(other));
+            if let Some((other, owner)) = overlap {
+                plan.skipped.push(format!(
+                    "node {}: pod CIDR {cidr} overlaps {other} of node {owner}",
+                    node.name
+                ));
+                continue;
+            }
+            taken.push((cidr, &node.name));
+            plan.entries.insert(cidr, ip);
+            plan.kernel_routes.push(cidr);
+        }
+        if routing == Routing::Vxlan {
+            let host = Ipv4Net::from(ip);
+            if !local_cidr.contains(&ip) {
+                plan.entries.entry(host).or_insert(ip);
+            }
+        }
+    }
+    plan.kernel_routes.sort();
+    plan
+}
+
+/// One `WEIR_REMOTES` entry, as `weir-agent remotes` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteRow {
+    /// `10.244.2.0/24`.
+    pub prefix: String,
+    pub node_ip: Ipv4Addr,
+}
+
+/// Read the routes to other nodes from the map pinned in `pin_dir`.
+pub fn read_pinned(pin_dir: &std::path::Path) -> anyhow::Result<Vec<RemoteRow>> {
+    use anyhow::Context;
+    use aya::maps::{lpm_trie::LpmTrie, Map, MapData};
+    use weir_common::{maps::REMOTES, RemoteKey, RemoteNode};
+
+    let path = pin_dir.join(REMOTES);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let map: LpmTrie<_, RemoteKey, RemoteNode> = LpmTrie::try_from(Map::LpmTrie(data))?;
+    let mut rows = Vec::new();
+    for item in map.iter() {
+        let (key, value) = item?;
+        let prefix = Ipv4Net::new(
+            Ipv4Addr::from(key.data().ip),
+            key.prefix_len().min(32) as u8,
+        )?;
+        rows.push((prefix, Ipv4Addr::from(u32::from_be(value.node_ip_be))));
+    }
+    rows.sort();
+    Ok(rows
+        .into_iter()
+        .map(|(prefix, node_ip)| RemoteRow {
+            prefix: prefix.to_string(),
+            node_ip,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, ip: Option<[u8; 4]>, cidrs: &[&str]) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            ip: ip.map(Ipv4Addr::from),
+            pod_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        }
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn native_routes_every_other_nodes_pod_cidrs_to_its_address() {
+        let nodes = [
+            node("n1", Some([192, 0, 2, 11]), &["10.244.1.0/24"]),
+            node("n2", Some([192, 0, 2, 12]), &["10.244.2.0/24"]),
+            node(
+                "n3",
+                Some([192, 0, 2, 13]),
+                &["10.244.3.0/24", "10.245.3.0/24"],
+            ),
+        ];
+        let plan = plan("n1", net("10.244.1.0/24"), &nodes, Routing::Native);
+        let entries: Vec<_> = plan.entries.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(
+            entries,
+            vec![
+                (net("10.244.2.0/24"), Ipv4Addr::new(192, 0, 2, 12)),
+                (net("10.244.3.0/24"), Ipv4Addr::new(192, 0, 2, 13)),
+                (net("10.245.3.0/24"), Ipv4Addr::new(192, 0, 2, 13)),
+            ]
+        );
+        assert_eq!(
+            plan.kernel_routes,
+            vec![
+                net("10.244.2.0/24"),
+                net("10.244.3.0/24"),
+                net("10.245.3.0/24")
+            ]
+        );
+        assert!(plan.skipped.is_empty());
+    }
+
+    #[test]
+    fn vxlan_also_tunnels_to_each_other_nodes_own_address() {
+        let nodes = [
+            node("n1", Some([192, 0, 2, 11]), &["10.244.1.0/24"]),
+            node("n2", Some([192, 0, 2, 12]), &["10.244.2.0/24"]),
+        ];
+        let plan = plan("n1", net("10.244.1.0/24"), &nodes, Routing::Vxlan);
+        assert_eq!(
+            plan.entries.get(&net("192.0.2.12/32")),
+            Some(&Ipv4Addr::new(192, 0, 2, 12))
+        );
+        assert!(!plan.entries.contains_key(&net("192.0.2.11/32")));
+        // The kernel needs no route to a node address: the underlay has one.
+        assert_eq!(plan.kernel_routes, vec![net("10.244.2.0/24")]);
+    }
+
+    #[test]
+    fn nodes_without_address_or_cidr_and_overlapping_cidrs_are_skipped_with_a_reason() {
+        let nodes = [
+            node("a-no-ip", None, &["10.244.9.0/24"]),
+            node("b-no-cidr", Some([192, 0, 2, 20]), &[]),
+            node("c-steals-mine", Some([192, 0, 2, 21]), &["10.244.1.0/25"]),
+            node("d", Some([192, 0, 2, 22]), &["10.244.4.0/24"]),
+            node("e-steals-d", Some([192, 0, 2, 23]), &["10.244.4.0/23"]),
+        ];
+        let plan = plan("me", net("10.244.1.0/24"), &nodes, Routing::Native);
+        let routed: Vec<_> = plan.entries.keys().copied().collect();
+        assert_eq!(routed, vec![net("10.244.4.0/24")]);
+        assert_eq!(plan.skipped.len(), 4, "{:?}", plan.skipped);
+        assert!(plan.skipped[2].contains("overlaps 10.244.1.0/24 of node me"));
+        assert!(plan.skipped[3].contains("of node d"));
+    }
+
+    #[test]
+    fn the_local_node_is_never_a_remote() {
+        let nodes = [node("me", Some([192, 0, 2, 11]), &["10.244.1.0/24"])];
+        let plan = plan("me", net("10.244.1.0/24"), &nodes, Routing::Vxlan);
+        assert_eq!(plan, RemotePlan::default());
+    }
+
+    #[test]
+    fn routing_mode_parses_its_names_only() {
+        assert_eq!("vxlan".parse::<Routing>(), Ok(Routing::Vxlan));
+        assert_eq!("native".parse::<Routing>(), Ok(Routing::Native));
+        assert!("VXLAN".parse::<Routing>().is_err());
+    }
+}
