@@ -343,6 +343,11 @@ impl Cluster {
         self.namespaces.insert(name.into(), labels);
     }
 
+    /// The labels of a namespace that has a Namespace object, as stored.
+    pub fn namespace_object_labels(&self, name: &str) -> Option<&Labels> {
+        self.namespaces.get(name)
+    }
+
     pub fn delete_namespace(&mut self, name: &str) -> bool {
         self.namespaces.remove(name).is_some()
     }

@@ -1,0 +1,180 @@
+//! Kubernetes Events about objects the agent cannot program: rejected pods and policies (whose
+//! pods are isolated) and Services whose ClusterIP is outside the service CIDR. Each problem is
+//! published once when it appears, not on every sync; one that goes away and comes back is
+//! published again.
+
+use std::collections::BTreeSet;
+
+use kube::{
+    runtime::events::{Event, EventType, Recorder, Reporter},
+    Client,
+};
+use tracing::{debug, warn};
+use weir_agent_api::Rejected;
+
+use crate::{KubeSource, ObjectKey};
+
+/// The Events API limits a note to 1 kB.
+const NOTE_MAX: usize = 1000;
+
+/// One problem about one object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Notice {
+    pub object: ObjectKey,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// The problems to report now: `rejected` (from the agent: objects the source could not read and
+/// policies the compiler rejected) and `misplaced` Services. Rejections that name no Kubernetes
+/// object (a manifest file) are left out.
+pub fn notices(
+    rejected: &[Rejected],
+    misplaced: &[(ObjectKey, Vec<std::net::Ipv4Addr>)],
+    service_cidr: Option<ipnet::Ipv4Net>,
+) -> BTreeSet<Notice> {
+    let mut out = BTreeSet::new();
+    for r in rejected {
+        let Some(object) = ObjectKey::parse(&r.object) else {
+            continue;
+        };
+        let reason = match object.kind {
+            crate::Kind::NetworkPolicy => "NetworkPolicyRejected",
+            _ => "ObjectRejected",
+        };
+        let mut note = format!(
+            "weir cannot program this object; the pods it selects are isolated: {}",
+            r.reason
+        );
+        truncate(&mut note);
+        out.insert(Notice {
+            object,
+            reason,
+            note,
+        });
+    }
+    for (object, ips) in misplaced {
+        let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        let range = service_cidr.map_or_else(|| "the service CIDR".to_owned(), |c| c.to_string());
+        let mut note = format!(
+            "ClusterIP {} is outside {range} (weir-agent --service-cidr): NetworkPolicy egress to it \
+             is judged before DNAT, on the ClusterIP instead of the pod behind it",
+            ips.join(", ")
+        );
+        truncate(&mut note);
+        out.insert(Notice {
+            object: object.clone(),
+            reason: "ClusterIPOutsideServiceCIDR",
+            note,
+        });
+    }
+    out
+}
+
+fn truncate(note: &mut String) {
+    if note.len() > NOTE_MAX {
+        let mut end = NOTE_MAX;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+}
+
+/// Publishes [`Notice`]s as Events, each once while it lasts.
+pub struct Notices {
+    recorder: Recorder,
+    published: BTreeSet<Notice>,
+    service_cidr: Option<ipnet::Ipv4Net>,
+}
+
+impl Notices {
+    pub fn new(client: Client, node_name: &str, service_cidr: Option<ipnet::Ipv4Net>) -> Self {
+        let reporter = Reporter {
+            controller: "weir-agent".into(),
+            instance: Some(node_name.to_owned()),
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+            published: BTreeSet::new(),
+            service_cidr,
+        }
+    }
+
+    /// Publishes the problems that are new since the last call. One that fails to publish (the
+    /// API is unreachable) is tried again next time.
+    pub async fn publish(&mut self, source: &KubeSource, rejected: &[Rejected]) {
+        let current = notices(rejected, &source.misplaced_services(), self.service_cidr);
+        let mut published = BTreeSet::new();
+        for notice in current {
+            if self.published.contains(&notice) {
+                published.insert(notice);
+                continue;
+            }
+            warn!(object = %notice.object, reason = notice.reason, note = %notice.note, "reporting");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: notice.reason.to_owned(),
+                note: Some(notice.note.clone()),
+                action: "Program".to_owned(),
+                secondary: None,
+            };
+            match self
+                .recorder
+                .publish(&event, &source.reference(&notice.object))
+                .await
+            {
+                Ok(()) => {
+                    published.insert(notice);
+                }
+                Err(e) => {
+                    debug!(object = %notice.object, error = %e, "publishing an Event failed; retrying on the next change")
+                }
+            }
+        }
+        self.published = published;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_naming_objects_and_misplaced_services_become_notices() {
+        let rejected = [
+            Rejected {
+                object: "NetworkPolicy x/p".into(),
+                reason: "port name too long".into(),
+            },
+            Rejected {
+                object: "policy.yaml".into(),
+                reason: "not YAML".into(),
+            },
+            Rejected {
+                object: "Pod x/a".into(),
+                reason: "x".repeat(2000),
+            },
+        ];
+        let misplaced = [(
+            ObjectKey::parse("Service x/s").unwrap(),
+            vec![std::net::Ipv4Addr::new(172, 20, 0, 5)],
+        )];
+        let notices = notices(&rejected, &misplaced, Some("10.96.0.0/12".parse().unwrap()));
+        let summary: Vec<(String, &str)> = notices
+            .iter()
+            .map(|n| (n.object.to_string(), n.reason))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("Pod x/a".to_owned(), "ObjectRejected"),
+                ("NetworkPolicy x/p".to_owned(), "NetworkPolicyRejected"),
+                ("Service x/s".to_owned(), "ClusterIPOutsideServiceCIDR"),
+            ]
+        );
+        assert!(notices.iter().all(|n| n.note.len() <= NOTE_MAX));
+        let service = notices.iter().last().unwrap();
+        assert!(service.note.contains("172.20.0.5") && service.note.contains("10.96.0.0/12"));
+    }
+}

@@ -1,0 +1,234 @@
+//! weir-kube: the Kubernetes API as the agent's source of objects.
+//!
+//! One kube-runtime watcher per kind (Namespaces, Pods, NetworkPolicies, Services, Nodes, all
+//! namespaces) feeds a [`State`]: objects are trimmed as they arrive ([`trim`]), relists are
+//! swapped in whole, and API errors only delay updates, with backoff — the model is never emptied
+//! because the API server is unreachable, so enforcement goes on with the last known state.
+//!
+//! The agent waits on [`KubeSource::changes`], takes a [`Snapshot`] (cheap: the model is shared
+//! copy-on-write) and programs it. [`events::Notices`] turns what the agent could not program
+//! into Kubernetes Events.
+
+pub mod events;
+pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod trim;
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, ObjectReference, Pod, Service},
+    networking::v1::NetworkPolicy,
+};
+use kube::{
+    runtime::{watcher, WatchStreamExt},
+    Api, Client,
+};
+pub use state::{Kind, ObjectKey, Snapshot, State, Watched};
+use tokio::{sync::watch, task::AbortHandle};
+use tracing::{debug, info, warn};
+use weir_agent_api::Rejected;
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The Service ClusterIP range the datapath defers to after DNAT; Services with a ClusterIP
+    /// outside it are reported.
+    pub service_cidr: Option<Ipv4Net>,
+}
+
+/// The watched cluster. Clones share the same watchers, which stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct KubeSource {
+    shared: Arc<Shared>,
+    _tasks: Arc<Tasks>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped whenever the model changes or a kind finishes its first list.
+    changes: watch::Sender<u64>,
+}
+
+struct Tasks(Vec<AbortHandle>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a consistent model (every change is one call).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle<K: Watched>(&self, event: watcher::Event<K>) {
+        let (changed, synced, generation) = {
+            let mut state = self.state();
+            let was_synced = state.is_synced();
+            let changed = state.handle(event);
+            (
+                changed,
+                !was_synced && state.is_synced(),
+                state.generation(),
+            )
+        };
+        if synced {
+            info!(generation, "every kind listed: the model is complete");
+        }
+        if changed || synced {
+            self.changes.send_replace(generation);
+        }
+    }
+}
+
+impl KubeSource {
+    /// Starts the watchers on the current tokio runtime.
+    pub fn spawn(client: Client, options: Options) -> Self {
+        let (changes, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(options.service_cidr)),
+            changes,
+        });
+        let tasks = vec![
+            spawn_watcher::<Namespace>(&client, &shared),
+            spawn_watcher::<Pod>(&client, &shared),
+            spawn_watcher::<NetworkPolicy>(&client, &shared),
+            spawn_watcher::<Service>(&client, &shared),
+            spawn_watcher::<Node>(&client, &shared),
+        ];
+        Self {
+            shared,
+            _tasks: Arc::new(Tasks(tasks)),
+        }
+    }
+
+    /// Changes whenever the model does (and when it first becomes complete).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.shared.state().is_synced()
+    }
+
+    /// Returns once every kind has been listed: before that, the model is a part of the cluster,
+    /// and programming it would open pods that policies not yet listed isolate.
+    pub async fn synced(&self) {
+        let mut changes = self.changes();
+        let mut waiting = Duration::ZERO;
+        const LOG_EVERY: Duration = Duration::from_secs(15);
+        while !self.is_synced() {
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(LOG_EVERY) => {
+                    waiting += LOG_EVERY;
+                    info!(waited_s = waiting.as_secs(), "waiting for the first list of every kind from the Kubernetes API");
+                }
+            }
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.shared.state().generation()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.state().snapshot()
+    }
+
+    pub fn rejected(&self) -> Vec<Rejected> {
+        self.shared.state().rejected()
+    }
+
+    /// Services with a ClusterIP outside the configured service CIDR.
+    pub fn misplaced_services(&self) -> Vec<(ObjectKey, Vec<std::net::Ipv4Addr>)> {
+        self.shared.state().misplaced_services()
+    }
+
+    /// A reference to an object the source knows, for an Event about it.
+    pub fn reference(&self, key: &ObjectKey) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(key.kind.api_version().to_owned()),
+            kind: Some(key.kind.as_str().to_owned()),
+            namespace: (!key.namespace.is_empty()).then(|| key.namespace.clone()),
+            name: Some(key.name.clone()),
+            uid: self.shared.state().uid(key).map(str::to_owned),
+            ..ObjectReference::default()
+        }
+    }
+
+    /// Waits until Node `name` has an IPv4 pod CIDR (`spec.podCIDRs`, set by the controller
+    /// manager's node IPAM), logging while it waits.
+    pub async fn node_pod_cidr(&self, name: &str) -> Ipv4Net {
+        let mut changes = self.changes();
+        const LOG_EVERY: Duration = Duration::from_secs(15);
+        let mut logged = false;
+        loop {
+            let cidr = self
+                .shared
+                .state()
+                .cluster()
+                .node(name)
+                .and_then(|n| n.pod_cidrs.first().copied());
+            if let Some(cidr) = cidr {
+                return cidr;
+            }
+            if !logged {
+                info!(
+                    node = name,
+                    "waiting for Node {name} to have spec.podCIDRs (kube-controller-manager \
+                     --allocate-node-cidrs, as kubeadm --pod-network-cidr and kind set up); or \
+                     pass --pod-cidr"
+                );
+            }
+            tokio::select! {
+                _ = changes.changed() => logged = true,
+                () = tokio::time::sleep(LOG_EVERY) => logged = false,
+            }
+        }
+    }
+}
+
+fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHandle {
+    let api: Api<K> = Api::all(client.clone());
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(K::trim);
+        let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if std::mem::take(&mut failing) {
+                        info!(kind = K::KIND.as_str(), "watch recovered");
+                    }
+                    shared.handle(event);
+                }
+                Err(e) if failing => {
+                    debug!(kind = K::KIND.as_str(), error = %e, "watch still failing")
+                }
+                Err(e) => {
+                    failing = true;
+                    warn!(
+                        kind = K::KIND.as_str(),
+                        error = %e,
+                        "watch failed; enforcing the last known state and retrying with backoff"
+                    );
+                }
+            }
+        }
+    })
+    .abort_handle()
+}
