@@ -647,6 +647,30 @@ impl Lab {
         check_sync(&state, &[id])
     }
 
+    /// Write (or rewrite) a Node object, as the API server would hold one for a node joining or
+    /// changing its pod CIDR, and wait until every agent has programmed it. The node need not be
+    /// one of the lab's: agents route to whatever the objects say.
+    pub fn put_node_object(&self, name: &str, ip: Ipv4Addr, pod_cidr: &str) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let state = load_up(&lock)?;
+        let object = node_object(name, ip, pod_cidr);
+        let id = object.id.clone();
+        manifests(&state).write(&object)?;
+        check_sync(&state, &[id])
+    }
+
+    /// Delete a Node object (a node leaving the cluster) and wait until every agent has
+    /// programmed that.
+    pub fn delete_node_object(&self, name: &str) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let state = load_up(&lock)?;
+        let id = ObjectRef::node(name);
+        if !manifests(&state).remove(&id)? {
+            return Err(LabError::NoSuchObject(id.to_string()).into());
+        }
+        sync_agents(&state).map(drop)
+    }
+
     /// The ClusterIP of the pod's Service.
     pub fn service_ip(&self, namespace: &str, name: &str) -> Result<Ipv4Addr> {
         let pod = self.pod(namespace, name)?;

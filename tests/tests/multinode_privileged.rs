@@ -1,0 +1,403 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Pods on different nodes, on the real kernel with the real plugin and agents: a 3-node lab on one
+//! shared segment, in native routing and in VXLAN. Cross-node TCP, UDP and ICMP; node → remote pod;
+//! a Service whose backend is on another node; no masquerading between pods, masquerading to the
+//! outside; one route per node and none per pod; nodes joining, changing pod CIDR and leaving; an
+//! agent restart during a cross-node stream; full-size TCP through the tunnel without fragments.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    process::Command,
+    time::Duration,
+};
+
+use weir_tests::{
+    agent::{start_agent, wait_agent_ready, AgentConfig},
+    in_netns,
+    lab::{ProbeOptions, ProbeTarget},
+    state::Routing,
+    Lab, LabOptions, PodSpec, Proto,
+};
+
+const QUICK: Duration = Duration::from_millis(800);
+const EXT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
+fn lab(tag: &str, routing: Routing) -> Lab {
+    let opts = LabOptions {
+        nodes: 3,
+        routing,
+        ..LabOptions::isolated(tag)
+    };
+    Lab::up(&opts).expect("lab up")
+}
+
+/// x/a on node 1, x/b on node 2, x/c on node 3.
+fn add_pods(lab: &Lab) {
+    for (name, node) in [("a", 1), ("b", 2), ("c", 3)] {
+        lab.add_pod_with(&PodSpec::new("x", name).on_node(node))
+            .unwrap();
+    }
+}
+
+fn reach(lab: &Lab, from: &str, to: &str, proto: Proto) -> bool {
+    let (ns, name) = to.split_once('/').unwrap();
+    let result = lab
+        .probe_with(
+            from,
+            &ProbeTarget::pod(ns, name),
+            &ProbeOptions::new(proto, 80).timeout(QUICK),
+        )
+        .unwrap();
+    if !result.connected {
+        eprintln!("{from} → {to} over {proto:?}: {:?}", result.error);
+    }
+    result.connected
+}
+
+fn pod_netns(lab: &Lab, pod: &str) -> String {
+    let (ns, name) = pod.split_once('/').unwrap();
+    lab.pod(ns, name).unwrap().netns
+}
+
+fn pod_ip(lab: &Lab, pod: &str) -> Ipv4Addr {
+    let (ns, name) = pod.split_once('/').unwrap();
+    lab.pod(ns, name).unwrap().ip
+}
+
+/// The source address a TCP server in `server_netns` sees for a connection from `client_netns`.
+fn seen_source(client_netns: &str, server_netns: &str, server_ip: Ipv4Addr, port: u16) -> Ipv4Addr {
+    let listener = in_netns(server_netns, || {
+        TcpListener::bind(SocketAddrV4::new(server_ip, port))
+    })
+    .unwrap()
+    .unwrap();
+    let client = in_netns(client_netns, || {
+        TcpStream::connect_timeout(
+            &SocketAddrV4::new(server_ip, port).into(),
+            Duration::from_secs(3),
+        )
+    })
+    .unwrap()
+    .expect("connecting");
+    let (_conn, peer) = listener.accept().unwrap();
+    drop(client);
+    match peer.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("IPv6 peer {other}"),
+    }
+}
+
+/// `ip -o route` of a node's netns, one route a line.
+fn routes(netns: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-n", netns, "-o", "-4", "route", "show", "table", "main"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// The pod CIDRs a node routes to `weir0`.
+fn weir0_routes(netns: &str) -> BTreeSet<String> {
+    routes(netns)
+        .iter()
+        .filter(|r| r.contains("dev weir0"))
+        .map(|r| r.split_whitespace().next().unwrap().to_owned())
+        .collect()
+}
+
+/// `weir-agent remotes` on a node: prefix → node address.
+fn remotes(lab: &Lab, node: u32) -> BTreeSet<(String, String)> {
+    let state = lab.state().unwrap();
+    let node = state.node(node).unwrap();
+    let agent = weir_tests::paths::require_bin("weir-agent").unwrap();
+    let mut command = Command::new(agent);
+    command
+        .args(["remotes", "--bpffs-dir"])
+        .arg(&node.bpffs_dir);
+    weir_tests::netns::command_in_netns(&mut command, &node.netns).unwrap();
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                row["prefix"].as_str().unwrap().to_owned(),
+                row["node_ip"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// Counter total of `reason` on one node.
+fn node_packets(lab: &Lab, node: u32, reason: &str) -> u64 {
+    let state = lab.state().unwrap();
+    let node = state.node(node).unwrap();
+    let agent = weir_tests::paths::require_bin("weir-agent").unwrap();
+    let mut command = Command::new(agent);
+    command
+        .args(["counters", "--bpffs-dir"])
+        .arg(&node.bpffs_dir);
+    weir_tests::netns::command_in_netns(&mut command, &node.netns).unwrap();
+    let out = command.output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|row| row["reason"] == reason)
+        .map(|row| row["packets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn restart_agent(lab: &Lab, index: u32, kill: bool) {
+    let state = lab.state().unwrap();
+    let node = state.node(index).unwrap();
+    let agent = node.agent.unwrap();
+    if kill {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        weir_tests::process::wait_until(Duration::from_secs(5), || !agent.is_alive());
+    } else {
+        assert!(agent.terminate(Duration::from_secs(5)));
+    }
+    let config = AgentConfig::for_node(&state, node);
+    let process = start_agent(&node.netns, &config, &node.stdout_log).unwrap();
+    wait_agent_ready(&process, &config, &node.stdout_log, Duration::from_secs(30)).unwrap();
+}
+
+/// Everything but the VXLAN-only checks, for either routing mode.
+fn pods_on_three_nodes_talk_flat(routing: Routing, tag: &str) {
+    let lab = lab(tag, routing);
+    add_pods(&lab);
+    let pods = ["x/a", "x/b", "x/c"];
+
+    // Every pod reaches every other, on its own node or not, over TCP, UDP and ICMP.
+    for from in pods {
+        for to in pods.iter().filter(|&&to| to != from) {
+            for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
+                assert!(reach(&lab, from, to, proto), "{from} → {to} {proto:?}");
+            }
+        }
+    }
+    // A node reaches another node's pods; a pod reaches another node's Service backend.
+    assert!(reach(&lab, "node1", "x/b", Proto::Tcp));
+    assert!(reach(&lab, "node3", "x/a", Proto::Icmp));
+    for (from, to) in [("x/a", "x/c"), ("x/c", "x/b")] {
+        let (ns, name) = to.split_once('/').unwrap();
+        let r = lab
+            .probe_with(
+                from,
+                &ProbeTarget::pod(ns, name),
+                &ProbeOptions::new(Proto::Tcp, 80)
+                    .via_service()
+                    .timeout(QUICK),
+            )
+            .unwrap();
+        assert!(r.connected, "{from} → Service of {to}: {r:?}");
+        assert_eq!(r.reply.as_deref(), Some(to));
+    }
+
+    // Pods see each other's real addresses; the outside sees the node's.
+    let a_ns = pod_netns(&lab, "x/a");
+    let b_ns = pod_netns(&lab, "x/b");
+    assert_eq!(
+        seen_source(&a_ns, &b_ns, pod_ip(&lab, "x/b"), 7001),
+        pod_ip(&lab, "x/a")
+    );
+    let state = lab.state().unwrap();
+    let node1 = state.node(1).unwrap().clone();
+    assert_eq!(
+        seen_source(&a_ns, &state.ext.netns, EXT_IP, 7002),
+        node1.ip,
+        "pod → outside is masqueraded to its node"
+    );
+
+    // One route per node, none per pod; the maps hold one entry per other node's CIDR.
+    let cidrs: BTreeSet<String> = state.nodes.iter().map(|n| n.pod_cidr.clone()).collect();
+    for node in &state.nodes {
+        assert_eq!(weir0_routes(&node.netns), cidrs, "routes of {}", node.name);
+        for route in routes(&node.netns) {
+            assert!(
+                !route.starts_with("10.244.") || route.contains("/24"),
+                "{route}"
+            );
+        }
+    }
+    let mut expected = vec![
+        ("10.244.2.0/24", "192.0.2.12"),
+        ("10.244.3.0/24", "192.0.2.13"),
+    ];
+    if routing == Routing::Vxlan {
+        expected.extend([
+            ("192.0.2.12/32", "192.0.2.12"),
+            ("192.0.2.13/32", "192.0.2.13"),
+        ]);
+    }
+    assert_eq!(remotes(&lab, 1), set(&expected));
+    assert!(node_packets(&lab, 1, "forward_remote") > 0);
+    if routing == Routing::Vxlan {
+        assert!(node_packets(&lab, 2, "from_tunnel") > 0);
+    }
+
+    // An established cross-node stream survives a crash and a graceful restart of both agents.
+    let stream = common::Stream::start(&a_ns, &b_ns, pod_ip(&lab, "x/b"), 9100);
+    restart_agent(&lab, 2, true);
+    restart_agent(&lab, 1, false);
+    stream.finish();
+    assert_eq!(remotes(&lab, 1), set(&expected), "adopted, not rebuilt");
+
+    // Nodes join, change pod CIDR and leave while the agents run.
+    lab.put_node_object("n9", Ipv4Addr::new(192, 0, 2, 99), "10.244.99.0/24")
+        .unwrap();
+    assert!(remotes(&lab, 1).contains(&("10.244.99.0/24".into(), "192.0.2.99".into())));
+    assert!(weir0_routes(&node1.netns).contains("10.244.99.0/24"));
+    lab.put_node_object("n9", Ipv4Addr::new(192, 0, 2, 99), "10.244.98.0/24")
+        .unwrap();
+    let now = remotes(&lab, 1);
+    assert!(now.contains(&("10.244.98.0/24".into(), "192.0.2.99".into())));
+    assert!(!now.iter().any(|(prefix, _)| prefix == "10.244.99.0/24"));
+    assert!(!weir0_routes(&node1.netns).contains("10.244.99.0/24"));
+    lab.delete_node_object("n9").unwrap();
+    assert_eq!(remotes(&lab, 1), set(&expected));
+
+    // Node 3 leaves: its routes and entries go from every other node, and its pods are unreachable.
+    lab.delete_node_object("n3").unwrap();
+    for index in [1, 2] {
+        let node = state.node(index).unwrap();
+        assert!(!weir0_routes(&node.netns).contains("10.244.3.0/24"));
+        assert!(!remotes(&lab, index)
+            .iter()
+            .any(|(p, n)| p == "10.244.3.0/24" || n == "192.0.2.13"));
+    }
+    let sent_remote = node_packets(&lab, 1, "forward_remote");
+    assert!(!reach(&lab, "x/a", "x/c", Proto::Tcp));
+    assert_eq!(node_packets(&lab, 1, "forward_remote"), sent_remote);
+    assert!(reach(&lab, "x/a", "x/b", Proto::Tcp));
+    lab.down().unwrap();
+}
+
+#[test]
+fn native_routing_pods_on_three_nodes_talk_flat() {
+    require_root!();
+    pods_on_three_nodes_talk_flat(Routing::Native, "mn-native");
+}
+
+#[test]
+fn vxlan_routing_pods_on_three_nodes_talk_flat() {
+    require_root!();
+    pods_on_three_nodes_talk_flat(Routing::Vxlan, "mn-vxlan");
+}
+
+/// IP fragments a node's stack created or reassembled (from `/proc/net/snmp` of its netns).
+fn fragments(netns: &str) -> u64 {
+    let text = in_netns(netns, || {
+        std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap()
+    })
+    .unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Ip:")).collect();
+    let names: Vec<&str> = lines[0].split_whitespace().collect();
+    let values: Vec<&str> = lines[1].split_whitespace().collect();
+    ["ReasmReqds", "FragCreates", "FragFails"]
+        .iter()
+        .map(|want| {
+            let i = names.iter().position(|n| n == want).unwrap();
+            values[i].parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn full_size_tcp_crosses_vxlan_without_fragments() {
+    require_root!();
+    let lab = lab("mn-mtu", Routing::Vxlan);
+    add_pods(&lab);
+    let a_ns = pod_netns(&lab, "x/a");
+    let b_ns = pod_netns(&lab, "x/b");
+    let b_ip = pod_ip(&lab, "x/b");
+
+    // The pod MTU leaves room for VXLAN on the 1500-byte segment.
+    let link = Command::new("ip")
+        .args(["-n", &a_ns, "-o", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("mtu 1450 "),
+        "{}",
+        String::from_utf8_lossy(&link.stdout)
+    );
+    let state = lab.state().unwrap();
+    let nodes: Vec<String> = state.nodes.iter().map(|n| n.netns.clone()).collect();
+    let before: u64 = nodes.iter().map(|n| fragments(n)).sum();
+
+    // Full-size segments both ways, 16 MiB each, byte for byte.
+    let listener = in_netns(&b_ns, || TcpListener::bind(SocketAddrV4::new(b_ip, 7100)))
+        .unwrap()
+        .unwrap();
+    const SIZE: usize = 16 << 20;
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = vec![0u8; SIZE];
+        conn.read_exact(&mut got).unwrap();
+        conn.write_all(&got).unwrap();
+        got
+    });
+    let payload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let mut client = in_netns(&a_ns, || {
+        TcpStream::connect_timeout(
+            &SocketAddrV4::new(b_ip, 7100).into(),
+            Duration::from_secs(3),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client.write_all(&payload).unwrap();
+    let mut echoed = vec![0u8; SIZE];
+    client.read_exact(&mut echoed).unwrap();
+    assert!(server.join().unwrap() == payload, "server got other bytes");
+    assert!(echoed == payload, "echo differs");
+    let after: u64 = nodes.iter().map(|n| fragments(n)).sum();
+    assert_eq!(
+        after, before,
+        "the nodes fragmented or reassembled IP packets"
+    );
+
+    // A DF datagram of exactly the pod MTU crosses; one byte more is refused at the pod.
+    let ping = |size: &str| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &a_ns, "ping", "-c1", "-W2", "-M", "do", "-s", size,
+            ])
+            .arg(b_ip.to_string())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(ping("1422"), "1450-byte DF ping across the tunnel");
+    assert!(!ping("1423"));
+    lab.down().unwrap();
+}
