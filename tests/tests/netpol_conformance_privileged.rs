@@ -31,6 +31,7 @@ use std::{
 
 use weir_tests::{
     lab::{Lab, LabOptions, Matrix, MatrixOptions, PodSpec, ProbeOptions, ProbeTarget},
+    state::Routing,
     Proto,
 };
 
@@ -48,13 +49,39 @@ const POD_NAMES: [&str; 3] = ["a", "b", "c"];
 /// Case filter, by substring of the case name or upstream title.
 const CASES_ENV: &str = "WEIR_NETPOL_CASES";
 
-/// Both tests bring up a lab full of pods; on two cores, running them side by side would only make
+/// Every test brings up a lab full of pods; on two cores, running them side by side would only make
 /// denials (timeouts) and allowed probes compete for CPU. One at a time.
 static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn every_upstream_network_policy_case_holds() {
     require_root!();
+    every_case_holds(LabOptions::isolated("netpol"));
+}
+
+/// The same cases with the nine pods spread over three nodes (round-robin: x/a, y/a and z/a on
+/// one node, and so on), so that most probes cross nodes and Services DNAT to remote backends.
+#[test]
+fn every_upstream_network_policy_case_holds_across_three_nodes_native() {
+    require_root!();
+    every_case_holds(LabOptions {
+        nodes: 3,
+        routing: Routing::Native,
+        ..LabOptions::isolated("netpol-n3")
+    });
+}
+
+#[test]
+fn every_upstream_network_policy_case_holds_across_three_nodes_vxlan() {
+    require_root!();
+    every_case_holds(LabOptions {
+        nodes: 3,
+        routing: Routing::Vxlan,
+        ..LabOptions::isolated("netpol-v3")
+    });
+}
+
+fn every_case_holds(opts: LabOptions) {
     let _one = ONE_LAB_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -69,10 +96,12 @@ fn every_upstream_network_policy_case_holds() {
     );
 
     let started = Instant::now();
-    let lab = Lab::up(&LabOptions::isolated("netpol")).expect("lab up");
+    let lab = Lab::up(&opts).expect("lab up");
     let ips = add_model_pods(&lab);
     eprintln!(
-        "netpol: model up in {:.1}s; running {} of {} cases",
+        "netpol: model up on {} node(s) ({:?}) in {:.1}s; running {} of {} cases",
+        opts.nodes,
+        opts.routing,
         started.elapsed().as_secs_f64(),
         selected.len(),
         CASES.len()

@@ -35,6 +35,7 @@ use weir_netpol_model::{
 use weir_policy::compile::Compiled;
 use weir_tests::{
     lab::{Lab, LabOptions, MatrixOptions, PodSpec, ProbeOptions, ProbeTarget},
+    state::Routing,
     Proto,
 };
 
@@ -363,6 +364,30 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
 #[test]
 fn kernel_agrees_with_the_model_on_random_worlds() {
     require_root!();
+    kernel_agrees(1, Routing::Native, "netpol-diff");
+}
+
+/// The same worlds with their pods spread over three nodes, in both routing modes.
+#[test]
+fn kernel_agrees_with_the_model_across_three_nodes_native() {
+    require_root!();
+    kernel_agrees(3, Routing::Native, "netpol-diff-n3");
+}
+
+#[test]
+fn kernel_agrees_with_the_model_across_three_nodes_vxlan() {
+    require_root!();
+    kernel_agrees(3, Routing::Vxlan, "netpol-diff-v3");
+}
+
+/// Each test brings up a lab full of pods; side by side on two cores, denials (timeouts) and
+/// allowed probes would compete for CPU. One at a time.
+static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn kernel_agrees(nodes: u32, routing: Routing, tag: &str) {
+    let _one = ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let seeds: Vec<u64> = match env_u64("WEIR_DIFF_LAB_SEED") {
         Some(seed) => vec![seed],
         None => {
@@ -373,9 +398,11 @@ fn kernel_agrees_with_the_model_on_random_worlds() {
     };
     let started = Instant::now();
     let opts = LabOptions {
+        nodes,
+        routing,
         // The internet host reaches pod IPs directly, so ingress from outside can be probed.
         ext_pod_routes: true,
-        ..LabOptions::isolated("netpol-diff")
+        ..LabOptions::isolated(tag)
     };
     let lab = Lab::up(&opts).expect("lab up");
     let mut failures = Vec::new();
