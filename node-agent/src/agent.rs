@@ -119,6 +119,13 @@ fn lock(path: &Path) -> Result<fs::File> {
 impl Agent {
     /// Bring the node's datapath up and adopt existing endpoints. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Self> {
+        let policy = PolicyEngine::new(config.manifest_dir.as_deref())
+            .context("opening the manifest directory")?;
+        Self::start_with_policy(config, policy).await
+    }
+
+    /// [`Agent::start`] with objects from another source (the Kubernetes API).
+    pub async fn start_with_policy(config: Config, mut policy: PolicyEngine) -> Result<Self> {
         let paths = &config.paths;
         for dir in [&paths.run_dir, &paths.state_dir] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -214,8 +221,6 @@ impl Agent {
 
         remove_old_abi_pins(&paths.bpffs_dir);
 
-        let mut policy = PolicyEngine::new(config.manifest_dir.as_deref())
-            .context("opening the manifest directory")?;
         policy.resume(endpoints.datapath())?;
 
         let mut agent = Self {
@@ -285,6 +290,14 @@ impl Agent {
             self.endpoints.datapath_mut().set_config(self.node_config)?;
         }
         result.map(|_| ()).map_err(Into::into)
+    }
+
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
+    }
+
+    pub fn endpoints(&self) -> &Endpoints<BpfDatapath> {
+        &self.endpoints
     }
 
     pub fn manifest_dir(&self) -> Option<&Path> {

@@ -10,6 +10,8 @@ pub mod counters;
 pub mod datapath;
 pub mod endpoints;
 pub mod host;
+pub mod kubernetes;
+pub mod metrics;
 pub mod policy;
 pub mod routing;
 pub mod server;

@@ -2,20 +2,24 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::Mutex,
 };
-use tracing::info;
+use tracing::{info, warn};
 use weir_agent::{
     agent::{self, Agent},
     config::{Config, Paths},
     counters,
     datapath::AttachMode,
-    host, server, watch,
+    host,
+    kubernetes::Kubernetes,
+    metrics,
+    policy::PolicyEngine,
+    server, watch,
 };
 
 #[derive(Parser)]
@@ -31,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent in the foreground (standalone mode: no Kubernetes API).
+    /// Run the agent in the foreground (objects from a manifest directory or the Kubernetes API).
     Run(RunArgs),
     /// Remove everything Weir created on this node (pins, devices, iptables, conflist, state).
     Cleanup(RunArgs),
@@ -62,9 +66,18 @@ struct PathArgs {
 
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// This node's pod CIDR, e.g. 10.244.1.0/24.
+    /// This node's pod CIDR, e.g. 10.244.1.0/24. Required unless --source kubernetes, which
+    /// takes it from the Node's spec.podCIDRs.
     #[arg(long)]
-    pod_cidr: Ipv4Net,
+    pod_cidr: Option<Ipv4Net>,
+    /// Where Namespaces, Pods, NetworkPolicies, Services and Nodes come from: `manifests`
+    /// (--manifest-dir, or nothing) or `kubernetes` (the API server: the in-cluster service
+    /// account, or KUBECONFIG).
+    #[arg(long, value_enum, default_value = "manifests")]
+    source: SourceKind,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "127.0.0.1:9962")]
+    metrics_address: std::net::SocketAddr,
     /// Where the conflist is written once the agent is ready.
     #[arg(long, default_value = "/etc/cni/net.d")]
     cni_conf_dir: PathBuf,
@@ -106,20 +119,46 @@ struct RunArgs {
     attach_mode: AttachMode,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SourceKind {
+    Manifests,
+    Kubernetes,
+}
+
 impl RunArgs {
-    fn config(&self) -> Config {
+    fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into())
+        })
+    }
+
+    /// For cleanup: --pod-cidr, else the one in the conflist the agent wrote.
+    fn known_pod_cidr(&self) -> Result<Ipv4Net> {
+        if let Some(cidr) = self.pod_cidr {
+            return Ok(cidr);
+        }
+        let path = self.cni_conf_dir.join("10-weir.conflist");
+        let conflist: serde_json::Value = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .with_context(|| format!("no --pod-cidr and no readable {}", path.display()))?;
+        conflist["plugins"][0]["podCIDR"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("no --pod-cidr and no podCIDR in {}", path.display()))
+    }
+
+    fn config(&self, pod_cidr: Ipv4Net) -> Config {
         let cluster_cidr = self.cluster_cidr.unwrap_or_else(|| {
-            Ipv4Net::new(self.pod_cidr.network(), self.pod_cidr.prefix_len().min(16))
+            Ipv4Net::new(pod_cidr.network(), pod_cidr.prefix_len().min(16))
                 .map(|n| n.trunc())
-                .unwrap_or(self.pod_cidr)
+                .unwrap_or(pod_cidr)
         });
         Config {
-            node_name: self.node_name.clone().unwrap_or_else(|| {
-                nix::unistd::gethostname()
-                    .map(|h| h.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| "localhost".into())
-            }),
-            pod_cidr: self.pod_cidr.trunc(),
+            node_name: self.node_name(),
+            pod_cidr: pod_cidr.trunc(),
             cluster_cidr,
             uplink: self.uplink.clone(),
             mtu: self.mtu,
@@ -170,11 +209,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             init_tracing(&args)?;
-            runtime()?.block_on(run(args.config()))
+            runtime()?.block_on(run(args))
         }
         Command::Cleanup(args) => {
             init_tracing(&args)?;
-            let config = args.config();
+            let config = args.config(args.known_pod_cidr()?);
             runtime()?.block_on(async {
                 // Interfaces with an attachment but no endpoint record (a crash mid-ADD): the
                 // agent's cleanup knows only recorded ones. Deleting an interface takes its
@@ -210,19 +249,49 @@ fn main() -> Result<()> {
     }
 }
 
-async fn run(config: Config) -> Result<()> {
+async fn run(args: RunArgs) -> Result<()> {
+    let health = Arc::new(metrics::Health::default());
+    match tokio::net::TcpListener::bind(args.metrics_address).await {
+        Ok(listener) => drop(tokio::spawn(metrics::serve(listener, health.clone()))),
+        // Not fatal: networking pods matters more than being observed.
+        Err(e) => warn!(address = %args.metrics_address, error = %e, "cannot serve metrics and health"),
+    }
+    let node_name = args.node_name();
+    let kube = match args.source {
+        SourceKind::Kubernetes => {
+            let kube = Kubernetes::connect(&node_name, args.service_cidr.trunc()).await?;
+            // Programming part of the cluster's policies would open pods the rest isolate.
+            kube.source.synced().await;
+            Some(kube)
+        }
+        SourceKind::Manifests => None,
+    };
+    let pod_cidr = match (args.pod_cidr, &kube) {
+        (Some(cidr), _) => cidr,
+        (None, Some(kube)) => kube.source.node_pod_cidr(&node_name).await,
+        (None, None) => bail!("--pod-cidr is required unless --source kubernetes"),
+    };
+    let config = args.config(pod_cidr);
     info!(node = %config.node_name, pod_cidr = %config.pod_cidr, cluster_cidr = %config.cluster_cidr, "starting");
     let socket = config.paths.socket();
-    let agent = Agent::start(config).await.context("starting weir-agent")?;
+    let agent = match &kube {
+        Some(kube) => {
+            Agent::start_with_policy(config, PolicyEngine::kubernetes(kube.source.clone())).await
+        }
+        None => Agent::start(config).await,
+    }
+    .context("starting weir-agent")?;
     let listener = server::bind(&socket)?;
     agent.write_conflist()?;
     info!(socket = %socket.display(), "ready");
     let agent = Arc::new(Mutex::new(agent));
+    let _ = health.agent.set(agent.clone());
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         () = server::serve(listener, agent.clone()) => {}
         () = watch::manifests(agent.clone()) => {}
+        () = watch::kubernetes(agent.clone(), kube) => {}
         () = watch::host_addresses(agent) => {}
         _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
         _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),

@@ -7,7 +7,7 @@
 //! If a write fails (a map is full), every endpoint that should be isolated is pointed at the
 //! deny-all table: fail closed, logged, counted.
 
-use std::{net::Ipv4Addr, path::Path, time::Instant};
+use std::{net::Ipv4Addr, path::Path, sync::Arc, time::Instant};
 
 use tracing::{debug, error, info, warn};
 use weir_agent_api::{Endpoint, Rejected};
@@ -15,6 +15,7 @@ use weir_common::{
     policy::{TABLE_ALLOW_ALL, TABLE_FAIL_CLOSED},
     PortKey,
 };
+use weir_kube::KubeSource;
 use weir_policy::{
     compile::{compile, Compiled, DirectionRules, PortPrefix},
     model::{Cluster, PodKey},
@@ -24,13 +25,26 @@ use weir_policy::{
 use crate::{
     datapath::{Datapath, DatapathError, PeerEntry, PortEntry},
     endpoints::{EndpointError, Endpoints, Tables},
+    metrics::Histogram,
     source::ManifestDir,
 };
 
+/// Where the objects come from.
+enum Source {
+    /// None: no pod is isolated, or a model set by [`PolicyEngine::set_cluster`].
+    None,
+    Manifests(ManifestDir),
+    Kubernetes {
+        source: KubeSource,
+        /// The generation of the snapshot taken last.
+        taken: Option<u64>,
+    },
+}
+
 pub struct PolicyEngine {
-    source: Option<ManifestDir>,
-    /// The model when there is no manifest directory (see [`PolicyEngine::set_cluster`]).
-    cluster: Cluster,
+    source: Source,
+    /// The model when the source is not a manifest directory (which keeps its own).
+    cluster: Arc<Cluster>,
     /// Objects such a source could not use.
     source_rejected: Vec<Rejected>,
     /// Policies the compiler could not fully use (their pods are isolated).
@@ -40,6 +54,10 @@ pub struct PolicyEngine {
     pub failures: u64,
     /// The last programming failed: the next sync retries even if the source did not change.
     retry: bool,
+    /// When the oldest object change not yet programmed happened (Kubernetes source).
+    changed_at: Option<Instant>,
+    /// Seconds from an object change in the API to the maps that enforce it.
+    pub latency: Histogram,
 }
 
 fn port_entry(portset: u32, prefix: &PortPrefix) -> PortEntry {
@@ -60,16 +78,35 @@ fn table_id(rules: &DirectionRules, programmed: u32) -> u32 {
 
 impl PolicyEngine {
     pub fn new(manifest_dir: Option<&Path>) -> std::io::Result<Self> {
-        let source = manifest_dir.map(ManifestDir::new).transpose()?;
-        Ok(Self {
+        let source = match manifest_dir {
+            Some(dir) => Source::Manifests(ManifestDir::new(dir)?),
+            None => Source::None,
+        };
+        Ok(Self::with_source(source))
+    }
+
+    /// Objects from the Kubernetes API. The source should have listed every kind
+    /// ([`KubeSource::synced`]) before the first program, or pods would be judged by part of
+    /// the cluster's policies.
+    pub fn kubernetes(source: KubeSource) -> Self {
+        Self::with_source(Source::Kubernetes {
             source,
-            cluster: Cluster::default(),
+            taken: None,
+        })
+    }
+
+    fn with_source(source: Source) -> Self {
+        Self {
+            source,
+            cluster: Arc::default(),
             source_rejected: Vec::new(),
             problems: Vec::new(),
             programmer: Programmer::new(),
             failures: 0,
             retry: false,
-        })
+            changed_at: None,
+            latency: Histogram::latency(),
+        }
     }
 
     /// Take over maps an earlier agent filled: the first plan rewrites everything under fresh ids,
@@ -101,31 +138,47 @@ impl PolicyEngine {
     /// Replace the model wholesale: for sources that build a [`Cluster`] themselves (the
     /// Kubernetes API source, tests).
     pub fn set_cluster(&mut self, cluster: Cluster, rejected: Vec<Rejected>) {
-        self.cluster = cluster;
+        self.cluster = Arc::new(cluster);
         self.source_rejected = rejected;
     }
 
     /// Re-read the source. Returns whether anything changed.
     pub fn refresh(&mut self) -> bool {
-        let Some(source) = &mut self.source else {
-            return false;
-        };
-        match source.refresh() {
-            Ok(changed) => changed,
-            Err(e) => {
-                // Keep enforcing the last good state: an unreadable directory opens nothing.
-                warn!(dir = %source.dir().display(), error = %e, "reading manifests failed; keeping the last state");
-                false
+        match &mut self.source {
+            Source::None => false,
+            Source::Manifests(source) => match source.refresh() {
+                Ok(changed) => changed,
+                Err(e) => {
+                    // Keep enforcing the last good state: an unreadable directory opens nothing.
+                    warn!(dir = %source.dir().display(), error = %e, "reading manifests failed; keeping the last state");
+                    false
+                }
+            },
+            Source::Kubernetes { source, taken } => {
+                if *taken == Some(source.generation()) {
+                    return false;
+                }
+                let snapshot = source.snapshot();
+                *taken = Some(snapshot.generation);
+                self.cluster = snapshot.cluster;
+                self.source_rejected = snapshot.rejected;
+                if self.changed_at.is_none() {
+                    self.changed_at = snapshot.changed_at;
+                }
+                true
             }
         }
     }
 
     pub fn change_fd(&self) -> Option<std::os::fd::OwnedFd> {
-        self.source.as_ref().and_then(ManifestDir::change_fd)
+        match &self.source {
+            Source::Manifests(source) => source.change_fd(),
+            _ => None,
+        }
     }
 
     pub fn request_full_scan(&mut self) {
-        if let Some(source) = &mut self.source {
+        if let Source::Manifests(source) = &mut self.source {
             source.request_full_scan();
         }
     }
@@ -136,13 +189,17 @@ impl PolicyEngine {
     }
 
     pub fn generation(&self) -> u64 {
-        self.source.as_ref().map_or(0, ManifestDir::generation)
+        match &self.source {
+            Source::None => 0,
+            Source::Manifests(source) => source.generation(),
+            Source::Kubernetes { taken, .. } => taken.unwrap_or(0),
+        }
     }
 
     pub fn rejected(&self) -> Vec<Rejected> {
         let mut rejected = match &self.source {
-            Some(source) => source.rejected(),
-            None => self.source_rejected.clone(),
+            Source::Manifests(source) => source.rejected(),
+            _ => self.source_rejected.clone(),
         };
         rejected.extend(self.problems.iter().cloned());
         rejected
@@ -150,9 +207,10 @@ impl PolicyEngine {
 
     /// The model the source describes (nodes included).
     pub fn cluster(&self) -> &Cluster {
-        self.source
-            .as_ref()
-            .map_or(&self.cluster, ManifestDir::cluster)
+        match &self.source {
+            Source::Manifests(source) => source.cluster(),
+            _ => &self.cluster,
+        }
     }
 
     /// Compile for this node's endpoints (plus `new`, about to be added) and program the maps.
@@ -189,6 +247,9 @@ impl PolicyEngine {
                     .commit(plan.id)
                     .expect("the plan just made is outstanding");
                 self.retry = false;
+                if let Some(at) = self.changed_at.take() {
+                    self.latency.observe(at.elapsed().as_secs_f64());
+                }
                 Ok(changed)
             }
             Err(e) => {
@@ -435,5 +496,81 @@ mod tests {
         let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
         assert!(b.ingress_table != TABLE_FAIL_CLOSED && b.ingress_table != TABLE_DENY_ALL);
         assert!(!eps.datapath().peers.is_empty());
+    }
+
+    fn api_pod(name: &str, app: &str, ip: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": "x", "name": name, "labels": {"app": app}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": ip}})
+    }
+
+    fn api_policy() -> serde_json::Value {
+        let mut policy: serde_json::Value =
+            serde_yaml::from_str(B_FROM_A).expect("B_FROM_A is YAML");
+        policy["metadata"]["uid"] = "uid-b-from-a".into();
+        policy
+    }
+
+    async fn next_generation(source: &weir_kube::KubeSource, after: u64) {
+        let mut changes = source.changes();
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while source.generation() == after {
+                changes.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the source saw the change");
+    }
+
+    #[tokio::test]
+    async fn policy_from_the_api_reaches_the_maps_and_outlives_an_outage_until_a_relist_removes_it()
+    {
+        let (client, api) = weir_kube::testing::FakeApi::start();
+        api.apply(api_pod("a", "a", "10.244.1.2"));
+        api.apply(api_pod("b", "b", "10.244.1.3"));
+        api.apply(api_policy());
+        let source = weir_kube::KubeSource::spawn(client, weir_kube::Options::default());
+        tokio::time::timeout(std::time::Duration::from_secs(20), source.synced())
+            .await
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut eps = Endpoints::open(FakeDatapath::default(), dir.path()).unwrap();
+        let mut engine = PolicyEngine::kubernetes(source.clone());
+        assert!(engine.refresh());
+        engine.program(&mut eps, Some(endpoint("a", 2))).unwrap();
+        engine.program(&mut eps, Some(endpoint("b", 3))).unwrap();
+        let b_ip = Ipv4Addr::new(10, 244, 1, 3);
+        let isolated = |eps: &Endpoints<FakeDatapath>| {
+            let b = eps.datapath().endpoints[&b_ip];
+            b.ingress_table != TABLE_ALLOW_ALL
+                && eps.datapath().peers.keys().any(|p| {
+                    p.table == b.ingress_table && p.net == "10.244.1.2/32".parse().unwrap()
+                })
+        };
+        assert!(isolated(&eps), "b admits only a: {:?}", eps.datapath());
+        assert!(engine.latency.count() >= 1, "the change was timed");
+
+        // The API goes away: nothing changes, b stays isolated.
+        api.set_outage(true);
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert!(!engine.refresh());
+        assert!(!engine.program(&mut eps, None).unwrap());
+        assert!(isolated(&eps));
+
+        // Back, but the policy was deleted meanwhile and the history compacted: only the relist
+        // (410 Gone) shows it, and b opens.
+        let generation = source.generation();
+        api.delete_unseen(api_policy());
+        api.compact("NetworkPolicy");
+        api.set_outage(false);
+        next_generation(&source, generation).await;
+        assert!(engine.refresh());
+        assert!(engine.program(&mut eps, None).unwrap());
+        let b = eps.datapath().endpoints[&b_ip];
+        assert_eq!((b.ingress_table, b.egress_table), (0, 0));
+        assert!(eps.datapath().peers.is_empty());
+        assert_eq!(engine.generation(), source.generation());
     }
 }

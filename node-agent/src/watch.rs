@@ -1,6 +1,7 @@
-//! Keeps the agent in step with its manifest directory: the source's inotify descriptor wakes it on
-//! every change, and a slow periodic full re-read covers anything inotify cannot see. The node's
-//! own addresses are re-read periodically too.
+//! Keeps the agent in step with its source: the manifest directory's inotify descriptor wakes it on
+//! every change, and a slow periodic full re-read covers anything inotify cannot see; the
+//! Kubernetes source's change channel does the same for the API. The node's own addresses are
+//! re-read periodically too.
 
 use std::{
     os::fd::{AsRawFd, OwnedFd, RawFd},
@@ -11,7 +12,7 @@ use std::{
 use tokio::{io::unix::AsyncFd, sync::Mutex};
 use tracing::warn;
 
-use crate::agent::Agent;
+use crate::{agent::Agent, kubernetes::Kubernetes};
 
 /// Several writes usually come together (the lab writes a pod and its service); wait this long
 /// after the first before reading, so they are programmed in one pass.
@@ -89,5 +90,37 @@ pub async fn host_addresses(agent: Arc<Mutex<Agent>>) {
         if let Err(e) = agent.lock().await.refresh_host_ips().await {
             warn!(error = %format!("{e:#}"), "re-reading the node's addresses failed");
         }
+    }
+}
+
+/// A burst of API events (a Deployment rolling out) is programmed in one pass.
+const KUBE_SETTLE: Duration = Duration::from_millis(20);
+
+/// Keeps the agent in step with the Kubernetes API: each change of the source's model is
+/// programmed, then what the agent could not program is published as Events (once each). A
+/// periodic pass retries a failed programming. Runs forever; pending forever without the source.
+pub async fn kubernetes(agent: Arc<Mutex<Agent>>, kube: Option<Kubernetes>) {
+    let Some(mut kube) = kube else {
+        return std::future::pending().await;
+    };
+    let mut changes = kube.source.changes();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+                tokio::time::sleep(KUBE_SETTLE).await;
+            }
+            () = tokio::time::sleep(RESYNC) => {}
+        }
+        let rejected = {
+            let mut agent = agent.lock().await;
+            if let Err(e) = agent.sync().await {
+                warn!(error = %format!("{e:#}"), "programming after a Kubernetes API change failed");
+            }
+            agent.policy().rejected()
+        };
+        kube.notices.publish(&kube.source, &rejected).await;
     }
 }
