@@ -15,9 +15,13 @@
 //! | `weir-1`       | the same, the server isolated by a policy with one rule                 |
 //! | `weir-10k`     | the same, the server isolated by a policy with 10 000 rules             |
 //!
+//! `weir-bench cross-node` measures pod → pod across nodes, native and VXLAN, against node → node
+//! over the same segment (see [`crossnode`]).
+//!
 //! `rr-server` and `rr-client` are the RR/CRR tools it runs inside the namespaces (see [`rr`]).
 //! See `bench/README.md` for how to run it and how to read it.
 
+mod crossnode;
 mod measure;
 mod netns;
 mod report;
@@ -60,6 +64,8 @@ struct Cli {
 enum Cmd {
     /// Set everything up, measure every scenario, print the table (or JSON), tear everything down.
     Run(RunArgs),
+    /// Pod → pod across two nodes, native and VXLAN, against node → node on the same segment.
+    CrossNode(CrossNodeArgs),
     /// Serve RR/CRR on a TCP port (run inside a namespace).
     RrServer {
         #[arg(long)]
@@ -101,10 +107,56 @@ struct RunArgs {
     lab_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct CrossNodeArgs {
+    /// Rounds; every number reported is the median over them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The weir-lab binary [default: next to weir-bench].
+    #[arg(long)]
+    weir_lab: Option<PathBuf>,
+}
+
+fn cross_node(args: &CrossNodeArgs) -> Result<()> {
+    require_tools()?;
+    catch_signals()?;
+    let cli = match &args.weir_lab {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("weir-lab"),
+    };
+    let prefix = format!("/run/weir-bench-{}", std::process::id());
+    let rounds_args = RunArgs {
+        rounds: args.rounds,
+        seconds: args.seconds,
+        rules: 2,
+        json: args.json,
+        skip_weir: true,
+        weir_lab: None,
+        lab_dir: None,
+    };
+    let report = crossnode::run(&cli, &prefix, args.rounds, args.seconds, |scenarios| {
+        measure_all(scenarios, &rounds_args)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    eprintln!("weir-bench: tearing down");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run(args) => run(&args),
+        Cmd::CrossNode(args) => cross_node(&args),
         Cmd::RrServer { port } => rr::serve(port),
         Cmd::RrClient {
             addr,
@@ -268,7 +320,8 @@ fn run(args: &RunArgs) -> Result<()> {
         }
     }
 
-    let samples = measure_all(&scenarios, args)?;
+    let scenario_refs: Vec<&Scenario> = scenarios.iter().collect();
+    let samples = measure_all(&scenario_refs, args)?;
     let results: Vec<ScenarioResult> = scenarios
         .iter()
         .zip(samples)
@@ -312,7 +365,7 @@ fn run(args: &RunArgs) -> Result<()> {
 /// Every metric of every scenario, `rounds` times. Within a round each metric is measured for
 /// every scenario in turn, starting one scenario further each round, so slow drift (a build
 /// starting, thermal limits) spreads over all scenarios instead of hitting one.
-fn measure_all(scenarios: &[Scenario], args: &RunArgs) -> Result<Vec<[Vec<f64>; 3]>> {
+fn measure_all(scenarios: &[&Scenario], args: &RunArgs) -> Result<Vec<[Vec<f64>; 3]>> {
     let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; scenarios.len()];
     let n = scenarios.len();
     for round in 0..args.rounds as usize {

@@ -114,7 +114,7 @@ pub struct Ratio {
 }
 
 impl Ratio {
-    fn of(numerator: &ScenarioResult, denominator: &ScenarioResult) -> Option<Self> {
+    pub fn of(numerator: &ScenarioResult, denominator: &ScenarioResult) -> Option<Self> {
         let per_round = |m| {
             let (n, d) = (&numerator.get(m).samples, &denominator.get(m).samples);
             let ratios: Vec<f64> = n.iter().zip(d).map(|(&n, &d)| ratio(n, d)).collect();

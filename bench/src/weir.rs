@@ -52,6 +52,11 @@ pub struct WeirLab {
 impl WeirLab {
     /// `weir-lab up`. The guard exists before `up` runs, so a half-built lab is torn down too.
     pub fn up(cli: &Path, dir: &Path) -> Result<Self> {
+        Self::up_with(cli, dir, &[])
+    }
+
+    /// `weir-lab up EXTRA...` (`--nodes 2 --routing vxlan`).
+    pub fn up_with(cli: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
         if !cli.is_file() {
             bail!(
                 "{} not found: build the workspace's binaries (cargo build --release --bins)",
@@ -62,7 +67,7 @@ impl WeirLab {
             cli: cli.to_path_buf(),
             dir: dir.to_path_buf(),
         };
-        run(lab.command().arg("up")).context("weir-lab up")?;
+        run(lab.command().arg("up").args(extra)).context("weir-lab up")?;
         Ok(lab)
     }
 
@@ -70,6 +75,16 @@ impl WeirLab {
         let mut command = Command::new(&self.cli);
         command.arg("--dir").arg(&self.dir);
         command
+    }
+
+    /// `weir-lab pod add bench/NAME --node NODE`.
+    pub fn add_pod_on(&self, name: &str, node: u32) -> Result<()> {
+        let pod = format!("{NAMESPACE}/{name}");
+        run(self
+            .command()
+            .args(["pod", "add", &pod, "--node", &node.to_string()]))
+        .with_context(|| format!("adding pod {pod} on node {node}"))?;
+        Ok(())
     }
 
     fn add_pod(&self, name: &str, labels: &str) -> Result<()> {
@@ -133,7 +148,7 @@ impl WeirLab {
         Ok(())
     }
 
-    fn status(&self) -> Result<Value> {
+    pub fn status(&self) -> Result<Value> {
         let out = run(self.command().arg("status"))?;
         serde_json::from_str(&out).context("weir-lab status is not JSON")
     }
@@ -254,7 +269,7 @@ fn find_pod<'a>(status: &'a Value, name: &str) -> Result<&'a Value> {
         .with_context(|| format!("no pod {NAMESPACE}/{name} in weir-lab status"))
 }
 
-fn pod_from_status(status: &Value, name: &str) -> Result<Pod> {
+pub fn pod_from_status(status: &Value, name: &str) -> Result<Pod> {
     let pod = find_pod(status, name)?;
     let netns = pod["netns"].as_str().context("pod without netns")?;
     let ip = pod["ip"]
@@ -268,7 +283,7 @@ fn pod_from_status(status: &Value, name: &str) -> Result<Pod> {
     })
 }
 
-fn pod_mtu(status: &Value, name: &str) -> Result<u32> {
+pub fn pod_mtu(status: &Value, name: &str) -> Result<u32> {
     let pod = find_pod(status, name)?;
     let netns = pod["netns"].as_str().context("pod without netns")?;
     let ifname = pod["ifname"].as_str().unwrap_or("eth0");
