@@ -1,6 +1,6 @@
 //! Weir's eBPF datapath. Entry points only; the logic lives in the modules below.
 //!
-//! Four tc programs, named by where the packet comes from:
+//! Five tc programs, named by where the packet comes from:
 //! - `tc_from_pod`: tcx ingress of each pod's host-side veth. Answers ARP for the gateway, drops
 //!   spoofed packets, delivers pod → local pod straight to the destination veth, and hands the rest
 //!   to the host stack (node, Services, other nodes, the outside world).
@@ -11,6 +11,8 @@
 //!   node instead of one per pod.
 //! - `tc_from_tunnel`: tcx ingress of `weir-vxlan` (VXLAN routing only): traffic from other nodes'
 //!   pods, delivered straight to the local pod's veth.
+//! - `tc_from_uplink`: tcx ingress of the node's uplink (native routing only): the same for other
+//!   nodes' pods' packets arriving on the shared segment; everything else passes untouched.
 #![no_std]
 #![no_main]
 #![deny(warnings)]
@@ -43,7 +45,12 @@ pub fn tc_from_host(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn tc_from_tunnel(ctx: TcContext) -> i32 {
-    route::from_tunnel(&ctx)
+    route::from_other_node(&ctx, false)
+}
+
+#[classifier]
+pub fn tc_from_uplink(ctx: TcContext) -> i32 {
+    route::from_other_node(&ctx, true)
 }
 
 #[cfg(not(test))]

@@ -1,11 +1,12 @@
-//! Forwarding and policy decisions for the four attach points.
+//! Forwarding and policy decisions for the five attach points.
 //!
 //! Where policy is judged, so that it always sees the real peers and ports:
 //! - pod → local pod, pod IP to pod IP: at the sender's veth (`from_pod`), egress and ingress both;
 //!   the packet is then redirected straight to the receiver's veth.
 //! - pod → another node's pod: egress at the sender's veth, which sends it straight to that node
 //!   (out of the uplink, or into the VXLAN tunnel); ingress on the receiving node, in `from_host`
-//!   (native: the packet crossed the node's stack) or `from_tunnel` (VXLAN).
+//!   (a flow that crossed the node's stack) or `from_other_node` (straight from the uplink or
+//!   the tunnel).
 //! - pod → Service ClusterIP: not at the sender (the host stack has yet to DNAT it). The flow is
 //!   marked deferred and judged after DNAT where it leaves for its backend, in `from_host`: the
 //!   sender's egress (and a local backend's ingress) on the backend's real IP and port. A remote
@@ -373,21 +374,26 @@ fn admit_egress_via_host(flow: &Flow, src: &EndpointInfo) -> Result<(), Reason> 
     Ok(())
 }
 
-/// tcx ingress of `weir-vxlan`: what other nodes send through the tunnel, decapsulated. Packets
-/// for a local pod are judged by its ingress policy and delivered straight to its veth; the rest
-/// (the node's own traffic, and replies to flows that crossed the host stack here, which must undo
-/// a DNAT) go up the host stack.
+/// What other nodes send: tcx ingress of `weir-vxlan` (decapsulated), or of the uplink
+/// (`pods_only`: there only another node's pod's packets are taken, everything else the node
+/// receives passes untouched). Packets for a local pod are judged by its ingress policy and
+/// delivered straight to its veth, skipping the host stack both ways (the pod's replies go
+/// straight back from `from_pod`); the rest (the node's own traffic, and replies to flows that
+/// crossed the host stack here, which must undo a DNAT) go up the host stack.
 #[inline(always)]
-pub fn from_tunnel(ctx: &TcContext) -> i32 {
+pub fn from_other_node(ctx: &TcContext, pods_only: bool) -> i32 {
     if packet::ethertype(ctx) != Some(ETH_P_IP) {
-        return DROP;
+        return if pods_only { PASS } else { DROP };
     }
     let Some(hdr) = packet::load::<EthIpv4>(ctx, 0) else {
-        return DROP;
+        return if pods_only { PASS } else { DROP };
     };
     let Some(peer) = endpoint(hdr.daddr_be()) else {
         return PASS;
     };
+    if pods_only && remote_node(hdr.saddr).is_none() {
+        return PASS;
+    }
     if peer.flags & ENDPOINT_F_READY == 0 {
         return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropNoEndpoint);
     }
@@ -435,7 +441,7 @@ pub fn from_tunnel(ctx: &TcContext) -> i32 {
     if packet::set_macs(ctx, peer.pod_mac, peer.host_mac).is_none() {
         return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
     }
-    count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::FromTunnel);
+    count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::FromRemote);
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(peer.host_ifindex, 0) as i32 }
 }

@@ -193,8 +193,19 @@ impl Agent {
         datapath.set_config(node_config)?;
         datapath.set_host_ips(&host.ipv4_addresses().await?)?;
         datapath.attach(HOST_DEV, Hook::FromHost)?;
-        if config.routing == Routing::Vxlan {
-            datapath.attach(TUNNEL_DEV, Hook::FromTunnel)?;
+        // Other nodes' pods' packets go straight to pods: from the tunnel, or (native) from the
+        // uplink, where everything else passes untouched.
+        let mut keep_links = vec![HOST_DEV];
+        match (config.routing, &uplink) {
+            (Routing::Vxlan, _) => {
+                datapath.attach(TUNNEL_DEV, Hook::FromTunnel)?;
+                keep_links.push(TUNNEL_DEV);
+            }
+            (Routing::Native, Some(uplink)) => {
+                datapath.attach(&uplink.name, Hook::FromUplink)?;
+                keep_links.push(&uplink.name);
+            }
+            (Routing::Native, None) => {}
         }
 
         let mut endpoints = Endpoints::open(datapath, &paths.endpoints_dir())?;
@@ -207,10 +218,7 @@ impl Agent {
                 }
             }
         }
-        let done = endpoints.reconcile(
-            |ep| alive.contains(&ep.host_ifname),
-            &[HOST_DEV, TUNNEL_DEV],
-        )?;
+        let done = endpoints.reconcile(|ep| alive.contains(&ep.host_ifname), &keep_links)?;
         info!(
             adopted = done.adopted.len(),
             removed = done.removed.len(),

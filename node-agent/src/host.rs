@@ -319,7 +319,8 @@ impl Host {
 
 /// Delete every interface a Weir attachment is recorded on (pinned tcx link or clsact filter
 /// marker), which takes its programs, qdisc and filters along. Best effort, for
-/// `weir-agent cleanup`; only names Weir gives (`weir…`) are touched.
+/// `weir-agent cleanup`; only names Weir gives (`weir…`) are deleted. Other interfaces (the
+/// uplink) only lose Weir's clsact filters; their tcx links go with the pins.
 pub async fn delete_attached_links(attachments: &crate::datapath::Attachments) {
     let names = match crate::datapath::attached_interfaces(attachments) {
         Ok(names) => names,
@@ -335,9 +336,17 @@ pub async fn delete_attached_links(attachments: &crate::datapath::Attachments) {
             return;
         }
     };
-    for name in names.iter().filter(|n| n.starts_with("weir")) {
-        if let Err(e) = host.delete_link(name).await {
-            warn!(%e, "deleting {name}");
+    for name in &names {
+        if name.starts_with("weir") {
+            if let Err(e) = host.delete_link(name).await {
+                warn!(%e, "deleting {name}");
+            }
+            continue;
+        }
+        for hook in crate::datapath::Hook::ALL {
+            if let Err(e) = crate::datapath::detach_clsact(attachments, name, hook) {
+                warn!(%e, "detaching from {name}");
+            }
         }
     }
 }

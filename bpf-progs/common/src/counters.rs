@@ -43,8 +43,9 @@ pub enum Reason {
     Deliver = 5,
     /// Sent to another node (straight out of the uplink, or into the VXLAN tunnel).
     ForwardRemote = 6,
-    /// Arrived through the VXLAN tunnel and delivered to a pod.
-    FromTunnel = 7,
+    /// Arrived from another node's pod (through the tunnel, or on the uplink) and delivered
+    /// straight to a pod.
+    FromRemote = 7,
     /// Source IP is not the pod's own.
     DropSpoofedIp = 100,
     /// Source MAC is not the pod's own.
@@ -80,7 +81,7 @@ impl Reason {
             4 => Self::FromHost,
             5 => Self::Deliver,
             6 => Self::ForwardRemote,
-            7 => Self::FromTunnel,
+            7 => Self::FromRemote,
             100 => Self::DropSpoofedIp,
             101 => Self::DropSpoofedMac,
             102 => Self::DropUnsupportedL3,
@@ -103,7 +104,7 @@ impl Reason {
             Self::FromHost => "from_host",
             Self::Deliver => "deliver",
             Self::ForwardRemote => "forward_remote",
-            Self::FromTunnel => "from_tunnel",
+            Self::FromRemote => "from_remote",
             Self::DropSpoofedIp => "drop_spoofed_ip",
             Self::DropSpoofedMac => "drop_spoofed_mac",
             Self::DropUnsupportedL3 => "drop_unsupported_l3",

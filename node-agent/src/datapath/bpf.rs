@@ -26,7 +26,7 @@ use tracing::{debug, info};
 use weir_common::{
     maps::{
         CONFIG, COUNTERS, ENDPOINTS, HOST_IPS, POLICY_PEERS, POLICY_PORTS, PROG_FROM_HOST,
-        PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_TO_POD, REMOTES,
+        PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK, PROG_TO_POD, REMOTES,
     },
     CounterKey, CounterValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey, PeerValue, PortKey,
     PortValue, RemoteKey, RemoteNode,
@@ -97,6 +97,47 @@ pub fn attached_interfaces(attachments: &Attachments) -> Result<Vec<String>, Dat
     Ok(names)
 }
 
+/// Remove Weir's clsact filter of `hook` on `ifname` if a marker says there is one (also for
+/// `weir-agent cleanup`, which loads nothing).
+pub fn detach_clsact(
+    attachments: &Attachments,
+    ifname: &str,
+    hook: Hook,
+) -> Result<(), DatapathError> {
+    let marker = attachments.filter_dir.join(attachment_file(ifname, hook));
+    if !marker.exists() {
+        return Ok(());
+    }
+    let (_, attach_type) = hook_program(hook);
+    match SchedClassifierLink::attached(ifname, attach_type, FILTER_PRIORITY, FILTER_HANDLE, None) {
+        Ok(link) => match link.detach() {
+            Ok(()) => {}
+            // Gone already: with the interface, or never made (a crash after the marker).
+            Err(e)
+                if matches!(
+                    os_error(&e),
+                    Some(libc::ENOENT | libc::ENODEV | libc::EINVAL)
+                ) => {}
+            Err(e) => {
+                return Err(DatapathError::Filter {
+                    what: attachment_file(ifname, hook),
+                    message: format!("removing: {e}"),
+                })
+            }
+        },
+        // No such interface: its filters went with it.
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+        Err(e) => {
+            return Err(DatapathError::Filter {
+                what: attachment_file(ifname, hook),
+                message: e.to_string(),
+            })
+        }
+    }
+    remove_if_present(&marker)?;
+    Ok(())
+}
+
 fn remove_if_present(path: &Path) -> Result<bool, DatapathError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
@@ -134,7 +175,13 @@ impl BpfDatapath {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(BPF_OBJECT)?;
-        for name in [PROG_FROM_POD, PROG_TO_POD, PROG_FROM_HOST, PROG_FROM_TUNNEL] {
+        for name in [
+            PROG_FROM_POD,
+            PROG_TO_POD,
+            PROG_FROM_HOST,
+            PROG_FROM_TUNNEL,
+            PROG_FROM_UPLINK,
+        ] {
             program(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
@@ -278,46 +325,8 @@ impl BpfDatapath {
         Ok(())
     }
 
-    /// Remove our clsact filter of `hook` on `ifname` if a marker says there is one.
     fn detach_clsact(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
-        let marker = self.filter_marker(ifname, hook);
-        if !marker.exists() {
-            return Ok(());
-        }
-        let (_, attach_type) = hook_program(hook);
-        match SchedClassifierLink::attached(
-            ifname,
-            attach_type,
-            FILTER_PRIORITY,
-            FILTER_HANDLE,
-            None,
-        ) {
-            Ok(link) => match link.detach() {
-                Ok(()) => {}
-                // Gone already: with the interface, or never made (a crash after the marker).
-                Err(e)
-                    if matches!(
-                        os_error(&e),
-                        Some(libc::ENOENT | libc::ENODEV | libc::EINVAL)
-                    ) => {}
-                Err(e) => {
-                    return Err(DatapathError::Filter {
-                        what: attachment_file(ifname, hook),
-                        message: format!("removing: {e}"),
-                    })
-                }
-            },
-            // No such interface: its filters went with it.
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-            Err(e) => {
-                return Err(DatapathError::Filter {
-                    what: attachment_file(ifname, hook),
-                    message: e.to_string(),
-                })
-            }
-        }
-        remove_if_present(&marker)?;
-        Ok(())
+        detach_clsact(&self.attachments, ifname, hook)
     }
 
     fn peers_map(&self) -> Result<LpmTrie<&MapData, PeerKey, PeerValue>, DatapathError> {
@@ -435,6 +444,7 @@ fn hook_program(hook: Hook) -> (&'static str, TcAttachType) {
         Hook::ToPod => (PROG_TO_POD, TcAttachType::Egress),
         Hook::FromHost => (PROG_FROM_HOST, TcAttachType::Egress),
         Hook::FromTunnel => (PROG_FROM_TUNNEL, TcAttachType::Ingress),
+        Hook::FromUplink => (PROG_FROM_UPLINK, TcAttachType::Ingress),
     }
 }
 

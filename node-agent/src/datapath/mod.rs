@@ -6,7 +6,7 @@ pub mod fake;
 
 use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr};
 
-pub use bpf::{attached_interfaces, BpfDatapath};
+pub use bpf::{attached_interfaces, detach_clsact, BpfDatapath};
 use weir_common::{CounterKey, CounterValue, EndpointInfo};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,12 +48,20 @@ pub enum Hook {
     FromHost,
     /// `weir-vxlan` ingress: other nodes' traffic out of the tunnel.
     FromTunnel,
+    /// The uplink's ingress (native routing): other nodes' pods' traffic, straight to pods.
+    FromUplink,
 }
 
 impl Hook {
     pub const ALL_ENDPOINT: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
 
-    pub const ALL: [Hook; 4] = [Hook::FromPod, Hook::ToPod, Hook::FromHost, Hook::FromTunnel];
+    pub const ALL: [Hook; 5] = [
+        Hook::FromPod,
+        Hook::ToPod,
+        Hook::FromHost,
+        Hook::FromTunnel,
+        Hook::FromUplink,
+    ];
 
     /// Names the hook in the link's pin file name: `<suffix>:<ifname>`.
     pub fn pin_suffix(self) -> &'static str {
@@ -62,6 +70,7 @@ impl Hook {
             Hook::ToPod => "to-pod",
             Hook::FromHost => "from-host",
             Hook::FromTunnel => "from-tunnel",
+            Hook::FromUplink => "from-uplink",
         }
     }
 }
