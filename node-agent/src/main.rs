@@ -90,7 +90,7 @@ struct RunArgs {
     #[arg(long)]
     uplink: Option<String>,
     /// Pod MTU; defaults to the uplink's, less 50 bytes with VXLAN.
-    #[arg(long)]
+    #[arg(long, env = "WEIR_MTU")]
     mtu: Option<u32>,
     /// How pods reach other nodes' pods: native (straight over a shared L2, the default) or
     /// vxlan (a tunnel, for routed underlays). Every node of a cluster must use the same.
@@ -213,7 +213,13 @@ fn main() -> Result<()> {
         }
         Command::Cleanup(args) => {
             init_tracing(&args)?;
-            let config = args.config(args.known_pod_cidr()?);
+            // Cleanup must work again on a node it already cleaned (the uninstall DaemonSet's pod
+            // may restart): without a known pod CIDR only the masquerade jump is left to match.
+            let pod_cidr = args.known_pod_cidr().unwrap_or_else(|e| {
+                warn!("{e:#}; the POSTROUTING jump to the masquerade chain cannot be matched");
+                Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, 32).expect("a /32 is valid")
+            });
+            let config = args.config(pod_cidr);
             runtime()?.block_on(async {
                 // Interfaces with an attachment but no endpoint record (a crash mid-ADD): the
                 // agent's cleanup knows only recorded ones. Deleting an interface takes its
@@ -254,7 +260,9 @@ async fn run(args: RunArgs) -> Result<()> {
     match tokio::net::TcpListener::bind(args.metrics_address).await {
         Ok(listener) => drop(tokio::spawn(metrics::serve(listener, health.clone()))),
         // Not fatal: networking pods matters more than being observed.
-        Err(e) => warn!(address = %args.metrics_address, error = %e, "cannot serve metrics and health"),
+        Err(e) => {
+            warn!(address = %args.metrics_address, error = %e, "cannot serve metrics and health")
+        }
     }
     let node_name = args.node_name();
     let kube = match args.source {
@@ -299,3 +307,6 @@ async fn run(args: RunArgs) -> Result<()> {
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
+
+#[cfg(test)]
+mod install_tests;

@@ -61,6 +61,18 @@ impl Kind {
         }
     }
 
+    /// The API group and resource name, as RBAC rules and URLs name them.
+    pub fn resource(self) -> (&'static str, &'static str) {
+        use k8s_openapi::Resource;
+        match self {
+            Kind::Namespace => (Namespace::GROUP, Namespace::URL_PATH_SEGMENT),
+            Kind::Pod => (Pod::GROUP, Pod::URL_PATH_SEGMENT),
+            Kind::NetworkPolicy => (NetworkPolicy::GROUP, NetworkPolicy::URL_PATH_SEGMENT),
+            Kind::Service => (Service::GROUP, Service::URL_PATH_SEGMENT),
+            Kind::Node => (Node::GROUP, Node::URL_PATH_SEGMENT),
+        }
+    }
+
     fn from_str(text: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == text)
     }

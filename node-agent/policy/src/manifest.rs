@@ -151,6 +151,20 @@ fn push_objects(document: usize, value: Value, out: &mut Vec<Object>) -> Result<
     Ok(())
 }
 
+/// Deserializes document `document` as `T` with the same strictness as [`parse_documents`]: for
+/// manifests of kinds the compiler does not read (a DaemonSet, RBAC objects).
+pub fn parse_strict<T: DeserializeOwned + Serialize>(
+    document: usize,
+    value: Value,
+) -> Result<T, ManifestError> {
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    strict(document, &kind, value)
+}
+
 /// Deserializes `value` as `T` and rejects fields `T` does not have: every non-null field of the
 /// input must survive a round trip through `T`.
 fn strict<T: DeserializeOwned + Serialize>(

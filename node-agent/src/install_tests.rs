@@ -1,0 +1,335 @@
+//! install/*.yaml against the real thing: every object parses strictly as its Kubernetes type
+//! (an unknown field is an error, not silently dropped), the DaemonSets' arguments parse with this
+//! binary's CLI once the kubelet has expanded `$(VAR)`s from the ConfigMap, and the DaemonSet gives
+//! the agent what it uses (mounts, probes on the health address, RBAC for every watched kind).
+
+use std::{collections::BTreeMap, path::Path};
+
+use clap::{CommandFactory, Parser};
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{ConfigMap, Container, Namespace, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use serde::Deserialize;
+use weir_policy::manifest::parse_strict;
+
+use super::{Cli, Command, SourceKind};
+
+fn install_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../install"))
+}
+
+#[derive(Default)]
+struct Objects {
+    service_accounts: Vec<ServiceAccount>,
+    cluster_roles: Vec<ClusterRole>,
+    bindings: Vec<ClusterRoleBinding>,
+    config_maps: Vec<ConfigMap>,
+    daemon_sets: Vec<DaemonSet>,
+}
+
+/// Every object of a manifest file, each parsed strictly as the type its apiVersion/kind names.
+fn load(file: &str) -> Objects {
+    let text = std::fs::read_to_string(install_dir().join(file)).unwrap();
+    let mut objects = Objects::default();
+    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let document = i + 1;
+        let value = serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let api_version = value["apiVersion"].as_str().unwrap_or("").to_owned();
+        let kind = value["kind"].as_str().unwrap_or("").to_owned();
+        let what = format!("{file} document {document}: {api_version} {kind}");
+        let fail = |e: weir_policy::manifest::ManifestError| -> ! { panic!("{what}: {e}") };
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Namespace") => {
+                parse_strict::<Namespace>(document, value).unwrap_or_else(|e| fail(e));
+            }
+            ("v1", "ServiceAccount") => objects
+                .service_accounts
+                .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
+            ("v1", "ConfigMap") => objects
+                .config_maps
+                .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => objects
+                .cluster_roles
+                .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => objects
+                .bindings
+                .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
+            ("apps/v1", "DaemonSet") => objects
+                .daemon_sets
+                .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
+            _ => panic!("{what}: a kind this test does not know; add it"),
+        }
+    }
+    objects
+}
+
+/// The container's command line as the kubelet runs it: `$(VAR)` replaced by the container's
+/// env (values, ConfigMap keys, downward API fields given as `field:<path>`).
+fn command_line(container: &Container, config: &BTreeMap<String, String>) -> Vec<String> {
+    let mut env = BTreeMap::new();
+    for var in container.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => {
+                if let Some(key) = &from.config_map_key_ref {
+                    assert_eq!(key.name, "weir-config", "{}", var.name);
+                    match config.get(&key.key) {
+                        Some(v) => v.clone(),
+                        None if key.optional == Some(true) => continue,
+                        None => panic!("ConfigMap weir-config has no key {}", key.key),
+                    }
+                } else if let Some(field) = &from.field_ref {
+                    format!("field:{}", field.field_path)
+                } else {
+                    panic!(
+                        "env {} comes from something this test does not resolve",
+                        var.name
+                    )
+                }
+            }
+            (None, None) => String::new(),
+        };
+        env.insert(var.name.clone(), value);
+    }
+    let mut line: Vec<String> = container.command.clone().unwrap_or_default();
+    for arg in container.args.iter().flatten() {
+        let mut arg = arg.clone();
+        for (name, value) in &env {
+            arg = arg.replace(&format!("$({name})"), value);
+        }
+        assert!(!arg.contains("$("), "unresolved reference in {arg:?}");
+        line.push(arg);
+    }
+    line
+}
+
+fn parse(line: &[String]) -> Cli {
+    // The binary's name, as clap expects it first.
+    let argv = std::iter::once("weir-agent".to_owned()).chain(line.iter().skip(1).cloned());
+    Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{line:?} does not parse: {e}"))
+}
+
+fn container<'a>(ds: &'a DaemonSet, name: &str) -> &'a Container {
+    let spec = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn mounts(container: &Container) -> Vec<&str> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect()
+}
+
+#[test]
+fn the_daemonset_runs_the_agent_on_the_kubernetes_source_with_arguments_it_accepts() {
+    let objects = load("weir.yaml");
+    let config = objects.config_maps[0].data.clone().unwrap();
+    let ds = &objects.daemon_sets[0];
+    let agent = container(ds, "weir-agent");
+    let line = command_line(agent, &config);
+    assert_eq!(line[0], "/usr/local/bin/weir-agent");
+    let Command::Run(args) = parse(&line).command else {
+        panic!("the agent container does not run `weir-agent run`");
+    };
+    assert!(args.source == SourceKind::Kubernetes);
+    assert!(args.pod_cidr.is_none(), "the pod CIDR comes from the Node");
+    assert_eq!(args.node_name.as_deref(), Some("field:spec.nodeName"));
+    assert_eq!(
+        args.cluster_cidr,
+        Some(config["cluster-cidr"].parse().unwrap())
+    );
+    assert_eq!(args.service_cidr, config["service-cidr"].parse().unwrap());
+    // The MTU is read from WEIR_MTU by clap, empty meaning unset.
+    let mtu_env = Cli::command()
+        .find_subcommand("run")
+        .unwrap()
+        .get_arguments()
+        .find(|a| a.get_id() == "mtu")
+        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+    assert_eq!(mtu_env.as_deref(), Some("WEIR_MTU"));
+    assert!(agent.env.iter().flatten().any(|e| e.name == "WEIR_MTU"));
+    let mtu = &config["mtu"];
+    assert!(mtu.is_empty() || mtu.parse::<u32>().is_ok(), "mtu {mtu:?}");
+
+    // Probes reach the health endpoints where the agent serves them.
+    let liveness = agent
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    let readiness = agent
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    for (probe, path) in [(liveness, "/healthz"), (readiness, "/readyz")] {
+        assert_eq!(probe.path.as_deref(), Some(path));
+        let address = format!(
+            "{}:{}",
+            probe.host.as_deref().unwrap_or("?"),
+            match &probe.port {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => p.to_string(),
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(p) => p.clone(),
+            }
+        );
+        assert_eq!(
+            address.parse::<std::net::SocketAddr>().unwrap(),
+            args.metrics_address
+        );
+    }
+
+    // Mounts: where the agent keeps pins, state and the socket, and writes the conflist.
+    let mounted = mounts(agent);
+    for path in [
+        &args.paths.run_dir,
+        &args.paths.state_dir,
+        &args.cni_conf_dir,
+        args.paths.bpffs_dir.parent().unwrap(),
+        args.cni_log_file.parent().unwrap(),
+    ] {
+        assert!(
+            mounted.iter().any(|m| Path::new(m) == path),
+            "{} is not mounted: {mounted:?}",
+            path.display()
+        );
+    }
+    let install = container(ds, "install-cni");
+    assert!(mounts(install).contains(&"/host/opt/cni/bin"));
+    assert!(install
+        .command
+        .iter()
+        .flatten()
+        .any(|c| c.contains("/host/opt/cni/bin/weir")));
+
+    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    let tolerations = pod.tolerations.as_ref().unwrap();
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()),
+        "control-plane (and every other) taint is tolerated"
+    );
+    assert_eq!(pod.service_account_name.as_deref(), Some("weir"));
+}
+
+#[test]
+fn rbac_lets_the_agent_watch_every_kind_it_uses_and_write_only_events() {
+    let objects = load("weir.yaml");
+    let sa = &objects.service_accounts[0];
+    let binding = &objects.bindings[0];
+    let role = &objects.cluster_roles[0];
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    let subject = &binding.subjects.as_ref().unwrap()[0];
+    assert_eq!(Some(&subject.name), sa.metadata.name.as_ref());
+    assert_eq!(subject.namespace, sa.metadata.namespace);
+
+    let rules = role.rules.as_ref().unwrap();
+    let allows = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            r.api_groups.iter().flatten().any(|g| g == group)
+                && r.resources.iter().flatten().any(|x| x == resource)
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    };
+    for kind in weir_kube::Kind::ALL {
+        let (group, resource) = kind.resource();
+        for verb in ["list", "watch"] {
+            assert!(allows(group, resource, verb), "{verb} {group}/{resource}");
+        }
+    }
+    assert!(
+        allows("events.k8s.io", "events", "create") && allows("events.k8s.io", "events", "patch")
+    );
+    for rule in rules {
+        let writes = rule
+            .verbs
+            .iter()
+            .any(|v| !matches!(v.as_str(), "get" | "list" | "watch"));
+        let events_only = rule.resources.iter().flatten().all(|r| r == "events");
+        assert!(!writes || events_only, "least privilege: {rule:?}");
+        assert!(!rule.verbs.iter().any(|v| v == "*"));
+    }
+}
+
+#[test]
+fn the_uninstall_daemonset_runs_cleanup_and_removes_the_cni_binary() {
+    let objects = load("uninstall.yaml");
+    let ds = &objects.daemon_sets[0];
+    let cleanup = container(ds, "cleanup");
+    let line = command_line(cleanup, &BTreeMap::new());
+    let Command::Cleanup(args) = parse(&line).command else {
+        panic!("the cleanup container does not run `weir-agent cleanup`");
+    };
+    // It cleans the paths the agent used.
+    let installed = load("weir.yaml");
+    let agent_line = command_line(
+        container(&installed.daemon_sets[0], "weir-agent"),
+        &installed.config_maps[0].data.clone().unwrap(),
+    );
+    let Command::Run(agent) = parse(&agent_line).command else {
+        unreachable!()
+    };
+    assert_eq!(args.paths.bpffs_dir, agent.paths.bpffs_dir);
+    assert_eq!(args.paths.run_dir, agent.paths.run_dir);
+    assert_eq!(args.paths.state_dir, agent.paths.state_dir);
+    assert_eq!(args.cni_conf_dir, agent.cni_conf_dir);
+    let remove = container(ds, "remove-cni-binary");
+    assert!(remove
+        .command
+        .iter()
+        .flatten()
+        .any(|c| c == "/host/opt/cni/bin/weir"));
+}
+
+#[test]
+fn the_kind_cluster_has_no_other_cni_and_the_pod_subnet_weir_expects() {
+    let kind: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(install_dir().join("kind.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        kind["networking"]["disableDefaultCNI"],
+        serde_yaml::Value::Bool(true)
+    );
+    let config = load("weir.yaml").config_maps[0].data.clone().unwrap();
+    assert_eq!(
+        kind["networking"]["podSubnet"].as_str(),
+        Some(config["cluster-cidr"].as_str())
+    );
+    assert_eq!(
+        kind["networking"]["serviceSubnet"].as_str(),
+        Some(config["service-cidr"].as_str())
+    );
+}
+
+#[test]
+fn a_misspelt_field_in_the_daemonset_is_an_error_not_a_dropped_setting() {
+    let text = std::fs::read_to_string(install_dir().join("weir.yaml")).unwrap();
+    let misspelt = text.replace("hostNetwork: true", "hostNetwrok: true");
+    let doc = serde_yaml::Deserializer::from_str(&misspelt)
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .find(|v| v["kind"] == "DaemonSet")
+        .unwrap();
+    let error = parse_strict::<DaemonSet>(1, doc).unwrap_err();
+    assert!(error.to_string().contains("hostNetwrok"), "{error}");
+}
