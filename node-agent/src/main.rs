@@ -265,6 +265,9 @@ async fn run(args: RunArgs) -> Result<()> {
         }
     }
     let node_name = args.node_name();
+    if args.source == SourceKind::Kubernetes && args.manifest_dir.is_some() {
+        bail!("--manifest-dir and --source kubernetes exclude each other");
+    }
     let kube = match args.source {
         SourceKind::Kubernetes => {
             let kube = Kubernetes::connect(&node_name, args.service_cidr.trunc()).await?;
