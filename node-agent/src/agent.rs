@@ -267,7 +267,7 @@ impl Agent {
             return Ok(());
         }
         for reason in &plan.skipped {
-            warn!("not routing to {reason}");
+            warn!("routing between nodes: {reason}");
         }
         let entries: Vec<_> = plan.entries.iter().map(|(k, v)| (*k, *v)).collect();
         self.endpoints.datapath_mut().set_remotes(&entries)?;

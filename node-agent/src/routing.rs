@@ -66,18 +66,33 @@ pub fn plan<'a>(
     routing: Routing,
 ) -> RemotePlan {
     let mut plan = RemotePlan::default();
+    let nodes: Vec<&NodeInfo> = nodes.into_iter().collect();
+    // The agent allocates from its own --pod-cidr; a Node object saying otherwise means other nodes
+    // route this node's pods somewhere else.
+    if let Some(me) = nodes.iter().find(|n| n.name == local) {
+        if !me.pod_cidrs.is_empty() && !me.pod_cidrs.contains(&local_cidr) {
+            plan.skipped.push(format!(
+                "this node: its Node object gives pod CIDR(s) {:?}, but it allocates from {local_cidr}; other nodes will not reach its pods",
+                me.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>()
+            ));
+        }
+    }
     let mut nodes: Vec<&NodeInfo> = nodes.into_iter().filter(|n| n.name != local).collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let mut taken: Vec<(Ipv4Net, &str)> = vec![(local_cidr, local)];
     for node in nodes {
         let Some(ip) = node.ip else {
-            plan.skipped
-                .push(format!("node {} has no IPv4 address yet", node.name));
+            plan.skipped.push(format!(
+                "node {} has no IPv4 address yet: not routed to",
+                node.name
+            ));
             continue;
         };
         if node.pod_cidrs.is_empty() {
-            plan.skipped
-                .push(format!("node {} has no IPv4 pod CIDR yet", node.name));
+            plan.skipped.push(format!(
+                "node {} has no IPv4 pod CIDR yet: not routed to",
+                node.name
+            ));
         }
         for &cidr in &node.pod_cidrs {
             let overlap = taken
@@ -85,7 +100,7 @@ pub fn plan<'a>(
                 .find(|(other, _)| other.contains(&cidr) || cidr.contains(other));
             if let Some((other, owner)) = overlap {
                 plan.skipped.push(format!(
-                    "node {}: pod CIDR {cidr} overlaps {other} of node {owner}",
+                    "node {}: pod CIDR {cidr} overlaps {other} of node {owner}: not routed to",
                     node.name
                 ));
                 continue;
@@ -227,6 +242,15 @@ mod tests {
         let nodes = [node("me", Some([192, 0, 2, 11]), &["10.244.1.0/24"])];
         let plan = plan("me", net("10.244.1.0/24"), &nodes, Routing::Vxlan);
         assert_eq!(plan, RemotePlan::default());
+    }
+
+    #[test]
+    fn a_local_node_object_with_another_pod_cidr_is_reported() {
+        let nodes = [node("me", Some([192, 0, 2, 11]), &["10.244.7.0/24"])];
+        let plan = plan("me", net("10.244.1.0/24"), &nodes, Routing::Native);
+        assert!(plan.entries.is_empty());
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(plan.skipped[0].contains("allocates from 10.244.1.0/24"));
     }
 
     #[test]
