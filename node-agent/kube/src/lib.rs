@@ -203,7 +203,9 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
     let api: Api<K> = Api::all(client.clone());
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
+        // Small list pages: a relist of a big cluster holds one page of untrimmed objects at a
+        // time, not 500.
+        let stream = watcher(api, watcher::Config::default().page_size(100))
             .default_backoff()
             .modify(K::trim);
         let mut stream = std::pin::pin!(stream);
