@@ -158,7 +158,7 @@ impl Agent {
             .context("loading the eBPF datapath")?;
         let host_dev = host.ensure_host_dev(HOST_DEV, HOST_DEV_PEER, mtu).await?;
         host.set_mtu(&host_dev, mtu).await?;
-        host::configure_node_sysctls(HOST_DEV)?;
+        host::Sysctls::new(&config.proc_sys_dir).configure_node(HOST_DEV)?;
         host.replace_route(config.pod_cidr, host_dev.index).await?;
         host::install_iptables(config.pod_cidr, config.cluster_cidr)?;
         let (flags, tunnel_ifindex) = match config.routing {
@@ -166,7 +166,7 @@ impl Agent {
                 let tunnel = host
                     .ensure_vxlan_dev(TUNNEL_DEV, VXLAN_PORT, TUNNEL_DEV_MAC, mtu)
                     .await?;
-                host::configure_tunnel_sysctls(TUNNEL_DEV)?;
+                host::Sysctls::new(&config.proc_sys_dir).configure_tunnel(TUNNEL_DEV)?;
                 (NODE_F_CONFIGURED | NODE_F_VXLAN, tunnel.index)
             }
             Routing::Native => {
@@ -466,7 +466,7 @@ impl Agent {
                 endpoint.host_ifindex
             );
         }
-        host::configure_veth_sysctls(&endpoint.host_ifname)?;
+        host::Sysctls::new(&self.config.proc_sys_dir).configure_veth(&endpoint.host_ifname)?;
         // The pod's own policy and its place in other pods' peer sets are programmed before the
         // endpoint is published and before ADD returns: there is no first-packet window.
         self.policy.refresh();

@@ -43,6 +43,9 @@ pub struct Config {
     /// Kubernetes manifests (Namespaces, Pods, NetworkPolicies, Services) to enforce, when the
     /// agent runs without an API server.
     pub manifest_dir: Option<PathBuf>,
+    /// The sysctl tree the agent writes: `/proc/sys`, or the host's mounted elsewhere when the
+    /// agent's own is read-only (an unprivileged container).
+    pub proc_sys_dir: PathBuf,
     pub paths: Paths,
 }
 

@@ -107,6 +107,11 @@ struct RunArgs {
     paths: PathArgs,
     #[arg(long, default_value = "/var/log/weir/cni.log")]
     cni_log_file: PathBuf,
+    /// Where the sysctls the agent sets (forwarding, rp_filter) are: /proc/sys, or where the
+    /// host's /proc/sys/net is mounted when /proc/sys is read-only (an unprivileged container,
+    /// e.g. /host/proc/sys). Net sysctls are the agent's network namespace's either way.
+    #[arg(long, default_value = "/proc/sys")]
+    proc_sys_dir: PathBuf,
     /// Log to this file instead of stderr.
     #[arg(long)]
     log_file: Option<PathBuf>,
@@ -166,6 +171,7 @@ impl RunArgs {
             cni_conf_dir: self.cni_conf_dir.clone(),
             service_cidr: self.service_cidr.trunc(),
             manifest_dir: self.manifest_dir.clone(),
+            proc_sys_dir: self.proc_sys_dir.clone(),
             paths: Paths {
                 state_dir: self.paths.state_dir.clone(),
                 run_dir: self.paths.run_dir.clone(),
