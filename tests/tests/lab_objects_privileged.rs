@@ -97,6 +97,8 @@ fn objects_services_and_sctp_work_and_vanish_with_the_lab() {
         files(&lab),
         [
             "namespace.x.yaml",
+            // Written at `up`: every agent learns every node from it.
+            "node.n1.yaml",
             "pod.x.a.yaml",
             "pod.x.b.yaml",
             "service.x.a.yaml",

@@ -66,7 +66,8 @@ fn endpoint_pins(lab: &Lab) -> Vec<String> {
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.ends_with(":weir0"))
+                // The node's own attachments (weir0, the uplink or the tunnel) stay with the agent.
+                .filter(|n| n.starts_with("from-pod:") || n.starts_with("to-pod:"))
                 .collect()
         })
         .unwrap_or_default()
