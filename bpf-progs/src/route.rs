@@ -348,30 +348,55 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
 fn admit_egress_via_host(flow: &Flow, src: &EndpointInfo) -> Result<(), Reason> {
     let cfg = config();
     let now = ct::now();
-    if !flow.is_tcp_open() {
-        match ct::lookup(&flow.key, now) {
-            Hit::Forward(value) => {
-                // SAFETY: map value pointer valid for this run; read by value.
-                let v: CtValue = unsafe { *value };
-                if v.epoch == cfg.policy_epoch {
-                    ct::touch(value, flow, false, now);
-                    return Ok(());
-                }
-            }
-            Hit::Reply(value) => {
-                ct::touch(value, flow, true, now);
-                return Ok(());
-            }
-            Hit::Miss => {
-                if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
-                    return Ok(());
-                }
-            }
-        }
+    if !matches!(known(flow, cfg.policy_epoch, now), Known::Unknown) {
+        return Ok(());
     }
     policy::judge(&flow.key, Some(src), None)?;
     ct::open(&flow.key, CT_F_VIA_HOST, cfg.policy_epoch, now);
     Ok(())
+}
+
+/// What conntrack knows of a packet arriving from the host stack or another node.
+enum Known {
+    /// Its flow was judged under the current policy (or is the node's own, always allowed), or
+    /// it answers a flow that did not cross the host stack.
+    Current,
+    /// It answers a flow that crossed the host stack (which may have to undo a DNAT).
+    ReplyViaHost,
+    /// An ICMP error about a tracked flow.
+    Related,
+    /// A new flow (every TCP SYN is one), or one judged under an older policy: judge it.
+    Unknown,
+}
+
+/// Look the packet's flow up, refreshing it when found.
+#[inline(always)]
+fn known(flow: &Flow, epoch: u32, now: u64) -> Known {
+    if flow.is_tcp_open() {
+        return Known::Unknown;
+    }
+    match ct::lookup(&flow.key, now) {
+        Hit::Forward(value) => {
+            // SAFETY: map value pointer valid for this run; read by value.
+            let v: CtValue = unsafe { *value };
+            if v.epoch == epoch || v.flags & CT_F_FROM_NODE != 0 {
+                ct::touch(value, flow, false, now);
+                return Known::Current;
+            }
+            Known::Unknown
+        }
+        Hit::Reply(value) => {
+            ct::touch(value, flow, true, now);
+            // SAFETY: as above.
+            if unsafe { (*value).flags } & CT_F_VIA_HOST != 0 {
+                Known::ReplyViaHost
+            } else {
+                Known::Current
+            }
+        }
+        Hit::Miss if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) => Known::Related,
+        Hit::Miss => Known::Unknown,
+    }
 }
 
 /// What other nodes send: tcx ingress of `weir-vxlan` (decapsulated), or of the uplink
@@ -402,41 +427,20 @@ pub fn from_other_node(ctx: &TcContext, pods_only: bool) -> i32 {
     };
     let cfg = config();
     let now = ct::now();
-    let mut admitted = false;
-    if !flow.is_tcp_open() {
-        match ct::lookup(&flow.key, now) {
-            Hit::Forward(value) => {
-                // SAFETY: map value pointer valid for this run; read by value.
-                let v: CtValue = unsafe { *value };
-                if v.epoch == cfg.policy_epoch || v.flags & CT_F_FROM_NODE != 0 {
-                    ct::touch(value, &flow, false, now);
-                    admitted = true;
-                }
-            }
-            Hit::Reply(value) => {
-                ct::touch(value, &flow, true, now);
-                // SAFETY: as above.
-                if unsafe { (*value).flags } & CT_F_VIA_HOST != 0 {
-                    count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::ForwardHost);
-                    return PASS;
-                }
-                admitted = true;
-            }
-            Hit::Miss => {
-                // An ICMP error about a tracked flow: the host stack translates it back if that
-                // flow was NATed, then hands it to `from_host`.
-                if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
-                    count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::ForwardHost);
-                    return PASS;
-                }
-            }
+    match known(&flow, cfg.policy_epoch, now) {
+        Known::Current => {}
+        // Up the host stack, which translates them back if their flow was NATed, then hands
+        // them to `from_host`.
+        Known::ReplyViaHost | Known::Related => {
+            count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::ForwardHost);
+            return PASS;
         }
-    }
-    if !admitted {
-        if let Err(reason) = policy::judge(&flow.key, None, Some(&peer)) {
-            return deny(ctx, reason, None, Some(&peer));
+        Known::Unknown => {
+            if let Err(reason) = policy::judge(&flow.key, None, Some(&peer)) {
+                return deny(ctx, reason, None, Some(&peer));
+            }
+            ct::open(&flow.key, 0, cfg.policy_epoch, now);
         }
-        ct::open(&flow.key, 0, cfg.policy_epoch, now);
     }
     if packet::set_macs(ctx, peer.pod_mac, peer.host_mac).is_none() {
         return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
@@ -451,26 +455,8 @@ pub fn from_other_node(ctx: &TcContext, pods_only: bool) -> i32 {
 fn admit_from_host(flow: &Flow, hdr: &EthIpv4, peer: &EndpointInfo) -> Result<(), Reason> {
     let cfg = config();
     let now = ct::now();
-    if !flow.is_tcp_open() {
-        match ct::lookup(&flow.key, now) {
-            Hit::Forward(value) => {
-                // SAFETY: map value pointer valid for this run; read by value.
-                let v: CtValue = unsafe { *value };
-                if v.epoch == cfg.policy_epoch || v.flags & CT_F_FROM_NODE != 0 {
-                    ct::touch(value, flow, false, now);
-                    return Ok(());
-                }
-            }
-            Hit::Reply(value) => {
-                ct::touch(value, flow, true, now);
-                return Ok(());
-            }
-            Hit::Miss => {
-                if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
-                    return Ok(());
-                }
-            }
-        }
+    if !matches!(known(flow, cfg.policy_epoch, now), Known::Unknown) {
+        return Ok(());
     }
     if is_host_ip(hdr.saddr_be()) {
         ct::open(
