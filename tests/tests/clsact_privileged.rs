@@ -11,33 +11,13 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use serde_json::Value;
-use weir_tests::{
-    agent::{start_agent, wait_agent_ready, AgentConfig},
-    process::ProcessRef,
-    Lab, LabOptions, Proto,
-};
+use weir_tests::{process::ProcessRef, Lab, LabOptions, Proto};
 
 const T: Duration = Duration::from_secs(2);
 
 /// Kill (SIGKILL, a crash) or stop `agent` and start it again in clsact mode.
 fn restart_in_clsact_mode(lab: &Lab, agent: ProcessRef, kill: bool) -> ProcessRef {
-    let state = lab.state().unwrap();
-    let node = state.node(1).unwrap();
-    if kill {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(agent.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        weir_tests::process::wait_until(Duration::from_secs(5), || !agent.is_alive());
-    } else {
-        assert!(agent.terminate(Duration::from_secs(5)));
-    }
-    let mut config = AgentConfig::for_node(&state, node);
-    config.extra_args = vec!["--attach-mode".into(), "clsact".into()];
-    let process = start_agent(&node.netns, &config, &node.stdout_log).unwrap();
-    wait_agent_ready(&process, &config, &node.stdout_log, Duration::from_secs(30)).unwrap();
-    process
+    common::restart_agent(lab, 1, agent, kill, &["--attach-mode", "clsact"])
 }
 
 /// `tc filter show dev <dev> <dir>` in the node: the bpf filters, one line each.

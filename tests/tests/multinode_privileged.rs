@@ -16,7 +16,6 @@ use std::{
 };
 
 use weir_tests::{
-    agent::{start_agent, wait_agent_ready, AgentConfig},
     in_netns,
     lab::{ProbeOptions, ProbeTarget},
     state::Routing,
@@ -167,25 +166,6 @@ fn node_packets(lab: &Lab, node: u32, reason: &str) -> u64 {
         .sum()
 }
 
-fn restart_agent(lab: &Lab, index: u32, kill: bool) {
-    let state = lab.state().unwrap();
-    let node = state.node(index).unwrap();
-    let agent = node.agent.unwrap();
-    if kill {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(agent.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        weir_tests::process::wait_until(Duration::from_secs(5), || !agent.is_alive());
-    } else {
-        assert!(agent.terminate(Duration::from_secs(5)));
-    }
-    let config = AgentConfig::for_node(&state, node);
-    let process = start_agent(&node.netns, &config, &node.stdout_log).unwrap();
-    wait_agent_ready(&process, &config, &node.stdout_log, Duration::from_secs(30)).unwrap();
-}
-
 /// Everything but the VXLAN-only checks, for either routing mode.
 fn pods_on_three_nodes_talk_flat(routing: Routing, tag: &str) {
     let lab = lab(tag, routing);
@@ -261,8 +241,10 @@ fn pods_on_three_nodes_talk_flat(routing: Routing, tag: &str) {
 
     // An established cross-node stream survives a crash and a graceful restart of both agents.
     let stream = common::Stream::start(&a_ns, &b_ns, pod_ip(&lab, "x/b"), 9100);
-    restart_agent(&lab, 2, true);
-    restart_agent(&lab, 1, false);
+    for (index, kill) in [(2, true), (1, false)] {
+        let agent = lab.node(index).unwrap().agent.unwrap();
+        common::restart_agent(&lab, index, agent, kill, &[]);
+    }
     stream.finish();
     assert_eq!(remotes(&lab, 1), set(&expected), "adopted, not rebuilt");
 

@@ -13,7 +13,6 @@ use std::{
 
 use serde_json::{json, Value};
 use weir_tests::{
-    agent::{start_agent, wait_agent_ready, AgentConfig},
     cni::{run_cni, with_prev_result, CniEnv},
     ip_in, Lab, LabOptions, Netns, Proto,
 };
@@ -270,27 +269,6 @@ fn add_is_try_again_later_and_status_is_50_while_the_agent_is_down() {
     assert_eq!(reserved_ips(&lab), Vec::<String>::new());
 }
 
-/// Restart the lab's agent with the same configuration, as a DaemonSet would.
-fn restart_agent(lab: &Lab, kill: bool) {
-    let state = lab.state().unwrap();
-    let node = state.node(1).unwrap();
-    let agent = node.agent.unwrap();
-    if kill {
-        // A crash: SIGKILL leaves the agent no chance to clean anything.
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(agent.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        weir_tests::process::wait_until(Duration::from_secs(5), || !agent.is_alive());
-    } else {
-        assert!(agent.terminate(Duration::from_secs(5)));
-    }
-    let config = AgentConfig::for_node(&state, node);
-    let process = start_agent(&node.netns, &config, &node.stdout_log).unwrap();
-    wait_agent_ready(&process, &config, &node.stdout_log, Duration::from_secs(30)).unwrap();
-}
-
 #[test]
 fn agent_restart_keeps_an_established_tcp_stream_and_pods_working() {
     require_root!();
@@ -301,8 +279,9 @@ fn agent_restart_keeps_an_established_tcp_stream_and_pods_working() {
     let client_ns = pod_netns(&lab, "client");
 
     let stream = common::Stream::start(&client_ns, &server_ns, server.ip, 9000);
-    restart_agent(&lab, true); // a crash: no chance to clean anything
-    restart_agent(&lab, false); // and a graceful restart
+    let agent = lab.node(1).unwrap().agent.unwrap();
+    let agent = common::restart_agent(&lab, 1, agent, true, &[]); // a crash
+    common::restart_agent(&lab, 1, agent, false, &[]); // and a graceful restart
     let started = Instant::now();
     stream.finish();
     assert!(started.elapsed() < Duration::from_secs(60));

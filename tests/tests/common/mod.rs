@@ -262,3 +262,41 @@ impl Stream {
         assert_eq!(sent, got, "bytes sent and received");
     }
 }
+
+/// Restart node `index`'s agent as a DaemonSet would, after a crash (`kill`: SIGKILL, no chance
+/// to clean anything) or a graceful stop (SIGTERM), with `extra_args` added to its flags. `agent`
+/// is the running one (the lab's state records only the first); returns the new one.
+pub fn restart_agent(
+    lab: &weir_tests::Lab,
+    index: u32,
+    agent: weir_tests::process::ProcessRef,
+    kill: bool,
+    extra_args: &[&str],
+) -> weir_tests::process::ProcessRef {
+    use std::time::Duration;
+    let state = lab.state().unwrap();
+    let node = state.node(index).unwrap();
+    if kill {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        weir_tests::process::wait_until(Duration::from_secs(5), || !agent.is_alive());
+    } else {
+        assert!(agent.terminate(Duration::from_secs(5)));
+    }
+    let mut config = weir_tests::agent::AgentConfig::for_node(&state, node);
+    config
+        .extra_args
+        .extend(extra_args.iter().map(|a| (*a).to_owned()));
+    let process = weir_tests::agent::start_agent(&node.netns, &config, &node.stdout_log).unwrap();
+    weir_tests::agent::wait_agent_ready(
+        &process,
+        &config,
+        &node.stdout_log,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    process
+}
