@@ -16,13 +16,14 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.path.join(ROOT, "target/release/weir-agent")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+SCALE = __import__("bench-policy-scale")  # the object generators and agent_memory
 NAMESPACES = 10
 PORT = 18080
 
 
 def objects(pods, policies):
     """Every object the stand-in serves, by list path, in API list order."""
-    scale = __import__("bench-policy-scale")
+    scale = SCALE
     items = {
         "/api/v1/namespaces": [
             {"metadata": {"name": f"ns{n}", "uid": f"ns{n}", "resourceVersion": "1",
@@ -118,15 +119,6 @@ def serve(pods, policies):
     Server(("127.0.0.1", PORT), Handler).serve_forever()
 
 
-def rss(pid):
-    mem = {}
-    for line in open(f"/proc/{pid}/status"):
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            mem[key] = int(value.split()[0]) / 1024
-    return mem
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=1000)
@@ -171,7 +163,7 @@ def main():
             time.sleep(0.05)
         ready = time.time() - started
         time.sleep(args.settle)
-        mem = rss(agent.pid)
+        mem = SCALE.agent_memory(agent.pid)
         print(f"kube source: {args.pods} pods, {args.policies} policies, {NAMESPACES} namespaces, "
               f"20 Services, 2 Nodes (pods carry managedFields and a 400-byte annotation)")
         print(f"  listed, programmed and ready in {ready:.2f} s")

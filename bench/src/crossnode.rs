@@ -136,19 +136,7 @@ pub fn run(
         .chain(vxlan.scenarios.iter())
         .collect();
     let samples = measure(&scenarios)?;
-    let results: Vec<ScenarioResult> = scenarios
-        .iter()
-        .zip(samples)
-        .map(|(scenario, [throughput, rr, crr])| {
-            let stats = |s: &[f64]| Stats::of(s).context("no samples");
-            Ok(ScenarioResult {
-                name: scenario.name.clone(),
-                throughput_bps: stats(&throughput)?,
-                rr_per_s: stats(&rr)?,
-                crr_per_s: stats(&crr)?,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let results = ScenarioResult::of_all(&scenarios, samples)?;
     let ratios = [(1, 0), (3, 2)]
         .into_iter()
         .filter_map(|(n, d)| Ratio::of(&results[n], &results[d]))

@@ -44,7 +44,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 
 use crate::{
     measure::Scenario,
-    report::{scenario_name, Machine, Metric, Report, ScenarioResult, Stats},
+    report::{scenario_name, Machine, Metric, Report, ScenarioResult},
     routed::{Routed, SERVER_IP},
     rr::Mode,
 };
@@ -322,19 +322,7 @@ fn run(args: &RunArgs) -> Result<()> {
 
     let scenario_refs: Vec<&Scenario> = scenarios.iter().collect();
     let samples = measure_all(&scenario_refs, args)?;
-    let results: Vec<ScenarioResult> = scenarios
-        .iter()
-        .zip(samples)
-        .map(|(scenario, [throughput, rr, crr])| {
-            let stats = |s: &[f64]| Stats::of(s).context("no samples");
-            Ok(ScenarioResult {
-                name: scenario.name.clone(),
-                throughput_bps: stats(&throughput)?,
-                rr_per_s: stats(&rr)?,
-                crr_per_s: stats(&crr)?,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let results = ScenarioResult::of_all(&scenario_refs, samples)?;
     let machine = Machine {
         cores: std::thread::available_parallelism().map_or(0, usize::from),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")

@@ -93,6 +93,27 @@ pub struct ScenarioResult {
 }
 
 impl ScenarioResult {
+    /// Each scenario's statistics from its samples (throughput, RR, CRR; as `measure_all` returns).
+    pub fn of_all(
+        scenarios: &[&crate::measure::Scenario],
+        samples: Vec<[Vec<f64>; 3]>,
+    ) -> anyhow::Result<Vec<Self>> {
+        use anyhow::Context;
+        scenarios
+            .iter()
+            .zip(samples)
+            .map(|(scenario, [throughput, rr, crr])| {
+                let stats = |s: &[f64]| Stats::of(s).context("no samples");
+                Ok(Self {
+                    name: scenario.name.clone(),
+                    throughput_bps: stats(&throughput)?,
+                    rr_per_s: stats(&rr)?,
+                    crr_per_s: stats(&crr)?,
+                })
+            })
+            .collect()
+    }
+
     pub fn get(&self, metric: Metric) -> &Stats {
         match metric {
             Metric::Throughput => &self.throughput_bps,
