@@ -1,14 +1,18 @@
 //! install/*.yaml against the real thing: every object parses strictly as its Kubernetes type
 //! (an unknown field is an error, not silently dropped), the DaemonSets' arguments parse with this
 //! binary's CLI once the kubelet has expanded `$(VAR)`s from the ConfigMap, and the DaemonSet gives
-//! the agent what it uses (mounts, probes on the health address, RBAC for every watched kind).
+//! the agent what it uses (mounts, probes on the health address, RBAC for every watched kind, the
+//! capabilities it needs) and no more (no privilege but a bpffs-mounting init container's).
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
-    core::v1::{ConfigMap, Container, Namespace, ServiceAccount},
+    core::v1::{ConfigMap, Container, Namespace, SecurityContext, ServiceAccount, VolumeMount},
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use serde::Deserialize;
@@ -121,6 +125,44 @@ fn container<'a>(ds: &'a DaemonSet, name: &str) -> &'a Container {
         .chain(spec.init_containers.iter().flatten())
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn containers(ds: &DaemonSet) -> impl Iterator<Item = &Container> {
+    let spec = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+}
+
+fn security(container: &Container) -> SecurityContext {
+    container.security_context.clone().unwrap_or_default()
+}
+
+/// The mount at `path` in the container, and the node path of its hostPath volume.
+fn host_mount<'a>(
+    ds: &'a DaemonSet,
+    container: &'a Container,
+    path: &str,
+) -> (&'a VolumeMount, &'a str) {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == path)
+        .unwrap_or_else(|| panic!("{} mounts nothing at {path}", container.name));
+    let spec = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("no volume {}", mount.name));
+    let host_path = volume
+        .host_path
+        .as_ref()
+        .unwrap_or_else(|| panic!("volume {} is not a hostPath", volume.name));
+    (mount, host_path.path.as_str())
 }
 
 fn mounts(container: &Container) -> Vec<&str> {
@@ -332,4 +374,174 @@ fn a_misspelt_field_in_the_daemonset_is_an_error_not_a_dropped_setting() {
         .unwrap();
     let error = parse_strict::<DaemonSet>(1, doc).unwrap_err();
     assert!(error.to_string().contains("hostNetwrok"), "{error}");
+}
+
+/// Capabilities as a set, whichever way the manifest spells them (CAP_ prefix or not).
+fn capability_set(names: Option<&Vec<String>>) -> BTreeSet<String> {
+    names
+        .into_iter()
+        .flatten()
+        .map(|c| c.trim_start_matches("CAP_").to_owned())
+        .collect()
+}
+
+/// Not privileged, no privilege escalation, uid 0, every capability dropped but `add`.
+fn assert_unprivileged_with(container: &Container, add: &[&str]) {
+    let security = security(container);
+    let name = &container.name;
+    assert_ne!(security.privileged, Some(true), "{name} is privileged");
+    assert_eq!(security.allow_privilege_escalation, Some(false), "{name}");
+    let capabilities = security.capabilities.unwrap_or_default();
+    assert_eq!(
+        capability_set(capabilities.drop.as_ref()),
+        BTreeSet::from(["ALL".to_owned()]),
+        "{name} drops every capability"
+    );
+    let expected: BTreeSet<String> = add.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        capability_set(capabilities.add.as_ref()),
+        expected,
+        "{name}"
+    );
+}
+
+#[test]
+fn only_the_init_container_that_mounts_bpffs_is_privileged() {
+    for file in ["weir.yaml", "uninstall.yaml"] {
+        let objects = load(file);
+        let ds = &objects.daemon_sets[0];
+        for container in containers(ds) {
+            let privileged = security(container).privileged == Some(true);
+            let bidirectional = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_propagation.as_deref() == Some("Bidirectional"));
+            assert_eq!(
+                privileged,
+                file == "weir.yaml" && container.name == "mount-bpffs",
+                "{file}: {} privileged: {privileged}",
+                container.name
+            );
+            // The API server refuses Bidirectional in an unprivileged container.
+            assert!(!bidirectional || privileged, "{file}: {}", container.name);
+            if !privileged {
+                assert_eq!(
+                    security(container).allow_privilege_escalation,
+                    Some(false),
+                    "{file}: {}",
+                    container.name
+                );
+                let drop = security(container).capabilities.and_then(|c| c.drop);
+                assert!(
+                    capability_set(drop.as_ref()).contains("ALL"),
+                    "{file}: {} drops every capability",
+                    container.name
+                );
+            }
+        }
+    }
+
+    // It mounts bpffs on the node's /sys/fs/bpf unless one is there, and the mount reaches the node.
+    let objects = load("weir.yaml");
+    let ds = &objects.daemon_sets[0];
+    let spec = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let mount_bpffs = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "mount-bpffs")
+        .expect("an init container mount-bpffs");
+    let script = mount_bpffs.command.clone().unwrap().join(" ");
+    assert!(
+        script.contains("mount -t bpf") && script.contains(" /sys/fs/bpf"),
+        "{script}"
+    );
+    let (mount, host_path) = host_mount(ds, mount_bpffs, "/sys/fs/bpf");
+    assert_eq!(host_path, "/sys/fs/bpf");
+    assert_eq!(mount.mount_propagation.as_deref(), Some("Bidirectional"));
+    assert_ne!(mount.read_only, Some(true));
+}
+
+#[test]
+fn the_agent_is_unprivileged_with_exactly_the_capabilities_it_needs() {
+    let objects = load("weir.yaml");
+    let ds = &objects.daemon_sets[0];
+    let agent = container(ds, "weir-agent");
+    // Links, routes, tc and iptables; bpf() itself; the verifier's privileged mode (without it
+    // the datapath is rejected). Each was checked by starting the agent without it.
+    assert_unprivileged_with(agent, &["NET_ADMIN", "BPF", "PERFMON"]);
+    // The node's sysctls and root-owned paths are written as their owner.
+    assert_eq!(security(agent).run_as_user, Some(0));
+    // The runtime's default AppArmor profile forbids writing under /sys/fs/bpf.
+    assert_eq!(
+        security(agent).app_armor_profile.map(|p| p.type_),
+        Some("Unconfined".to_owned())
+    );
+    // SELinux: the node's files are writable from spc_t, not from the default container_t.
+    for ds in [ds, &load("uninstall.yaml").daemon_sets[0]] {
+        let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let selinux = pod
+            .security_context
+            .as_ref()
+            .and_then(|s| s.se_linux_options.as_ref());
+        assert_eq!(selinux.and_then(|s| s.type_.as_deref()), Some("spc_t"));
+    }
+    // bpffs comes from mount-bpffs, seen through the node's mount.
+    let (bpffs, host_path) = host_mount(ds, agent, "/sys/fs/bpf");
+    assert_eq!(host_path, "/sys/fs/bpf");
+    assert_eq!(bpffs.mount_propagation.as_deref(), Some("HostToContainer"));
+
+    let install = container(ds, "install-cni");
+    assert_unprivileged_with(install, &[]);
+
+    // Cleanup deletes links and iptables chains and unlinks pins: NET_ADMIN only.
+    let uninstall = load("uninstall.yaml");
+    let ds = &uninstall.daemon_sets[0];
+    let cleanup = container(ds, "cleanup");
+    assert_unprivileged_with(cleanup, &["NET_ADMIN"]);
+    assert_eq!(security(cleanup).run_as_user, Some(0));
+    assert_eq!(
+        security(cleanup).app_armor_profile.map(|p| p.type_),
+        Some("Unconfined".to_owned())
+    );
+    assert_eq!(
+        host_mount(ds, cleanup, "/sys/fs/bpf")
+            .0
+            .mount_propagation
+            .as_deref(),
+        Some("HostToContainer")
+    );
+    for name in ["remove-cni-binary", "done"] {
+        assert_unprivileged_with(container(ds, name), &[]);
+    }
+}
+
+#[test]
+fn the_agent_writes_sysctls_through_the_nodes_proc_sys_net() {
+    let objects = load("weir.yaml");
+    let config = objects.config_maps[0].data.clone().unwrap();
+    let ds = &objects.daemon_sets[0];
+    let agent = container(ds, "weir-agent");
+    let Command::Run(args) = parse(&command_line(agent, &config)).command else {
+        unreachable!()
+    };
+    assert_eq!(args.proc_sys_dir, Path::new("/host/proc/sys"));
+    let net = args.proc_sys_dir.join("net");
+    let (mount, host_path) = host_mount(ds, agent, net.to_str().unwrap());
+    assert_eq!(host_path, "/proc/sys/net");
+    assert_ne!(mount.read_only, Some(true));
+    assert!(args.config("10.244.1.0/24".parse().unwrap()).proc_sys_dir == args.proc_sys_dir);
+
+    // Without the flag, the process's own /proc/sys.
+    let Command::Run(default) = parse(&[
+        "weir-agent".to_owned(),
+        "run".to_owned(),
+        "--pod-cidr=10.244.1.0/24".to_owned(),
+    ])
+    .command
+    else {
+        unreachable!()
+    };
+    assert_eq!(default.proc_sys_dir, Path::new("/proc/sys"));
 }
