@@ -300,6 +300,7 @@ async fn run(args: RunArgs) -> Result<()> {
     .context("starting weir-agent")?;
     let listener = server::bind(&socket)?;
     agent.write_conflist()?;
+    release_startup_memory();
     info!(socket = %socket.display(), "ready");
     let agent = Arc::new(Mutex::new(agent));
     let _ = health.agent.set(agent.clone());
@@ -319,3 +320,13 @@ async fn run(args: RunArgs) -> Result<()> {
 
 #[cfg(test)]
 mod install_tests;
+
+/// Start-up (loading the eBPF object, the first full list, the first compile) peaks well above
+/// what the agent needs afterwards; glibc keeps freed heap mapped unless asked to give it back.
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes no pointers and is
+    // safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
