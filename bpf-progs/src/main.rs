@@ -1,10 +1,13 @@
 //! Weir's eBPF datapath. Entry points only; the logic lives in the modules below.
 //!
-//! Five tc programs, named by where the packet comes from:
+//! Every packet a pod receives was put on its veth by one of these programs (a redirect after
+//! ingress policy), so the veth's egress needs no program: one attach per pod, which halves what
+//! CNI ADD waits for the kernel.
+//!
+//! Four tc programs, named by where the packet comes from:
 //! - `tc_from_pod`: tcx ingress of each pod's host-side veth. Answers ARP for the gateway, drops
 //!   spoofed packets, delivers pod → local pod straight to the destination veth, and hands the rest
 //!   to the host stack (node, Services, other nodes, the outside world).
-//! - `tc_to_pod`: tcx egress of each host-side veth: every packet a pod receives passes here.
 //! - `tc_from_host`: tcx egress of `weir0`, the device the node routes every pod CIDR to (its own
 //!   and each other node's). It delivers host-stack traffic (node → pod, forwarded and Service
 //!   traffic) to the right veth, or sends it on to the pod's node, so the node needs one route per
@@ -31,11 +34,6 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 #[classifier]
 pub fn tc_from_pod(ctx: TcContext) -> i32 {
     route::from_pod(&ctx)
-}
-
-#[classifier]
-pub fn tc_to_pod(ctx: TcContext) -> i32 {
-    route::to_pod(&ctx)
 }
 
 #[classifier]

@@ -250,6 +250,7 @@ fn deliver(
             && packet::set_macs(ctx, peer.pod_mac, peer.host_mac).is_some()
         {
             count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardLocal);
+            count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::Deliver);
             // SAFETY: plain helper call; the target is a veth whose egress delivers to the pod.
             return unsafe { bpf_redirect(peer.host_ifindex, 0) } as i32;
         }
@@ -267,22 +268,6 @@ fn deliver(
     }
     count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardHost);
     PASS
-}
-
-/// tcx egress of a host-side veth: everything a pod receives.
-#[inline(always)]
-pub fn to_pod(ctx: &TcContext) -> i32 {
-    let ifindex = packet::ifindex(ctx);
-    match packet::ethertype(ctx) {
-        Some(ETH_P_IP) => {
-            count(ctx, ifindex, DIR_TO_POD, Reason::Deliver);
-            PASS
-        }
-        Some(ETH_P_ARP) => PASS,
-        // The host side may emit IPv6 neighbour discovery on its own; Weir pods are IPv4-only.
-        Some(_) => drop_with(ctx, ifindex, DIR_TO_POD, Reason::DropUnsupportedL3),
-        None => drop_with(ctx, ifindex, DIR_TO_POD, Reason::DropMalformed),
-    }
 }
 
 /// tcx egress of `weir0`: host-stack traffic routed to a pod CIDR, this node's or another's.

@@ -375,7 +375,8 @@ mod tests {
         let mut eps = open(dir.path());
         let ep = endpoint("a", [10, 244, 1, 2], "weir0123456789a");
         eps.add(ep.clone(), (0, 0)).unwrap();
-        assert_eq!(eps.datapath().links.len(), 2);
+        // One program per veth: its ingress (what the pod sends).
+        assert_eq!(eps.datapath().links.len(), 1);
         let info = eps.datapath().endpoints[&ep.ip];
         assert_eq!(info.pod_mac, [0x0a, 0x58, 0, 0, 0, 1]);
         assert_eq!(info.flags & ENDPOINT_F_READY, ENDPOINT_F_READY);
@@ -445,7 +446,7 @@ mod tests {
         );
         datapath
             .links
-            .insert(("weirjunk0000000".into(), "to-pod".into()));
+            .insert(("weirjunk0000000".into(), "from-pod".into()));
         datapath.links.insert(("weir0".into(), "from-host".into()));
         drop(eps);
 
@@ -457,14 +458,14 @@ mod tests {
         assert_eq!(done.adopted.len(), 1);
         assert_eq!(done.removed[0].container_id, "dead");
         assert_eq!(done.stale_map_entries, [Ipv4Addr::new(10, 244, 1, 99)]);
-        assert_eq!(done.stale_links, ["to-pod:weirjunk0000000"]);
+        assert_eq!(done.stale_links, ["from-pod:weirjunk0000000"]);
         let ips: Vec<_> = eps.datapath().endpoints.keys().copied().collect();
         assert_eq!(ips, [Ipv4Addr::new(10, 244, 1, 2)]);
         assert!(eps
             .datapath()
             .links
             .contains(&("weir0".into(), "from-host".into())));
-        assert_eq!(eps.datapath().links.len(), 3);
+        assert_eq!(eps.datapath().links.len(), 2);
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn endpoint_pins(lab: &Lab) -> Vec<String> {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 // The node's own attachments (weir0, the uplink or the tunnel) stay with the agent.
-                .filter(|n| n.starts_with("from-pod:") || n.starts_with("to-pod:"))
+                .filter(|n| n.starts_with("from-pod:"))
                 .collect()
         })
         .unwrap_or_default()

@@ -39,7 +39,7 @@ pub enum Reason {
     ArpReply = 3,
     /// Delivered from the host stack to a pod.
     FromHost = 4,
-    /// Delivered to the pod (counted on its veth, direction to-pod): ingress allowed.
+    /// Delivered from a pod on this node (counted on the receiver's veth, direction to-pod).
     Deliver = 5,
     /// Sent to another node (straight out of the uplink, or into the VXLAN tunnel).
     ForwardRemote = 6,

@@ -35,7 +35,6 @@ pub const REMOTES_MAX: u32 = 16_384;
 
 /// Program names (the function names in bpf-progs).
 pub const PROG_FROM_POD: &str = "tc_from_pod";
-pub const PROG_TO_POD: &str = "tc_to_pod";
 pub const PROG_FROM_HOST: &str = "tc_from_host";
 pub const PROG_FROM_TUNNEL: &str = "tc_from_tunnel";
 pub const PROG_FROM_UPLINK: &str = "tc_from_uplink";

@@ -26,7 +26,7 @@ use tracing::{debug, info};
 use weir_common::{
     maps::{
         CONFIG, COUNTERS, ENDPOINTS, HOST_IPS, POLICY_PEERS, POLICY_PORTS, PROG_FROM_HOST,
-        PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK, PROG_TO_POD, REMOTES,
+        PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK, REMOTES,
     },
     CounterKey, CounterValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey, PeerValue, PortKey,
     PortValue, RemoteKey, RemoteNode,
@@ -177,7 +177,6 @@ impl BpfDatapath {
             .load(BPF_OBJECT)?;
         for name in [
             PROG_FROM_POD,
-            PROG_TO_POD,
             PROG_FROM_HOST,
             PROG_FROM_TUNNEL,
             PROG_FROM_UPLINK,
@@ -441,7 +440,6 @@ fn program<'a>(
 fn hook_program(hook: Hook) -> (&'static str, TcAttachType) {
     match hook {
         Hook::FromPod => (PROG_FROM_POD, TcAttachType::Ingress),
-        Hook::ToPod => (PROG_TO_POD, TcAttachType::Egress),
         Hook::FromHost => (PROG_FROM_HOST, TcAttachType::Egress),
         Hook::FromTunnel => (PROG_FROM_TUNNEL, TcAttachType::Ingress),
         Hook::FromUplink => (PROG_FROM_UPLINK, TcAttachType::Ingress),

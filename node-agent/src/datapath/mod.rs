@@ -42,8 +42,6 @@ pub enum DatapathError {
 pub enum Hook {
     /// Host-side veth ingress: what the pod sends.
     FromPod,
-    /// Host-side veth egress: what the pod receives.
-    ToPod,
     /// `weir0` egress: host-stack traffic to pods (local ones, and other nodes').
     FromHost,
     /// `weir-vxlan` ingress: other nodes' traffic out of the tunnel.
@@ -53,11 +51,11 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL_ENDPOINT: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
+    /// A pod's veth needs one program: everything it receives was redirected to it after policy.
+    pub const ALL_ENDPOINT: [Hook; 1] = [Hook::FromPod];
 
-    pub const ALL: [Hook; 5] = [
+    pub const ALL: [Hook; 4] = [
         Hook::FromPod,
-        Hook::ToPod,
         Hook::FromHost,
         Hook::FromTunnel,
         Hook::FromUplink,
@@ -67,7 +65,6 @@ impl Hook {
     pub fn pin_suffix(self) -> &'static str {
         match self {
             Hook::FromPod => "from-pod",
-            Hook::ToPod => "to-pod",
             Hook::FromHost => "from-host",
             Hook::FromTunnel => "from-tunnel",
             Hook::FromUplink => "from-uplink",
