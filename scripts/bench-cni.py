@@ -3,9 +3,10 @@
 (bridge + host-local, containernetworking-plugins), invoked the same way, in the same node netns,
 in the same run. Prints medians, p90s and the weir/reference ratio. A benchmark, not a test.
 
-The agent attaches its tc programs as it would on the node (`--attach-mode auto`: tcx on 6.6+) unless
-`--attach-mode` says otherwise; the mode is printed with the results. On tcx kernels each attach waits
-for an RCU grace period in the kernel (two per ADD), which dominates weir's ADD there.
+The agent attaches its tc programs as it would on the node (`--attach-mode auto`: a clsact filter on
+each pod veth, tcx on the node's own devices) unless `--attach-mode` says otherwise; the mode is
+printed with the results. With `--attach-mode tcx` the pod's one attach waits for an RCU grace
+period in the kernel, which then dominates weir's ADD.
 
 Usage (root): python3 scripts/bench-cni.py [--iterations 100] [--attach-mode auto|tcx|clsact]
 """
@@ -79,6 +80,8 @@ def main():
         agent_log = open(node["log_file"]).read()
         modes = [l.split("mode=")[1].split()[0] for l in agent_log.splitlines() if "tc attach mode" in l]
         attach_mode = modes[-1] if modes else "unknown"
+        if args.attach_mode == "auto":
+            attach_mode = f"clsact on pod veths ({attach_mode} on the node's devices)"
         conflist = json.load(open(os.path.join(node["cni_conf_dir"], "10-weir.conflist")))
         weir_conf = dict(conflist["plugins"][0], cniVersion=conflist["cniVersion"], name=conflist["name"])
         prefix = node["netns"].rsplit("-", 1)[0]

@@ -5,17 +5,18 @@
 //! keyed by attachment `(container id, ifname)` — the spec's primary key within a network — and the
 //! last address handed out. Every change happens under an exclusive `flock` on
 //! `<dataDir>/<network>/lock` (a separate file, because the state file itself is replaced on every
-//! write) and is written atomically: temporary file, `fsync`, `rename`. Readers that only look
+//! write) and is written atomically: temporary file, then `rename`. Readers that only look
 //! ([`Ipam::get`], [`Ipam::list`]) need no lock, since a rename is atomic.
 //!
-//! Durability: the file is `fsync`ed before the rename, so a crash never leaves an empty or torn
-//! state file behind the new name (which would make every later ADD fail as corrupt). The
-//! directory is not `fsync`ed after the rename, on purpose (it would cost a journal commit per
-//! ADD and DEL): after a crash of the machine the rename may be lost and the previous state come
-//! back, missing the last reservations or still holding the last releases. Neither can hand one
-//! address to two live pods, because no pod survives a machine crash: every pod network namespace
-//! and veth is gone, the runtime runs ADD again for each pod and DEL (or GC) for the dead ones,
-//! and a stale reservation only keeps an address out of use until then.
+//! Durability: nothing is `fsync`ed (a flush would cost a disk round trip per ADD and DEL, more
+//! than the rest of ADD on many disks). A process crash loses nothing: the page cache keeps what
+//! was written. After a crash of the machine the state may come back as it was some writes ago,
+//! or, with delayed allocation, empty behind the new name. Neither can hand one address to two
+//! live pods, because no pod survives a machine crash: every pod network namespace and veth is
+//! gone, the runtime runs ADD again for each pod and DEL (or GC) for the dead ones, and a stale
+//! reservation only keeps an address out of use until then. So a state file that cannot be parsed
+//! and was last written before this boot is such a remnant and starts over empty (logged); one
+//! written during this boot is an error, since the pods it describes may be alive.
 //!
 //! Allocation is round-robin: the search starts after the last address handed out and wraps, so an
 //! address freed by a DEL is not given to the very next pod (whose peers might still hold stale
@@ -302,8 +303,14 @@ impl Ipam {
                 })
             }
         };
-        let file: StateFile =
-            serde_json::from_slice(&bytes).map_err(|source| IpamError::Corrupt { path, source })?;
+        let file: StateFile = match serde_json::from_slice(&bytes) {
+            Ok(file) => file,
+            Err(_) if written_before_boot(&path) => {
+                tracing::warn!(path = %path.display(), "IPAM state from before the last boot is unreadable (a machine crash); starting over: no pod of that boot is alive");
+                return Ok(State::default());
+            }
+            Err(source) => return Err(IpamError::Corrupt { path, source }),
+        };
         Ok(State {
             last_allocated: file.last_allocated,
             allocations: file
@@ -357,11 +364,26 @@ impl Ipam {
             .open(&tmp)
             .map_err(io_err("creating", &tmp))?;
         out.write_all(&bytes).map_err(io_err("writing", &tmp))?;
-        // Without this a crash could leave an empty file behind the rename (delayed allocation).
-        out.sync_all().map_err(io_err("syncing", &tmp))?;
         drop(out);
         let path = self.state_path();
         fs::rename(&tmp, &path).map_err(io_err("replacing", &path))
+    }
+}
+
+/// Was `path` last modified before the machine booted? `false` when either is unknown, so that an
+/// unreadable state is an error unless it is known to be a remnant.
+fn written_before_boot(path: &Path) -> bool {
+    let modified = fs::metadata(path).and_then(|m| m.modified()).ok();
+    let booted = fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    });
+    match (modified, booted) {
+        (Some(modified), Some(booted)) => {
+            modified < std::time::UNIX_EPOCH + std::time::Duration::from_secs(booted)
+        }
+        _ => false,
     }
 }
 
@@ -564,6 +586,25 @@ mod tests {
             Err(IpamError::Corrupt { .. })
         ));
         assert!(matches!(ipam.list(), Err(IpamError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn an_unreadable_state_from_before_this_boot_starts_over() {
+        let dir = TempDir::new().unwrap();
+        let ipam = ipam(&dir, "10.0.0.0/24");
+        ipam.allocate(&id("a")).unwrap();
+        let path = dir.path().join("weir").join(STATE_FILE);
+        // What delayed allocation can leave behind a rename when the machine crashes.
+        fs::write(&path, b"").unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
+        assert!(ipam.list().unwrap().is_empty());
+        assert!(ipam.allocate(&id("b")).is_ok());
+        assert_eq!(ipam.list().unwrap().len(), 1);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use weir_common::{
 
 use crate::{
     config::{Config, GATEWAY, HOST_DEV, HOST_DEV_PEER, NETWORK_NAME, TUNNEL_DEV, VXLAN_VNI},
-    datapath::{BpfDatapath, Datapath, Hook},
+    datapath::{AttachMode, BpfDatapath, Datapath, Hook},
     endpoints::{write_atomic, Endpoints},
     host::{self, Host},
     policy::PolicyEngine,
@@ -402,10 +402,17 @@ impl Agent {
     pub async fn handle(&mut self, request: Request) -> Response {
         let result = match request {
             Request::Status => {
-                let mode = self.endpoints.datapath().attach_mode().map_or_else(
-                    || "unresolved".to_owned(),
-                    |m| format!("{m:?}").to_lowercase(),
-                );
+                let node_devices = self
+                    .endpoints
+                    .datapath()
+                    .attach_mode()
+                    .map_or_else(|| "unresolved".to_owned(), |m| m.to_string());
+                let mode = match self.config.paths.attach_mode {
+                    AttachMode::Auto => {
+                        format!("clsact on pod veths, {node_devices} on node devices")
+                    }
+                    _ => node_devices,
+                };
                 return Response::Status {
                     ready: true,
                     message: format!(

@@ -119,7 +119,8 @@ struct RunArgs {
     #[arg(long, default_value = "info")]
     log_level: String,
     /// How tc programs are attached: tcx links (Linux 6.6+), clsact filters (any kernel), or
-    /// auto: tcx if the first attach shows the kernel has it, clsact otherwise.
+    /// auto: clsact filters on pod veths (fast CNI ADD), tcx on the node's devices if the kernel
+    /// has it.
     #[arg(long, default_value = "auto")]
     attach_mode: AttachMode,
 }

@@ -90,8 +90,11 @@ fn assert_connected(lab: &Lab, from: &str, to: &str, proto: Proto, port: u16) {
 #[test]
 fn the_datapath_works_with_clsact_filters_across_a_mode_switch_and_a_crash() {
     require_root!();
+    // Sound: no other thread exists yet in this process (one test in this binary).
+    std::env::set_var("WEIR_LAB_AGENT_ARGS", "--attach-mode tcx");
     let lab = Lab::up(&LabOptions::isolated("clsact")).expect("lab up");
-    // A pod attached in the default mode, adopted by the clsact agent.
+    std::env::remove_var("WEIR_LAB_AGENT_ARGS");
+    // A pod attached with tcx links, adopted by the clsact agent.
     lab.add_pod("default", "early", &[]).unwrap();
     let agent = lab.state().unwrap().node(1).unwrap().agent.unwrap();
     let agent = restart_in_clsact_mode(&lab, agent, true);

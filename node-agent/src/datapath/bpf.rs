@@ -448,6 +448,9 @@ fn hook_program(hook: Hook) -> (&'static str, TcAttachType) {
 
 impl Datapath for BpfDatapath {
     fn attach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
+        if self.attachments.mode == AttachMode::Auto && hook == Hook::FromPod {
+            return self.attach_clsact(ifname, hook);
+        }
         match self.resolved {
             Some(AttachMode::Clsact) => self.attach_clsact(ifname, hook),
             Some(_) => self.attach_tcx(ifname, hook),

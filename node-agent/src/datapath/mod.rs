@@ -75,7 +75,11 @@ impl Hook {
 /// How the tc programs are attached to interfaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
-    /// tcx when the kernel has it (6.6+), clsact otherwise: probed by the first attach.
+    /// Pod veths get clsact filters; the node's devices (`weir0`, the uplink, the tunnel) get tcx
+    /// links when the kernel has them (6.6+, probed by the first attach), clsact otherwise. A pod
+    /// veth is Weir's alone, so tcx's ordering among several programs buys nothing there, while
+    /// each tcx attach waits for an RCU grace period (about 14 ms): with a filter, CNI ADD takes
+    /// a fraction of that. Both survive agent restarts and are replaced in place.
     Auto,
     /// tcx links (`bpf_link`), pinned under `<pin dir>/links` so they outlive the agent.
     Tcx,
