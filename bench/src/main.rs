@@ -126,22 +126,10 @@ struct CrossNodeArgs {
 fn cross_node(args: &CrossNodeArgs) -> Result<()> {
     require_tools()?;
     catch_signals()?;
-    let cli = match &args.weir_lab {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("weir-lab"),
-    };
+    let cli = weir_lab_cli(args.weir_lab.as_deref())?;
     let prefix = format!("/run/weir-bench-{}", std::process::id());
-    let rounds_args = RunArgs {
-        rounds: args.rounds,
-        seconds: args.seconds,
-        rules: 2,
-        json: args.json,
-        skip_weir: true,
-        weir_lab: None,
-        lab_dir: None,
-    };
     let report = crossnode::run(&cli, &prefix, args.rounds, args.seconds, |scenarios| {
-        measure_all(scenarios, &rounds_args)
+        measure_all(scenarios, args.rounds, args.seconds)
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -150,6 +138,14 @@ fn cross_node(args: &CrossNodeArgs) -> Result<()> {
     }
     eprintln!("weir-bench: tearing down");
     Ok(())
+}
+
+/// `--weir-lab`, or the `weir-lab` next to this binary.
+fn weir_lab_cli(given: Option<&std::path::Path>) -> Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path.to_path_buf()),
+        None => Ok(std::env::current_exe()?.with_file_name("weir-lab")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -254,10 +250,7 @@ fn run(args: &RunArgs) -> Result<()> {
     let weir = if args.skip_weir {
         None
     } else {
-        let cli = match &args.weir_lab {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()?.with_file_name("weir-lab"),
-        };
+        let cli = weir_lab_cli(args.weir_lab.as_deref())?;
         let dir = args
             .lab_dir
             .clone()
@@ -321,7 +314,7 @@ fn run(args: &RunArgs) -> Result<()> {
     }
 
     let scenario_refs: Vec<&Scenario> = scenarios.iter().collect();
-    let samples = measure_all(&scenario_refs, args)?;
+    let samples = measure_all(&scenario_refs, args.rounds, args.seconds)?;
     let results = ScenarioResult::of_all(&scenario_refs, samples)?;
     let machine = Machine {
         cores: std::thread::available_parallelism().map_or(0, usize::from),
@@ -353,19 +346,19 @@ fn run(args: &RunArgs) -> Result<()> {
 /// Every metric of every scenario, `rounds` times. Within a round each metric is measured for
 /// every scenario in turn, starting one scenario further each round, so slow drift (a build
 /// starting, thermal limits) spreads over all scenarios instead of hitting one.
-fn measure_all(scenarios: &[&Scenario], args: &RunArgs) -> Result<Vec<[Vec<f64>; 3]>> {
+fn measure_all(scenarios: &[&Scenario], rounds: u32, seconds: u64) -> Result<Vec<[Vec<f64>; 3]>> {
     let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; scenarios.len()];
     let n = scenarios.len();
-    for round in 0..args.rounds as usize {
+    for round in 0..rounds as usize {
         for (m, metric) in Metric::ALL.into_iter().enumerate() {
             for k in 0..n {
                 check_interrupted()?;
                 let i = (k + round) % n;
-                let value = scenarios[i].measure(metric, args.seconds)?;
+                let value = scenarios[i].measure(metric, seconds)?;
                 eprintln!(
                     "weir-bench: round {}/{} {:<14} {} {}",
                     round + 1,
-                    args.rounds,
+                    rounds,
                     scenarios[i].name,
                     metric.heading(),
                     metric.show(value)
