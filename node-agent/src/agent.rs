@@ -147,7 +147,7 @@ impl Agent {
         // Full-size pod packets must fit the uplink once encapsulated, so nothing is fragmented.
         let mtu = config.mtu.unwrap_or(match config.routing {
             Routing::Native => uplink_mtu,
-            Routing::Vxlan => uplink_mtu - VXLAN_OVERHEAD,
+            Routing::Vxlan => uplink_mtu.saturating_sub(VXLAN_OVERHEAD),
         });
         info!(uplink = ?uplink.as_ref().map(|l| &l.name), mtu, routing = %config.routing, "node uplink");
         if config.routing == Routing::Native && uplink.is_none() {
