@@ -308,17 +308,18 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
     let Some(remote) = remote_node(hdr.daddr) else {
         return drop_with(ctx, 0, DIR_TO_POD, Reason::DropNoRoute);
     };
+    let cfg = config();
     let src = endpoint(hdr.saddr_be());
     let counted_on = src.map_or(0, |s| s.host_ifindex);
     if let Some(src) = &src {
         let Some(flow) = flow::parse(ctx, hdr) else {
             return drop_with(ctx, counted_on, DIR_FROM_POD, Reason::DropMalformed);
         };
-        if let Err(reason) = admit_egress_via_host(&flow, src) {
+        if let Err(reason) = admit_egress_via_host(&flow, src, cfg.policy_epoch) {
             return deny(ctx, reason, Some(src), None);
         }
     }
-    match forward_remote(ctx, &config(), &remote) {
+    match forward_remote(ctx, &cfg, &remote) {
         Ok(verdict) => {
             count(ctx, counted_on, DIR_FROM_POD, Reason::ForwardRemote);
             verdict
@@ -330,14 +331,13 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
 /// May a local pod's packet, DNATed by the host stack, leave for another node? Its replies are
 /// marked to go back through the host stack, which undoes the DNAT.
 #[inline(always)]
-fn admit_egress_via_host(flow: &Flow, src: &EndpointInfo) -> Result<(), Reason> {
-    let cfg = config();
+fn admit_egress_via_host(flow: &Flow, src: &EndpointInfo, epoch: u32) -> Result<(), Reason> {
     let now = ct::now();
-    if !matches!(known(flow, cfg.policy_epoch, now), Known::Unknown) {
+    if !matches!(known(flow, epoch, now), Known::Unknown) {
         return Ok(());
     }
     policy::judge(&flow.key, Some(src), None)?;
-    ct::open(&flow.key, CT_F_VIA_HOST, cfg.policy_epoch, now);
+    ct::open(&flow.key, CT_F_VIA_HOST, epoch, now);
     Ok(())
 }
 
