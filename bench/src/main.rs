@@ -131,10 +131,15 @@ fn cross_node(args: &CrossNodeArgs) -> Result<()> {
     let report = crossnode::run(&cli, &prefix, args.rounds, args.seconds, |scenarios| {
         measure_all(scenarios, args.rounds, args.seconds)
     })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_report(args.json, &report, report.table())
+}
+
+/// Print `report` as JSON or as its `table`; the labs go when the caller returns.
+fn print_report(json: bool, report: &impl serde::Serialize, table: String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", report.table());
+        print!("{table}");
     }
     eprintln!("weir-bench: tearing down");
     Ok(())
@@ -334,13 +339,7 @@ fn run(args: &RunArgs) -> Result<()> {
         checks,
         results,
     );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    eprintln!("weir-bench: tearing down");
-    Ok(())
+    print_report(args.json, &report, report.table())
 }
 
 /// Every metric of every scenario, `rounds` times. Within a round each metric is measured for
