@@ -1,8 +1,10 @@
-//! Builds the eBPF object from `../bpf-progs` with nightly and bpf-linker, so that a plain
-//! `cargo build` of the workspace produces a `weir-agent` with the datapath embedded.
+//! Builds the eBPF object from `../bpf-progs` with bpf-linker, so that a plain `cargo build` of the
+//! workspace produces a `weir-agent` with the datapath embedded.
 //!
-//! The eBPF crate is not a workspace member (it needs nightly, `-Z build-std=core` and the bpfel
-//! target); it is built into `OUT_DIR` with its own target directory.
+//! The eBPF crate is not a workspace member (it needs `-Z build-std=core` and the bpfel target); it
+//! is built into `OUT_DIR` with its own target directory, by the same toolchain as the outer build.
+//! `RUSTC_BOOTSTRAP=1` lets a stable toolchain take `-Z build-std` (it then needs only its own
+//! `rust-src`), so no nightly toolchain is required; on nightly the variable changes nothing.
 
 use std::{
     env,
@@ -27,32 +29,33 @@ fn main() {
         println!("cargo:rerun-if-changed={}", bpf_dir.join(watched).display());
     }
 
-    let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--release"])
+    let mut cmd = Command::new("cargo");
+    cmd.args(["build", "--release"])
         .args(["-Z", "build-std=core", "--target", "bpfel-unknown-none"])
         .arg("--manifest-path")
         .arg(bpf_dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer cargo (and clippy) export variables that must not leak into the nested build.
+    // RUSTUP_TOOLCHAIN stays: it keeps the nested build on the outer build's toolchain.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         if (key.starts_with("CARGO_") && key != "CARGO_HOME")
             || key.starts_with("RUSTC")
-            || key == "RUSTUP_TOOLCHAIN"
             || key == "RUSTFLAGS"
             || key == "RUSTDOCFLAGS"
         {
             cmd.env_remove(&key);
         }
     }
+    cmd.env("RUSTC_BOOTSTRAP", "1");
     let status = cmd
         .status()
-        .expect("running `rustup run nightly cargo build` for bpf-progs (is rustup installed?)");
+        .expect("running `cargo build` for bpf-progs (is cargo on PATH?)");
     if !status.success() {
         panic!(
             "building the eBPF programs failed; install the toolchain with scripts/setup.sh \
-             (nightly rust-src and bpf-linker)"
+             (rust-src for this toolchain, and bpf-linker)"
         );
     }
     let object = target_dir.join("bpfel-unknown-none/release/weir-bpf");

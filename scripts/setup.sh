@@ -23,15 +23,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Rust: stable builds user space; nightly with rust-src builds the eBPF programs.
+# Rust: the machine's default toolchain builds everything. The eBPF programs need `-Z build-std=core`,
+# which node-agent/build.rs enables on any toolchain with RUSTC_BOOTSTRAP=1; it only needs rust-src.
+# Nightly is neither required nor used.
 command -v rustup >/dev/null || { echo "rustup is required" >&2; exit 1; }
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-  log "installing the nightly toolchain"
-  rustup toolchain install nightly --profile minimal
-fi
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
-  log "adding rust-src to nightly"
-  rustup component add rust-src --toolchain nightly
+if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "adding rust-src to $(rustup show active-toolchain | awk '{print $1}')"
+  rustup component add rust-src || {
+    echo "setup.sh: rustup could not install rust-src for the default toolchain;" \
+         "the eBPF programs cannot be built without it" >&2
+    exit 1
+  }
 fi
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"

@@ -11,7 +11,7 @@ step() { printf '\n=== %s\n' "$*" >&2; }
 
 step "rustfmt"
 cargo fmt --all -- --check
-(cd bpf-progs && cargo +nightly fmt -- --check)
+(cd bpf-progs && cargo fmt -- --check)
 
 step "clippy (user space)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
