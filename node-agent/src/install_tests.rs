@@ -6,10 +6,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     core::v1::{ConfigMap, Container, Namespace, SecurityContext, ServiceAccount, VolumeMount},
@@ -165,6 +165,20 @@ fn host_mount<'a>(
     (mount, host_path.path.as_str())
 }
 
+/// Where a path inside the container is on the node: through the hostPath volume mounted at the
+/// path or at its nearest parent.
+fn node_path(ds: &DaemonSet, container: &Container, path: &Path) -> PathBuf {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| path.starts_with(&m.mount_path))
+        .max_by_key(|m| m.mount_path.len())
+        .unwrap_or_else(|| panic!("{} mounts nothing over {}", container.name, path.display()));
+    let (_, host_path) = host_mount(ds, container, &mount.mount_path);
+    Path::new(host_path).join(path.strip_prefix(&mount.mount_path).unwrap())
+}
+
 fn mounts(container: &Container) -> Vec<&str> {
     container
         .volume_mounts
@@ -193,17 +207,16 @@ fn the_daemonset_runs_the_agent_on_the_kubernetes_source_with_arguments_it_accep
         Some(config["cluster-cidr"].parse().unwrap())
     );
     assert_eq!(args.service_cidr, config["service-cidr"].parse().unwrap());
-    // The MTU is read from WEIR_MTU by clap, empty meaning unset.
-    let mtu_env = Cli::command()
-        .find_subcommand("run")
-        .unwrap()
-        .get_arguments()
-        .find(|a| a.get_id() == "mtu")
-        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
-    assert_eq!(mtu_env.as_deref(), Some("WEIR_MTU"));
-    assert!(agent.env.iter().flatten().any(|e| e.name == "WEIR_MTU"));
+    // The ConfigMap's empty MTU reaches the agent as `--mtu=` (the kubelet expands $(MTU) to
+    // nothing), which means "derive it"; a number is taken as it is.
+    assert!(line.iter().any(|a| a.starts_with("--mtu=")), "{line:?}");
     let mtu = &config["mtu"];
-    assert!(mtu.is_empty() || mtu.parse::<u32>().is_ok(), "mtu {mtu:?}");
+    let expected = (!mtu.is_empty()).then(|| mtu.parse::<u32>().unwrap());
+    assert_eq!(args.mtu.0, expected, "mtu {mtu:?}");
+    let Command::Run(with_mtu) = parse(&["weir-agent".into(), "run".into(), "--mtu=1400".into()]).command else {
+        unreachable!()
+    };
+    assert_eq!(with_mtu.mtu.0, Some(1400));
 
     // Probes reach the health endpoints where the agent serves them.
     let liveness = agent
@@ -323,25 +336,48 @@ fn the_uninstall_daemonset_runs_cleanup_and_removes_the_cni_binary() {
     let Command::Cleanup(args) = parse(&line).command else {
         panic!("the cleanup container does not run `weir-agent cleanup`");
     };
-    // It cleans the paths the agent used.
+    // It cleans the node paths the agent used.
     let installed = load("weir.yaml");
+    let installed_ds = &installed.daemon_sets[0];
+    let agent_container = container(installed_ds, "weir-agent");
     let agent_line = command_line(
-        container(&installed.daemon_sets[0], "weir-agent"),
+        agent_container,
         &installed.config_maps[0].data.clone().unwrap(),
     );
     let Command::Run(agent) = parse(&agent_line).command else {
         unreachable!()
     };
-    assert_eq!(args.paths.bpffs_dir, agent.paths.bpffs_dir);
-    assert_eq!(args.paths.run_dir, agent.paths.run_dir);
-    assert_eq!(args.paths.state_dir, agent.paths.state_dir);
-    assert_eq!(args.cni_conf_dir, agent.cni_conf_dir);
-    let remove = container(ds, "remove-cni-binary");
-    assert!(remove
-        .command
-        .iter()
-        .flatten()
-        .any(|c| c == "/host/opt/cni/bin/weir"));
+    for (cleaned, used) in [
+        (&args.paths.bpffs_dir, &agent.paths.bpffs_dir),
+        (&args.paths.run_dir, &agent.paths.run_dir),
+        (&args.paths.state_dir, &agent.paths.state_dir),
+        (&args.cni_conf_dir, &agent.cni_conf_dir),
+    ] {
+        assert_eq!(
+            node_path(ds, cleanup, cleaned),
+            node_path(installed_ds, agent_container, used)
+        );
+    }
+    // The run and state directories are reached through their parents: a directory that is a
+    // mount point in the container could be emptied but not removed.
+    for dir in [&args.paths.run_dir, &args.paths.state_dir] {
+        assert!(
+            !mounts(cleanup).contains(&dir.to_str().unwrap()),
+            "{} is mounted itself",
+            dir.display()
+        );
+    }
+    // Then the plugin and its log directory.
+    let remove = container(ds, "remove-node-files");
+    let command: Vec<&str> = remove.command.iter().flatten().map(String::as_str).collect();
+    let log_dir = agent.cni_log_file.parent().unwrap();
+    for path in ["/host/opt/cni/bin/weir", "/host/var/log/weir"] {
+        assert!(command.contains(&path), "{command:?}");
+    }
+    assert_eq!(
+        node_path(ds, remove, Path::new("/host/var/log/weir")),
+        node_path(installed_ds, agent_container, log_dir)
+    );
 }
 
 #[test]
@@ -512,7 +548,7 @@ fn the_agent_is_unprivileged_with_exactly_the_capabilities_it_needs() {
             .as_deref(),
         Some("HostToContainer")
     );
-    for name in ["remove-cni-binary", "done"] {
+    for name in ["remove-node-files", "done"] {
         assert_unprivileged_with(container(ds, name), &[]);
     }
 }

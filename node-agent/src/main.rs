@@ -89,9 +89,9 @@ struct RunArgs {
     /// The node's uplink; defaults to the interface of the IPv4 default route.
     #[arg(long)]
     uplink: Option<String>,
-    /// Pod MTU; defaults to the uplink's, less 50 bytes with VXLAN.
-    #[arg(long, env = "WEIR_MTU")]
-    mtu: Option<u32>,
+    /// Pod MTU; empty or absent: the uplink's, less 50 bytes with VXLAN.
+    #[arg(long, default_value = "")]
+    mtu: MtuArg,
     /// How pods reach other nodes' pods: native (straight over a shared L2, the default) or
     /// vxlan (a tunnel, for routed underlays). Every node of a cluster must use the same.
     #[arg(long, default_value = "native")]
@@ -167,7 +167,7 @@ impl RunArgs {
             pod_cidr: pod_cidr.trunc(),
             cluster_cidr,
             uplink: self.uplink.clone(),
-            mtu: self.mtu,
+            mtu: self.mtu.0,
             routing: self.routing,
             cni_conf_dir: self.cni_conf_dir.clone(),
             service_cidr: self.service_cidr.trunc(),
@@ -317,6 +317,24 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// `--mtu`: a number, or empty for "derive it from the uplink" (what the DaemonSet passes when
+/// the ConfigMap's `mtu` is left empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MtuArg(Option<u32>);
+
+impl std::str::FromStr for MtuArg {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            Ok(MtuArg(None))
+        } else {
+            s.parse().map(|mtu| MtuArg(Some(mtu)))
+        }
+    }
 }
 
 #[cfg(test)]
