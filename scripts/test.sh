@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check Weir has: formatting, clippy with warnings as errors, unit tests, and the real-kernel
-# integration tests (network namespaces, the real CNI binary and agent, real packets, podman).
+# Every check Weir has: formatting, clippy with warnings as errors, unit tests, the real-kernel
+# integration tests (network namespaces, the real CNI binary and agent, real packets, podman), and
+# a smoke of Weir as the only network of a real Kubernetes cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -23,3 +24,8 @@ step "tests"
 # Integration tests build their own namespaces with unique names; two threads fit two cores.
 # --no-fail-fast: one run reports every failing test binary, not just the first.
 cargo test --workspace --locked --no-fail-fast -- --test-threads=2
+
+step "real cluster smoke (scripts/cluster.sh smoke)"
+# Kubernetes from its Go modules, Weir installed from install/weir.yaml, two pods talk, a policy
+# denies, down. The full upstream suite is `scripts/cluster.sh e2e` (README: the real cluster).
+bash scripts/cluster.sh smoke

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -446,5 +447,17 @@ def smoke() -> Tally:
         if not checks.tally.failed:
             smoke_checks(checks)
     finally:
+        if checks.tally.failed:
+            keep_logs("smoke")
         checks.check("smoke: down leaves nothing behind", cluster.down)
     return checks.tally
+
+
+def keep_logs(what: str) -> None:
+    """The components' logs, copied out of the state directory that `down` removes."""
+    logs = config.STATE / "logs"
+    if not logs.exists():
+        return
+    dest = REPORTS / f"{what}-logs-{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.copytree(logs, dest)
+    print(f"logs of the failed run kept in {dest}", flush=True)
