@@ -213,7 +213,9 @@ fn the_daemonset_runs_the_agent_on_the_kubernetes_source_with_arguments_it_accep
     let mtu = &config["mtu"];
     let expected = (!mtu.is_empty()).then(|| mtu.parse::<u32>().unwrap());
     assert_eq!(args.mtu.0, expected, "mtu {mtu:?}");
-    let Command::Run(with_mtu) = parse(&["weir-agent".into(), "run".into(), "--mtu=1400".into()]).command else {
+    let Command::Run(with_mtu) =
+        parse(&["weir-agent".into(), "run".into(), "--mtu=1400".into()]).command
+    else {
         unreachable!()
     };
     assert_eq!(with_mtu.mtu.0, Some(1400));
@@ -369,7 +371,12 @@ fn the_uninstall_daemonset_runs_cleanup_and_removes_the_cni_binary() {
     }
     // Then the plugin and its log directory.
     let remove = container(ds, "remove-node-files");
-    let command: Vec<&str> = remove.command.iter().flatten().map(String::as_str).collect();
+    let command: Vec<&str> = remove
+        .command
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     let log_dir = agent.cni_log_file.parent().unwrap();
     for path in ["/host/opt/cni/bin/weir", "/host/var/log/weir"] {
         assert!(command.contains(&path), "{command:?}");
