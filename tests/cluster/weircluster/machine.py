@@ -271,14 +271,8 @@ def spawn(name: str, argv: list[str], *, node: config.Node | None = None, netns:
 def alive(name: str) -> bool:
     pidfile = config.STATE / "pids" / f"{name}.pid"
     try:
-        pid = int(pidfile.read_text())
-        os.kill(pid, 0)
+        return _running(int(pidfile.read_text()))
     except (OSError, ValueError):
-        return False
-    # A zombie still answers kill(0).
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except OSError:
         return False
 
 
@@ -333,6 +327,26 @@ def restore_kernel_tunables() -> None:
 # --- teardown ---------------------------------------------------------------------------------------
 
 
+def _reap_children() -> None:
+    """Daemons this process started (`smoke` brings the cluster up and down in one process)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie is dead; only its parent's wait is missing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def our_netns() -> list[str]:
     if not Path("/run/netns").exists():
         return []
@@ -357,7 +371,8 @@ def teardown() -> None:
                     pids.add(int(f.read_text()))
                 except ValueError:
                     pass
-        pids = {p for p in pids if Path(f"/proc/{p}").exists()}
+        _reap_children()
+        pids = {p for p in pids if _running(p)}
         if not pids:
             break
         if time.monotonic() > deadline:
