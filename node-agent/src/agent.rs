@@ -279,12 +279,39 @@ impl Agent {
                 self.host.delete_route(cidr, self.host_dev_index).await?;
             }
         }
+        self.reconcile_neighbours(&plan).await?;
         info!(
             nodes = plan.kernel_routes.len(),
             entries = entries.len(),
             "routes to other nodes programmed"
         );
         self.remotes = Some(plan);
+        Ok(())
+    }
+
+    /// Keep every other node's address resolved on the uplink (kernel-managed neighbour entries),
+    /// so that no packet the datapath sends to a node waits in the neighbour queue (see
+    /// [`Host::replace_managed_neighbour`] for what goes wrong there). The entries made are
+    /// recorded, so that nodes that left, and `cleanup`, remove exactly those.
+    async fn reconcile_neighbours(&mut self, plan: &RemotePlan) -> Result<()> {
+        let uplink = self.node_config.uplink_ifindex;
+        if uplink == 0 {
+            return Ok(());
+        }
+        let file = self.config.paths.neighbours_file();
+        let made = read_neighbours(&file);
+        let wanted = plan.node_addresses();
+        for ip in wanted.difference(&made) {
+            self.host.replace_managed_neighbour(*ip, uplink).await?;
+        }
+        for ip in made.difference(&wanted) {
+            self.host.delete_neighbour(*ip, uplink).await?;
+        }
+        if made != wanted {
+            let text: String = wanted.iter().map(|ip| format!("{ip}\n")).collect();
+            write_atomic(&file, text.as_bytes())
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
         Ok(())
     }
 
@@ -488,12 +515,36 @@ impl Agent {
     }
 }
 
+/// The neighbour entries an agent made for other nodes (empty when it made none).
+fn read_neighbours(file: &Path) -> std::collections::BTreeSet<Ipv4Addr> {
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
+
 /// Remove everything an agent made on this node: pins (which detaches the programs), `weir0` and
-/// its route, leftover pod veths, iptables chains, the conflist and the agent's state.
+/// its route, leftover pod veths, neighbour entries for other nodes, iptables chains, the
+/// conflist and the agent's state.
 pub async fn cleanup(config: &Config) -> Result<()> {
     let paths = &config.paths;
     let _ = fs::remove_file(config.conflist_path());
     let host = Host::connect()?;
+    let neighbours = read_neighbours(&paths.neighbours_file());
+    if !neighbours.is_empty() {
+        let uplink = match &config.uplink {
+            Some(name) => host.link_by_name(name).await?,
+            None => host.default_route_link().await?,
+        };
+        if let Some(uplink) = uplink {
+            for ip in neighbours {
+                if let Err(e) = host.delete_neighbour(ip, uplink.index).await {
+                    warn!(%e, "deleting the neighbour entry for {ip}");
+                }
+            }
+        }
+    }
     if let Ok(entries) = fs::read_dir(paths.endpoints_dir()) {
         for entry in entries.flatten() {
             let name = entry

@@ -78,6 +78,10 @@ impl Paths {
     pub fn ipam_dir(&self) -> PathBuf {
         self.state_dir.join("ipam")
     }
+    /// The kernel-managed neighbour entries the agent keeps for other nodes, one address a line.
+    pub fn neighbours_file(&self) -> PathBuf {
+        self.run_dir.join("neighbours")
+    }
     /// DELs the CNI plugin could not deliver while the agent was down.
     pub fn del_queue_dir(&self) -> PathBuf {
         self.state_dir.join("del-queue")

@@ -247,6 +247,57 @@ impl Host {
         }
     }
 
+    /// A kernel-managed neighbour entry for `ip` on `ifindex` (`ip neigh replace <ip> dev <if>
+    /// managed`): the kernel resolves it now and keeps it resolved, so no packet ever waits in
+    /// the neighbour queue for it. That queue is why this exists: a packet that `bpf_redirect_neigh`
+    /// parks there while the address resolves is sent, once it resolves, through the neighbour of
+    /// the route it came by (weir0's, a NOARP device), so it leaves with weir0's MAC as its
+    /// destination and the peer drops it (the node's first SYN to another node's pod was lost).
+    pub async fn replace_managed_neighbour(
+        &self,
+        ip: Ipv4Addr,
+        ifindex: u32,
+    ) -> Result<(), HostError> {
+        use netlink_packet_route::neighbour::{
+            NeighbourAttribute, NeighbourExtFlags, NeighbourState,
+        };
+        let mut request = self
+            .handle
+            .neighbours()
+            .add(ifindex, std::net::IpAddr::V4(ip))
+            .state(NeighbourState::None)
+            .replace();
+        request
+            .message_mut()
+            .attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        request
+            .execute()
+            .await
+            .map_err(nl(format!("managed neighbour {ip}")))
+    }
+
+    /// `ip neigh del <ip> dev <ifindex>`; an entry that is already gone is fine.
+    pub async fn delete_neighbour(&self, ip: Ipv4Addr, ifindex: u32) -> Result<(), HostError> {
+        let mut message = netlink_packet_route::neighbour::NeighbourMessage::default();
+        message.header.family = netlink_packet_route::AddressFamily::Inet;
+        message.header.ifindex = ifindex;
+        message.attributes.push(
+            netlink_packet_route::neighbour::NeighbourAttribute::Destination(
+                netlink_packet_route::neighbour::NeighbourAddress::Inet(ip),
+            ),
+        );
+        match self.handle.neighbours().del(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.raw_code() == -libc::ENOENT || m.raw_code() == -libc::ENODEV =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(nl(format!("delete neighbour {ip}"))(e)),
+        }
+    }
+
     /// The IPv4 destinations the main table routes out of `ifindex`.
     pub async fn routes_via(&self, ifindex: u32) -> Result<Vec<Ipv4Net>, HostError> {
         let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();

@@ -56,6 +56,13 @@ pub struct RemotePlan {
     pub skipped: Vec<String>,
 }
 
+impl RemotePlan {
+    /// The other nodes' addresses (on the uplink's segment, or the tunnel's underlay).
+    pub fn node_addresses(&self) -> std::collections::BTreeSet<Ipv4Addr> {
+        self.entries.values().copied().collect()
+    }
+}
+
 /// Plan routes to every node but `local`, whose pod CIDR is `local_cidr`. A node without an
 /// address or pod CIDR cannot be routed to yet; a CIDR that overlaps this node's, or another
 /// node's already taken (by name order), is left out rather than stealing traffic.

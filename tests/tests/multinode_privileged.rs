@@ -290,6 +290,92 @@ fn vxlan_routing_pods_on_three_nodes_talk_flat() {
     pods_on_three_nodes_talk_flat(Routing::Vxlan, "mn-vxlan");
 }
 
+/// SYNs `netns` has retransmitted so far (`TcpExt: TCPSynRetrans`).
+fn syn_retransmits(netns: &str) -> u64 {
+    let text = in_netns(netns, || {
+        std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap()
+    })
+    .unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (names, values) = (lines[0].split_whitespace(), lines[1].split_whitespace());
+    names
+        .zip(values)
+        .find(|(name, _)| *name == "TCPSynRetrans")
+        .map(|(_, value)| value.parse().unwrap())
+        .expect("TCPSynRetrans in /proc/net/netstat")
+}
+
+/// On a fresh lab, the first connection from each node's own stack to each other node's pod, and
+/// (on another fresh lab, so neither kind resolves addresses for the other) the first from a pod
+/// through a Service to a backend on each other node, open without a single retransmitted SYN:
+/// nothing waits for (or is lost while) the peer node's address resolves.
+fn first_connections_to_other_nodes_need_no_retransmission(routing: Routing, tag: &str) {
+    let pods = [(1, "x/a"), (2, "x/b"), (3, "x/c")];
+    let mut slow = Vec::new();
+    for via_service in [false, true] {
+        let lab = lab(
+            &format!("{tag}-{}", if via_service { "svc" } else { "node" }),
+            routing,
+        );
+        add_pods(&lab);
+        for (from_node, from_pod) in pods {
+            for (to_node, to_pod) in pods {
+                if from_node == to_node {
+                    continue;
+                }
+                let (ns, name) = to_pod.split_once('/').unwrap();
+                let mut opts = ProbeOptions::new(Proto::Tcp, 80).timeout(Duration::from_secs(5));
+                let (from, netns) = if via_service {
+                    opts = opts.via_service();
+                    (from_pod.to_owned(), pod_netns(&lab, from_pod))
+                } else {
+                    (
+                        format!("node{from_node}"),
+                        lab.node(from_node).unwrap().netns,
+                    )
+                };
+                let before = syn_retransmits(&netns);
+                let result = lab
+                    .probe_with(&from, &ProbeTarget::pod(ns, name), &opts)
+                    .unwrap();
+                let retransmitted = syn_retransmits(&netns) - before;
+                assert!(result.connected, "{from} → {to_pod}: {:?}", result.error);
+                let what = format!(
+                    "{from} → {to_pod}{}",
+                    if via_service {
+                        " through its Service"
+                    } else {
+                        ""
+                    }
+                );
+                eprintln!(
+                    "{what}: {} µs, {retransmitted} SYN retransmissions",
+                    result.rtt_us.unwrap_or(0)
+                );
+                if retransmitted > 0 {
+                    slow.push(what);
+                }
+            }
+        }
+    }
+    assert!(
+        slow.is_empty(),
+        "first connections that needed a retransmitted SYN: {slow:?}"
+    );
+}
+
+#[test]
+fn native_routing_first_connections_need_no_retransmission() {
+    require_root!();
+    first_connections_to_other_nodes_need_no_retransmission(Routing::Native, "first-native");
+}
+
+#[test]
+fn vxlan_routing_first_connections_need_no_retransmission() {
+    require_root!();
+    first_connections_to_other_nodes_need_no_retransmission(Routing::Vxlan, "first-vxlan");
+}
+
 /// IP fragments a node's stack created or reassembled (from `/proc/net/snmp` of its netns).
 fn fragments(netns: &str) -> u64 {
     let text = in_netns(netns, || {

@@ -423,6 +423,8 @@ def node_weir_traces(node: config.Node) -> list[str]:
     for path in ("/sys/fs/bpf/weir", "/etc/cni/net.d/10-weir.conflist", "/opt/cni/bin/weir", "/run/weir", "/var/lib/weir", "/var/log/weir"):
         if run(in_node(node, ["test", "-e", path]), check=False).returncode == 0:
             found.append(path)
+    neighbours = out(in_node(node, ["ip", "neigh", "show", "nud", "all"]), check=False)
+    found += [f"managed neighbour {line}" for line in neighbours.splitlines() if "managed" in line]
     for table in ("nat", "filter"):
         rules = out(in_node(node, ["iptables-save", "-t", table]), check=False)
         found += [f"iptables {table}: {line}" for line in rules.splitlines() if "WEIR" in line]
