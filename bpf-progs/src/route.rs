@@ -19,12 +19,12 @@
 
 use aya_ebpf::{
     bindings::{bpf_redir_neigh, bpf_tunnel_key, BPF_F_DONT_FRAGMENT, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_skb_set_tunnel_key},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
 use weir_common::{
-    config::{NODE_F_VXLAN, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC},
+    config::{NODE_F_VXLAN, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC, VXLAN_PORT, VXLAN_VNI},
     counters::{DIR_FROM_POD, DIR_TO_POD},
     ct::{CT_F_DEFERRED, CT_F_FROM_NODE, CT_F_VIA_HOST},
     endpoint::ENDPOINT_F_READY,
@@ -35,7 +35,7 @@ use crate::{
     arp,
     counters::count,
     ct::{self, Hit},
-    flow::{self, Flow},
+    flow::{self, Flow, IPPROTO_UDP},
     maps::{CONFIG, ENDPOINTS, HOST_IPS, REMOTES},
     packet::{self, EthIpv4, ETH_P_ARP, ETH_P_IP},
     policy,
@@ -182,8 +182,11 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
     let Some(flow) = flow::parse(ctx, &hdr) else {
         return drop_with(ctx, ifindex, DIR_FROM_POD, Reason::DropMalformed);
     };
-    let peer = endpoint(hdr.daddr_be()).filter(|p| p.flags & ENDPOINT_F_READY != 0);
     let cfg = config();
+    if is_to_tunnel_port(&flow, &cfg) {
+        return drop_with(ctx, ifindex, DIR_FROM_POD, Reason::DropTunnelFromPod);
+    }
+    let peer = endpoint(hdr.daddr_be()).filter(|p| p.flags & ENDPOINT_F_READY != 0);
     let now = ct::now();
 
     if !flow.is_tcp_open() {
@@ -227,6 +230,56 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
     }
     ct::open(&flow.key, 0, cfg.policy_epoch, now);
     deliver(ctx, ifindex, &hdr, peer.as_ref(), false, &cfg)
+}
+
+/// Is this a pod's packet to a node's VXLAN port? A pod that could reach it could hand the
+/// tunnel a packet claiming any identity (iptables drops the same through a Service).
+#[inline(always)]
+fn is_to_tunnel_port(flow: &Flow, cfg: &NodeConfig) -> bool {
+    if cfg.flags & NODE_F_VXLAN == 0
+        || flow.key.proto != IPPROTO_UDP
+        || flow.key.dport != VXLAN_PORT.to_be_bytes()
+    {
+        return false;
+    }
+    let daddr_be = u32::from_ne_bytes(flow.key.daddr);
+    is_host_ip(daddr_be) || is_node_address(daddr_be)
+}
+
+/// Is `ip_be` another node's own address (its /32 entry in `WEIR_REMOTES`, VXLAN routing)?
+#[inline(always)]
+fn is_node_address(ip_be: u32) -> bool {
+    remote_node(ip_be.to_ne_bytes()).is_some_and(|r| r.node_ip_be == ip_be)
+}
+
+/// May this decapsulated packet come in? Only from a node the source names (the outer source
+/// is that node's address, checked against `WEIR_REMOTES`), with Weir's VNI, and only on behalf
+/// of that node itself or of one of its pods: the inner source must be one of the outer node's.
+/// Anything else is a forged identity, whoever sent it.
+#[inline(always)]
+fn tunnel_source_ok(ctx: &TcContext, inner_saddr: [u8; 4]) -> bool {
+    // SAFETY: a plain-data kernel struct for which all zeroes is valid.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    // SAFETY: `skb` is the valid context pointer; `key` lives on the stack for the call and `size`
+    // is its full size.
+    let rc = unsafe {
+        bpf_skb_get_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            core::mem::size_of::<bpf_tunnel_key>() as u32,
+            0,
+        )
+    };
+    if rc != 0 || key.tunnel_id != VXLAN_VNI {
+        return false;
+    }
+    // SAFETY: the IPv4 member of the union, which the kernel filled for an IPv4 tunnel (in host
+    // order; `to_be` gives the wire order the maps hold).
+    let outer_be = unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be();
+    if !is_node_address(outer_be) {
+        return false;
+    }
+    remote_node(inner_saddr).is_some_and(|r| r.node_ip_be == outer_be)
 }
 
 /// Send an allowed packet on: straight to a local pod's veth, straight to another node for its
@@ -398,6 +451,12 @@ pub fn from_other_node(ctx: &TcContext, pods_only: bool) -> i32 {
     let Some(hdr) = packet::load::<EthIpv4>(ctx, 0) else {
         return if pods_only { PASS } else { DROP };
     };
+    // Everything out of the tunnel, the node's own traffic included, must come from the node it
+    // claims to: checked before anything else.
+    if !pods_only && !tunnel_source_ok(ctx, hdr.saddr) {
+        let to = endpoint(hdr.daddr_be()).map_or(0, |p| p.host_ifindex);
+        return drop_with(ctx, to, DIR_TO_POD, Reason::DropTunnelForged);
+    }
     let Some(peer) = endpoint(hdr.daddr_be()) else {
         return PASS;
     };

@@ -12,12 +12,14 @@ use serde_json::json;
 use tracing::{info, warn};
 use weir_agent_api::{AttachmentId, Endpoint, Request, Response};
 use weir_common::{
-    config::{NODE_F_CONFIGURED, NODE_F_VXLAN, TUNNEL_DEV_MAC, VXLAN_OVERHEAD, VXLAN_PORT},
+    config::{
+        NODE_F_CONFIGURED, NODE_F_VXLAN, TUNNEL_DEV_MAC, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI,
+    },
     NodeConfig,
 };
 
 use crate::{
-    config::{Config, GATEWAY, HOST_DEV, HOST_DEV_PEER, NETWORK_NAME, TUNNEL_DEV, VXLAN_VNI},
+    config::{Config, GATEWAY, HOST_DEV, HOST_DEV_PEER, NETWORK_NAME, TUNNEL_DEV},
     datapath::{AttachMode, BpfDatapath, Datapath, Hook},
     endpoints::{write_atomic, Endpoints},
     host::{self, Host},
@@ -160,7 +162,11 @@ impl Agent {
         host.set_mtu(&host_dev, mtu).await?;
         host::Sysctls::new(&config.proc_sys_dir).configure_node(HOST_DEV)?;
         host.replace_route(config.pod_cidr, host_dev.index).await?;
-        host::install_iptables(config.pod_cidr, config.cluster_cidr)?;
+        host::install_iptables(
+            config.pod_cidr,
+            config.cluster_cidr,
+            config.routing == Routing::Vxlan,
+        )?;
         let (flags, tunnel_ifindex) = match config.routing {
             Routing::Vxlan => {
                 let tunnel = host

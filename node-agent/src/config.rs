@@ -18,8 +18,6 @@ pub const HOST_DEV: &str = "weir0";
 pub const HOST_DEV_PEER: &str = "weir1";
 /// The flow-based VXLAN device of VXLAN routing.
 pub const TUNNEL_DEV: &str = "weir-vxlan";
-/// The VXLAN network identifier of Weir's tunnels.
-pub const VXLAN_VNI: u32 = 1;
 
 /// The network name in the conflist (and the IPAM namespace of the CNI plugin).
 pub const NETWORK_NAME: &str = "weir";

@@ -469,11 +469,26 @@ impl<'a> Sysctls<'a> {
 
 const MASQ_CHAIN: &str = "WEIR-MASQ";
 const FWD_CHAIN: &str = "WEIR-FORWARD";
+const INPUT_CHAIN: &str = "WEIR-INPUT";
 
 /// The iptables rules of this node, in iptables-restore format, for `--noflush` application. Pod
 /// traffic leaving the cluster CIDR is masqueraded to the node; the forward chain accepts pod traffic
 /// even when the node's FORWARD policy is DROP (as Docker sets it).
-pub fn iptables_rules(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> String {
+pub fn iptables_rules(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net, vxlan: bool) -> String {
+    // With VXLAN, no pod may reach a node's tunnel port (it could hand the tunnel a packet
+    // claiming any identity): the datapath drops pods' packets sent to a node's address, these
+    // drop what reaches one through a Service (DNAT) on this node or on its way elsewhere.
+    let port = weir_common::config::VXLAN_PORT;
+    let (input_tunnel, forward_tunnel) = if vxlan {
+        (
+            format!("-A {INPUT_CHAIN} -s {cluster_cidr} -p udp --dport {port} -j DROP\n"),
+            format!(
+                "-A {FWD_CHAIN} -s {cluster_cidr} -p udp --dport {port} -m conntrack --ctstate DNAT -j DROP\n"
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     format!(
         "*nat\n\
          :{MASQ_CHAIN} - [0:0]\n\
@@ -484,9 +499,13 @@ pub fn iptables_rules(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> String {
          COMMIT\n\
          *filter\n\
          :{FWD_CHAIN} - [0:0]\n\
+         :{INPUT_CHAIN} - [0:0]\n\
          -F {FWD_CHAIN}\n\
+         -F {INPUT_CHAIN}\n\
+         {forward_tunnel}\
          -A {FWD_CHAIN} -s {pod_cidr} -j ACCEPT\n\
          -A {FWD_CHAIN} -d {pod_cidr} -j ACCEPT\n\
+         {input_tunnel}\
          COMMIT\n"
     )
 }
@@ -503,7 +522,11 @@ fn iptables(args: &[&str]) -> Result<bool, HostError> {
 }
 
 /// Install the chains and the jumps to them. Idempotent.
-pub fn install_iptables(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> Result<(), HostError> {
+pub fn install_iptables(
+    pod_cidr: Ipv4Net,
+    cluster_cidr: Ipv4Net,
+    vxlan: bool,
+) -> Result<(), HostError> {
     let mut child = Command::new("iptables-restore")
         .args(["-w", "5", "--noflush"])
         .stdin(Stdio::piped())
@@ -513,7 +536,7 @@ pub fn install_iptables(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> Result<(), 
         .map_err(|e| HostError::Iptables(format!("running iptables-restore: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(iptables_rules(pod_cidr, cluster_cidr).as_bytes())
+            .write_all(iptables_rules(pod_cidr, cluster_cidr, vxlan).as_bytes())
             .map_err(|e| HostError::Iptables(e.to_string()))?;
     }
     let out = child
@@ -525,13 +548,14 @@ pub fn install_iptables(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> Result<(), 
         ));
     }
     let masq_src = pod_cidr.to_string();
-    let jumps: [(&str, &str, Vec<&str>); 2] = [
+    let jumps: [(&str, &str, Vec<&str>); 3] = [
         (
             "nat",
             "POSTROUTING",
             vec!["-s", &masq_src, "-j", MASQ_CHAIN],
         ),
         ("filter", "FORWARD", vec!["-j", FWD_CHAIN]),
+        ("filter", "INPUT", vec!["-j", INPUT_CHAIN]),
     ];
     for (table, chain, rule) in jumps {
         let mut check = vec!["-t", table, "-C", chain];
@@ -567,7 +591,12 @@ pub fn remove_iptables(pod_cidr: Option<Ipv4Net>) {
         {}
     }
     while iptables(&["-t", "filter", "-D", "FORWARD", "-j", FWD_CHAIN]).unwrap_or(false) {}
-    for (table, chain) in [("nat", MASQ_CHAIN), ("filter", FWD_CHAIN)] {
+    while iptables(&["-t", "filter", "-D", "INPUT", "-j", INPUT_CHAIN]).unwrap_or(false) {}
+    for (table, chain) in [
+        ("nat", MASQ_CHAIN),
+        ("filter", FWD_CHAIN),
+        ("filter", INPUT_CHAIN),
+    ] {
         let _ = iptables(&["-t", table, "-F", chain]);
         let _ = iptables(&["-t", table, "-X", chain]);
     }
@@ -582,6 +611,7 @@ mod tests {
         let rules = iptables_rules(
             "10.244.1.0/24".parse().unwrap(),
             "10.244.0.0/16".parse().unwrap(),
+            false,
         );
         let masq: Vec<&str> = rules
             .lines()
@@ -597,6 +627,30 @@ mod tests {
         );
         assert!(rules.contains("-A WEIR-FORWARD -s 10.244.1.0/24 -j ACCEPT"));
         assert_eq!(rules.matches("COMMIT").count(), 2);
+        assert!(
+            !rules.contains("8472"),
+            "native routing has no tunnel to guard"
+        );
+    }
+
+    #[test]
+    fn with_vxlan_no_pod_reaches_a_tunnel_port_through_the_host_stack() {
+        let rules = iptables_rules(
+            "10.244.1.0/24".parse().unwrap(),
+            "10.244.0.0/16".parse().unwrap(),
+            true,
+        );
+        let filter: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A ")).collect();
+        assert!(filter.contains(&"-A WEIR-INPUT -s 10.244.0.0/16 -p udp --dport 8472 -j DROP"));
+        // First in WEIR-FORWARD, before the pod CIDR's ACCEPT.
+        let forward: Vec<&&str> = filter
+            .iter()
+            .filter(|l| l.starts_with("-A WEIR-FORWARD"))
+            .collect();
+        assert_eq!(
+            *forward[0],
+            "-A WEIR-FORWARD -s 10.244.0.0/16 -p udp --dport 8472 -m conntrack --ctstate DNAT -j DROP"
+        );
     }
 
     #[test]

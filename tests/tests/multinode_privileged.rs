@@ -148,24 +148,6 @@ fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 }
 
 /// Counter total of `reason` on one node.
-fn node_packets(lab: &Lab, node: u32, reason: &str) -> u64 {
-    let state = lab.state().unwrap();
-    let node = state.node(node).unwrap();
-    let agent = weir_tests::paths::require_bin("weir-agent").unwrap();
-    let mut command = Command::new(agent);
-    command
-        .args(["counters", "--bpffs-dir"])
-        .arg(&node.bpffs_dir);
-    weir_tests::netns::command_in_netns(&mut command, &node.netns).unwrap();
-    let out = command.output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|row| row["reason"] == reason)
-        .map(|row| row["packets"].as_u64().unwrap_or(0))
-        .sum()
-}
-
 /// Everything but the VXLAN-only checks, for either routing mode.
 fn pods_on_three_nodes_talk_flat(routing: Routing, tag: &str) {
     let lab = lab(tag, routing);
@@ -235,9 +217,9 @@ fn pods_on_three_nodes_talk_flat(routing: Routing, tag: &str) {
         ]);
     }
     assert_eq!(remotes(&lab, 1), set(&expected));
-    assert!(node_packets(&lab, 1, "forward_remote") > 0);
+    assert!(common::node_packets(&lab, 1, "forward_remote") > 0);
     // Straight from the other node to the pod, not through the receiving node's stack.
-    assert!(node_packets(&lab, 2, "from_remote") > 0);
+    assert!(common::node_packets(&lab, 2, "from_remote") > 0);
 
     // An established cross-node stream survives a crash and a graceful restart of both agents.
     let stream = common::Stream::start(&a_ns, &b_ns, pod_ip(&lab, "x/b"), 9100);
@@ -271,9 +253,9 @@ fn pods_on_three_nodes_talk_flat(routing: Routing, tag: &str) {
             .iter()
             .any(|(p, n)| p == "10.244.3.0/24" || n == "192.0.2.13"));
     }
-    let sent_remote = node_packets(&lab, 1, "forward_remote");
+    let sent_remote = common::node_packets(&lab, 1, "forward_remote");
     assert!(!reach(&lab, "x/a", "x/c", Proto::Tcp));
-    assert_eq!(node_packets(&lab, 1, "forward_remote"), sent_remote);
+    assert_eq!(common::node_packets(&lab, 1, "forward_remote"), sent_remote);
     assert!(reach(&lab, "x/a", "x/b", Proto::Tcp));
     lab.down().unwrap();
 }

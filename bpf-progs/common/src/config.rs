@@ -33,6 +33,8 @@ pub const NODE_F_CONFIGURED: u32 = 1;
 /// Other nodes are reached through the VXLAN device instead of straight over the uplink.
 pub const NODE_F_VXLAN: u32 = 2;
 
+/// The VXLAN network identifier of Weir's tunnels; the datapath accepts no other.
+pub const VXLAN_VNI: u32 = 1;
 /// UDP port of Weir's VXLAN (the Linux default, also Flannel's and Cilium's; IANA's is 4789).
 pub const VXLAN_PORT: u16 = 8472;
 /// Bytes VXLAN adds to every packet over IPv4: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).

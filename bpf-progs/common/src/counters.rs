@@ -66,6 +66,11 @@ pub enum Reason {
     DropPolicyFailClosed = 108,
     /// Addressed to another node's pod CIDR, but no node is known for it (or it cannot be reached).
     DropNoRoute = 109,
+    /// A tunnelled packet not from a known node (outer source), not of Weir's VNI, or whose
+    /// inner source is not that node or one of its pods: a forged identity.
+    DropTunnelForged = 110,
+    /// A pod sending to a node's VXLAN port (it could forge tunnelled packets).
+    DropTunnelFromPod = 111,
 }
 
 impl Reason {
@@ -92,6 +97,8 @@ impl Reason {
             107 => Self::DropPolicyIngress,
             108 => Self::DropPolicyFailClosed,
             109 => Self::DropNoRoute,
+            110 => Self::DropTunnelForged,
+            111 => Self::DropTunnelFromPod,
             _ => return None,
         })
     }
@@ -115,6 +122,8 @@ impl Reason {
             Self::DropPolicyIngress => "drop_policy_ingress",
             Self::DropPolicyFailClosed => "drop_policy_fail_closed",
             Self::DropNoRoute => "drop_no_route",
+            Self::DropTunnelForged => "drop_tunnel_forged",
+            Self::DropTunnelFromPod => "drop_tunnel_from_pod",
         }
     }
 }

@@ -68,7 +68,12 @@ pub fn leftovers(id: &str) -> Vec<String> {
 /// Every datapath counter of node 1, as `weir-agent counters` prints them (one JSON object per
 /// row, with the pod named).
 pub fn counters(lab: &weir_tests::Lab) -> Vec<serde_json::Value> {
-    let node = lab.node(1).unwrap();
+    node_counters(lab, 1)
+}
+
+/// Every datapath counter of node `index`.
+pub fn node_counters(lab: &weir_tests::Lab, index: u32) -> Vec<serde_json::Value> {
+    let node = lab.node(index).unwrap();
     let out = Command::new(weir_tests::bin_path("weir-agent"))
         .arg("counters")
         .arg("--bpffs-dir")
@@ -90,33 +95,72 @@ pub fn counters(lab: &weir_tests::Lab) -> Vec<serde_json::Value> {
 
 /// Packets counted under `reason` on node 1, over every endpoint and direction.
 pub fn packets(lab: &weir_tests::Lab, reason: &str) -> u64 {
-    counters(lab)
+    node_packets(lab, 1, reason)
+}
+
+/// Packets counted under `reason` on node `index`, over every endpoint and direction.
+pub fn node_packets(lab: &weir_tests::Lab, index: u32, reason: &str) -> u64 {
+    node_counters(lab, index)
         .iter()
         .filter(|c| c["reason"] == reason)
         .map(|c| c["packets"].as_u64().unwrap())
         .sum()
 }
 
+/// An IPv4 header (checksummed) for `payload_len` bytes of `proto` from `src` to `dst`.
+pub fn ipv4_header(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    proto: u8,
+    payload_len: usize,
+) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    h[10..12].copy_from_slice(&checksum.to_be_bytes());
+    h
+}
+
+/// A whole IPv4 UDP datagram (UDP checksum 0: none, which IPv4 allows).
+pub fn ipv4_udp_packet(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut pkt = ipv4_header(src, dst, libc::IPPROTO_UDP as u8, 8 + payload.len()).to_vec();
+    pkt.extend_from_slice(&sport.to_be_bytes());
+    pkt.extend_from_slice(&dport.to_be_bytes());
+    pkt.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    pkt.extend_from_slice(&[0, 0]);
+    pkt.extend_from_slice(payload);
+    pkt
+}
+
 /// One UDP datagram with a forged source, built by hand and sent on a raw socket from inside a pod.
 pub fn send_spoofed_udp(netns: &str, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, port: u16) {
+    send_raw_ipv4(netns, &ipv4_udp_packet(src, dst, 4444, port, b"spoof"));
+}
+
+/// Send a whole IPv4 packet, header included, on a raw socket from inside `netns`.
+pub fn send_raw_ipv4(netns: &str, pkt: &[u8]) {
+    let dst = std::net::Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
     weir_tests::in_netns(netns, || {
         // SAFETY: plain socket(2)/sendto(2) with a buffer we own; the fd is closed below.
         unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
             assert!(fd >= 0);
-            let payload = b"spoof";
-            let total = 20 + 8 + payload.len();
-            let mut pkt = vec![0u8; total];
-            pkt[0] = 0x45;
-            pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            pkt[8] = 64;
-            pkt[9] = libc::IPPROTO_UDP as u8;
-            pkt[12..16].copy_from_slice(&src.octets());
-            pkt[16..20].copy_from_slice(&dst.octets());
-            pkt[20..22].copy_from_slice(&4444u16.to_be_bytes());
-            pkt[22..24].copy_from_slice(&port.to_be_bytes());
-            pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-            pkt[28..].copy_from_slice(payload);
             let addr = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: 0,

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Hostile pods, on the real kernel with the real plugin and agents: each test is an attack an
+//! ordinary pod can make on the datapath (forged tunnel packets, forged ICMP errors, ...), run as
+//! an attacker would, and the verdict it must get: nothing delivered, and the drop counted.
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    time::Duration,
+};
+
+use weir_common::config::{VXLAN_PORT, VXLAN_VNI};
+use weir_tests::{in_netns, state::Routing, Lab, LabOptions, PodSpec};
+
+/// A UDP socket on `ip:port` in `netns`, with a short read timeout.
+fn listen_udp(netns: &str, ip: Ipv4Addr, port: u16) -> UdpSocket {
+    in_netns(netns, || {
+        let socket = UdpSocket::bind((ip, port)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        socket
+    })
+    .unwrap()
+}
+
+/// What `socket` received next, if anything arrives within its timeout.
+fn received(socket: &UdpSocket) -> Option<(Vec<u8>, Ipv4Addr)> {
+    let mut buf = [0u8; 2048];
+    let (n, from) = socket.recv_from(&mut buf).ok()?;
+    let std::net::IpAddr::V4(from) = from.ip() else {
+        return None;
+    };
+    Some((buf[..n].to_vec(), from))
+}
+
+/// Hole 1: a pod forges a VXLAN packet to another node whose inner source is a pod that node's
+/// policy admits. The tunnel must take packets only from known nodes (outer source, checked
+/// against the Node objects) with Weir's VNI, and pods may not send to any node's VXLAN port.
+#[test]
+fn a_pod_cannot_forge_an_identity_through_the_vxlan_tunnel() {
+    require_root!();
+    let lab = Lab::up(&LabOptions {
+        nodes: 3,
+        routing: Routing::Vxlan,
+        ..LabOptions::isolated("atk-vxlan")
+    })
+    .expect("lab up");
+    for (name, app, node) in [("a", "a", 1), ("b", "b", 2), ("c", "c", 3), ("d", "a", 3)] {
+        lab.add_pod_with(&PodSpec::new("x", name).label("app", app).on_node(node))
+            .unwrap();
+    }
+    // x/b admits app=a only (x/a on node 1, x/d on node 3); x/c (node 3) is the attacker.
+    lab.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: b-from-a, namespace: x}\n\
+         spec:\n  podSelector: {matchLabels: {app: b}}\n  \
+         ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n",
+    )
+    .unwrap();
+    let ip = |name: &str| lab.pod("x", name).unwrap().ip;
+    let netns = |name: &str| lab.pod("x", name).unwrap().netns;
+    let target = listen_udp(&netns("b"), ip("b"), 9999);
+
+    // The controls: x/a's own datagram arrives, x/c's is denied by policy.
+    common::send_raw_ipv4(
+        &netns("a"),
+        &common::ipv4_udp_packet(ip("a"), ip("b"), 4000, 9999, b"honest"),
+    );
+    assert_eq!(received(&target), Some((b"honest".to_vec(), ip("a"))));
+    common::send_raw_ipv4(
+        &netns("c"),
+        &common::ipv4_udp_packet(ip("c"), ip("b"), 4000, 9999, b"denied"),
+    );
+    assert_eq!(
+        received(&target),
+        None,
+        "the policy lets x/c in: the attack would prove nothing"
+    );
+
+    // The attack: from x/c, a VXLAN datagram to node 2's tunnel port whose inner packet claims to
+    // come from x/a. Sent from an ordinary UDP socket, as any unprivileged pod can.
+    let node2 = lab.node(2).unwrap().ip;
+    let forged = vxlan_datagram(&common::ipv4_udp_packet(
+        ip("a"),
+        ip("b"),
+        4000,
+        9999,
+        b"forged",
+    ));
+    let from_pod_before = common::node_packets(&lab, 3, "drop_tunnel_from_pod");
+    send_udp(&netns("c"), ip("c"), (node2, VXLAN_PORT), &forged);
+    assert_eq!(
+        received(&target),
+        None,
+        "x/b received a packet a pod forged through the tunnel"
+    );
+    assert!(common::node_packets(&lab, 3, "drop_tunnel_from_pod") >= from_pod_before + 3);
+
+    // The same from a host on the nodes' segment that is not a node (the lab's outside host, on
+    // the segment's bridge): node 2 itself must refuse it, by its outer source.
+    let forged_before = common::node_packets(&lab, 2, "drop_tunnel_forged");
+    send_udp(&lab.ext_netns(), GATEWAY, (node2, VXLAN_PORT), &forged);
+    assert_eq!(
+        received(&target),
+        None,
+        "x/b received a packet forged by a non-node"
+    );
+    assert!(common::node_packets(&lab, 2, "drop_tunnel_forged") >= forged_before + 3);
+
+    // And through a Service: node 3's host stack DNATs a ClusterIP to node 2's tunnel port (as
+    // kube-proxy would for a Service whose endpoint someone pointed there) and masquerades it, so
+    // it leaves from node 3's address. Claiming to be x/d, a pod of node 3 that x/b admits, it
+    // would pass node 2's source checks: only the node refusing pods' traffic to a tunnel port
+    // stops it.
+    let forged = vxlan_datagram(&common::ipv4_udp_packet(
+        ip("d"),
+        ip("b"),
+        4000,
+        9999,
+        b"forged",
+    ));
+    let node3 = lab.node(3).unwrap().netns;
+    let status = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node3,
+            "iptables",
+            "-t",
+            "nat",
+            "-I",
+            "PREROUTING",
+        ])
+        .args([
+            "-d",
+            "10.96.200.1",
+            "-p",
+            "udp",
+            "--dport",
+            "8472",
+            "-j",
+            "DNAT",
+        ])
+        .args(["--to-destination", &format!("{node2}:{VXLAN_PORT}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    send_udp(
+        &netns("c"),
+        ip("c"),
+        (Ipv4Addr::new(10, 96, 200, 1), VXLAN_PORT),
+        &forged,
+    );
+    assert_eq!(
+        received(&target),
+        None,
+        "x/b received a packet forged through a Service"
+    );
+}
+
+/// The outside host's address on the nodes' segment (the segment bridge's).
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// A VXLAN payload (Weir's VNI) carrying `inner` in an Ethernet frame to `weir-vxlan`'s MAC.
+fn vxlan_datagram(inner: &[u8]) -> Vec<u8> {
+    let mut datagram = vec![0x08, 0, 0, 0];
+    datagram.extend_from_slice(&(VXLAN_VNI << 8).to_be_bytes());
+    datagram.extend_from_slice(&weir_common::config::TUNNEL_DEV_MAC);
+    datagram.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x66]);
+    datagram.extend_from_slice(&0x0800u16.to_be_bytes());
+    datagram.extend_from_slice(inner);
+    datagram
+}
+
+/// Three copies of `payload` from an ordinary UDP socket on `from` in `netns`.
+fn send_udp(netns: &str, from: Ipv4Addr, to: (Ipv4Addr, u16), payload: &[u8]) {
+    in_netns(netns, || {
+        let socket = UdpSocket::bind((from, 0)).unwrap();
+        for _ in 0..3 {
+            socket.send_to(payload, to).unwrap();
+        }
+    })
+    .unwrap();
+}
