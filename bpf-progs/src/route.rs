@@ -212,7 +212,7 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
                 return deliver(ctx, ifindex, &hdr, peer.as_ref(), via_host, &cfg);
             }
             Hit::Miss => {
-                if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) {
+                if is_related(&flow, &cfg, now) {
                     return deliver(ctx, ifindex, &hdr, peer.as_ref(), false, &cfg);
                 }
             }
@@ -368,7 +368,7 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
         let Some(flow) = flow::parse(ctx, hdr) else {
             return drop_with(ctx, counted_on, DIR_FROM_POD, Reason::DropMalformed);
         };
-        if let Err(reason) = admit_egress_via_host(&flow, src, cfg.policy_epoch) {
+        if let Err(reason) = admit_egress_via_host(&flow, src, &cfg) {
             return deny(ctx, reason, Some(src), None);
         }
     }
@@ -384,13 +384,13 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
 /// May a local pod's packet, DNATed by the host stack, leave for another node? Its replies are
 /// marked to go back through the host stack, which undoes the DNAT.
 #[inline(always)]
-fn admit_egress_via_host(flow: &Flow, src: &EndpointInfo, epoch: u32) -> Result<(), Reason> {
+fn admit_egress_via_host(flow: &Flow, src: &EndpointInfo, cfg: &NodeConfig) -> Result<(), Reason> {
     let now = ct::now();
-    if !matches!(known(flow, epoch, now), Known::Unknown) {
+    if !matches!(known(flow, cfg, now), Known::Unknown) {
         return Ok(());
     }
     policy::judge(&flow.key, Some(src), None)?;
-    ct::open(&flow.key, CT_F_VIA_HOST, epoch, now);
+    ct::open(&flow.key, CT_F_VIA_HOST, cfg.policy_epoch, now);
     Ok(())
 }
 
@@ -407,9 +407,26 @@ enum Known {
     Unknown,
 }
 
+/// Is this an ICMP error about a tracked flow, sent as only a party to that flow or a router on
+/// its path can send it? As Linux conntrack requires, it goes back to whoever sent the quoted
+/// packet; and a pod is never a router on another pod's path, so an error from a pod must come
+/// from the quoted packet's destination. Anything else is judged as a packet of its own.
+#[inline(always)]
+fn is_related(flow: &Flow, cfg: &NodeConfig, now: u64) -> bool {
+    if !flow.has_icmp_inner || flow.key.daddr != flow.icmp_inner.saddr {
+        return false;
+    }
+    let from_pod = in_prefix(flow.key.saddr, cfg.cluster_cidr_be, cfg.cluster_prefix_len);
+    if from_pod && flow.key.saddr != flow.icmp_inner.daddr {
+        return false;
+    }
+    ct::exists(&flow.icmp_inner, now)
+}
+
 /// Look the packet's flow up, refreshing it when found.
 #[inline(always)]
-fn known(flow: &Flow, epoch: u32, now: u64) -> Known {
+fn known(flow: &Flow, cfg: &NodeConfig, now: u64) -> Known {
+    let epoch = cfg.policy_epoch;
     if flow.is_tcp_open() {
         return Known::Unknown;
     }
@@ -432,7 +449,7 @@ fn known(flow: &Flow, epoch: u32, now: u64) -> Known {
                 Known::Current
             }
         }
-        Hit::Miss if flow.has_icmp_inner && ct::exists(&flow.icmp_inner, now) => Known::Related,
+        Hit::Miss if is_related(flow, cfg, now) => Known::Related,
         Hit::Miss => Known::Unknown,
     }
 }
@@ -471,7 +488,7 @@ pub fn from_other_node(ctx: &TcContext, pods_only: bool) -> i32 {
     };
     let cfg = config();
     let now = ct::now();
-    match known(&flow, cfg.policy_epoch, now) {
+    match known(&flow, &cfg, now) {
         Known::Current => {}
         // Up the host stack, which translates them back if their flow was NATed, then hands
         // them to `from_host`.
@@ -499,7 +516,7 @@ pub fn from_other_node(ctx: &TcContext, pods_only: bool) -> i32 {
 fn admit_from_host(flow: &Flow, hdr: &EthIpv4, peer: &EndpointInfo) -> Result<(), Reason> {
     let cfg = config();
     let now = ct::now();
-    if !matches!(known(flow, cfg.policy_epoch, now), Known::Unknown) {
+    if !matches!(known(flow, &cfg, now), Known::Unknown) {
         return Ok(());
     }
     if is_host_ip(hdr.saddr_be()) {

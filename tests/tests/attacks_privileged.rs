@@ -184,3 +184,139 @@ fn send_udp(netns: &str, from: Ipv4Addr, to: (Ipv4Addr, u16), payload: &[u8]) {
     })
     .unwrap();
 }
+
+/// An ICMP error from `src` to `dst` (type `kind`, code `code`) quoting the first 28 bytes of
+/// `quoted` (its IPv4 header and 8 bytes of its transport header).
+fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&quoted[..28]);
+    let sum: u32 = icmp
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    let mut pkt = common::ipv4_header(src, dst, libc::IPPROTO_ICMP as u8, icmp.len()).to_vec();
+    pkt.extend_from_slice(&icmp);
+    pkt
+}
+
+/// A raw ICMP socket in `netns`: it sees every ICMP packet the pod receives.
+fn icmp_listener(netns: &str) -> std::os::fd::OwnedFd {
+    in_netns(netns, || {
+        // SAFETY: socket(2); the descriptor is owned by the returned OwnedFd.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+        assert!(fd >= 0);
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 700_000,
+        };
+        // SAFETY: setsockopt with a timeval that lives for the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            std::os::fd::FromRawFd::from_raw_fd(fd)
+        }
+    })
+    .unwrap()
+}
+
+/// The sources of the ICMP errors (type 3) `socket` receives before it times out.
+fn icmp_errors_from(socket: &std::os::fd::OwnedFd) -> Vec<Ipv4Addr> {
+    let mut sources = Vec::new();
+    loop {
+        let mut buf = [0u8; 1500];
+        // SAFETY: recv(2) into a buffer we own, of its length.
+        let n = unsafe {
+            libc::recv(
+                std::os::fd::AsRawFd::as_raw_fd(socket),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+            )
+        };
+        if n <= 0 {
+            return sources;
+        }
+        if n >= 21 && buf[20] == 3 {
+            sources.push(Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]));
+        }
+    }
+}
+
+/// Hole 3: an ICMP error is let through when its quoted packet belongs to a tracked flow. A pod
+/// that a target's policy keeps out must not get in by quoting one of the target's flows with
+/// someone else: as Linux conntrack requires, the error must go back to whoever sent the quoted
+/// packet, and a pod (never a router on another pod's path) may only report its own flows.
+#[test]
+fn a_pod_cannot_reach_an_isolated_pod_with_forged_icmp_errors() {
+    require_root!();
+    let lab = Lab::up(&LabOptions {
+        nodes: 2,
+        ..LabOptions::isolated("atk-icmp")
+    })
+    .expect("lab up");
+    // x/a (node 1) and x/b (node 2) talk; x/b admits x/a only. The attackers: x/c on x/b's node,
+    // x/d on x/a's.
+    for (name, node) in [("a", 1), ("b", 2), ("c", 2), ("d", 1)] {
+        lab.add_pod_with(&PodSpec::new("x", name).label("app", name).on_node(node))
+            .unwrap();
+    }
+    lab.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: b-from-a, namespace: x}\n\
+         spec:\n  podSelector: {matchLabels: {app: b}}\n  \
+         ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n",
+    )
+    .unwrap();
+    let ip = |name: &str| lab.pod("x", name).unwrap().ip;
+    let netns = |name: &str| lab.pod("x", name).unwrap().netns;
+
+    // A flow x/b → x/a:80 (UDP; x/a's server answers it), which the datapath now tracks.
+    let flow = in_netns(&netns("b"), || {
+        let socket = UdpSocket::bind((ip("b"), 5555)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        socket.send_to(b"hello", (ip("a"), 80)).unwrap();
+        let mut buf = [0u8; 64];
+        socket.recv_from(&mut buf).expect("x/a answers x/b");
+        socket
+    })
+    .unwrap();
+    let quoted = common::ipv4_udp_packet(ip("b"), ip("a"), 5555, 80, b"hello");
+    let listener = icmp_listener(&netns("b"));
+
+    // The attacks: port unreachable and "fragmentation needed" about x/b's flow, sent to x/b by
+    // pods that x/b's policy keeps out, from its own node and from the other.
+    let denied_before = common::node_packets(&lab, 2, "drop_policy_ingress");
+    for attacker in ["c", "d"] {
+        for (kind, code) in [(3, 3), (3, 4)] {
+            common::send_raw_ipv4(
+                &netns(attacker),
+                &icmp_error(ip(attacker), ip("b"), kind, code, &quoted),
+            );
+        }
+    }
+    let got = icmp_errors_from(&listener);
+    assert!(
+        got.is_empty(),
+        "x/b received forged ICMP errors from {got:?}"
+    );
+    assert!(
+        common::node_packets(&lab, 2, "drop_policy_ingress") >= denied_before + 4,
+        "the forged errors were not judged by x/b's policy and counted"
+    );
+
+    // The control: the flow's real peer reporting it is delivered (errors about tracked flows
+    // still pass, isolation or not).
+    common::send_raw_ipv4(&netns("a"), &icmp_error(ip("a"), ip("b"), 3, 3, &quoted));
+    assert_eq!(icmp_errors_from(&listener), vec![ip("a")]);
+    drop(flow);
+}
