@@ -308,7 +308,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        () = server::serve(listener, agent.clone()) => {}
+        () = server::serve(listener, agent.clone(), kube.as_ref().map(|k| k.source.clone())) => {}
         () = watch::manifests(agent.clone()) => {}
         () = watch::kubernetes(agent.clone(), kube) => {}
         () = watch::host_addresses(agent) => {}

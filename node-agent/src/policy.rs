@@ -49,6 +49,8 @@ pub struct PolicyEngine {
     source_rejected: Vec<Rejected>,
     /// Policies the compiler could not fully use (their pods are isolated).
     problems: Vec<Rejected>,
+    /// Local endpoints whose Pod the model lacks (closed where their namespace isolates).
+    unknown_pods: std::collections::BTreeSet<PodKey>,
     programmer: Programmer,
     /// Times programming failed and the node failed closed.
     pub failures: u64,
@@ -101,6 +103,7 @@ impl PolicyEngine {
             cluster: Arc::default(),
             source_rejected: Vec::new(),
             problems: Vec::new(),
+            unknown_pods: Default::default(),
             programmer: Programmer::new(),
             failures: 0,
             retry: false,
@@ -280,6 +283,15 @@ impl PolicyEngine {
         for p in &self.problems {
             warn!(object = %p.object, reason = %p.reason, "policy rejected; the pods it selects are isolated");
         }
+        let unknown: std::collections::BTreeSet<PodKey> =
+            compiled.unknown_pods.values().cloned().collect();
+        for pod in unknown.difference(&self.unknown_pods) {
+            warn!(%pod, "an endpoint's Pod is not known (not seen yet, or rejected): it is closed wherever its namespace's policies isolate until the Pod appears");
+        }
+        for pod in self.unknown_pods.difference(&unknown) {
+            info!(%pod, "the endpoint's Pod is known now: its own policy applies");
+        }
+        self.unknown_pods = unknown;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The root-only unix socket the CNI plugin talks to: one JSON request and one JSON answer per
 //! connection (see `weir-agent-api`).
 
-use std::{fs, os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+use std::{fs, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -11,11 +11,17 @@ use tokio::{
 };
 use tracing::{debug, warn};
 use weir_agent_api::{Request, Response};
+use weir_kube::KubeSource;
+use weir_policy::model::PodKey;
 
 use crate::agent::Agent;
 
 /// Largest request accepted; an endpoint is a few hundred bytes, a GC list of thousands of pods fits.
 const MAX_REQUEST: u64 = 4 << 20;
+/// How long an ADD waits for its Pod to reach the agent from the API (the kubelet creates the Pod
+/// first, so this is the watch's delay). After that the endpoint starts closed wherever a policy
+/// of its namespace isolates, and opens as the Pod arrives.
+const ADD_POD_WAIT: Duration = Duration::from_secs(2);
 
 pub fn bind(path: &Path) -> Result<UnixListener> {
     match fs::remove_file(path) {
@@ -29,13 +35,16 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
+/// Serve the plugin. With the Kubernetes source (`pods`), an ADD first waits (without holding the
+/// agent) for its Pod to be known, so that it starts with the Pod's own policy.
+pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>, pods: Option<KubeSource>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let agent = agent.clone();
+                let pods = pods.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle_connection(stream, agent).await {
+                    if let Err(e) = handle_connection(stream, agent, pods).await {
                         debug!(error = %format!("{e:#}"), "connection");
                     }
                 });
@@ -45,7 +54,11 @@ pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
     }
 }
 
-async fn handle_connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> Result<()> {
+async fn handle_connection(
+    stream: UnixStream,
+    agent: Arc<Mutex<Agent>>,
+    pods: Option<KubeSource>,
+) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read)
@@ -55,6 +68,14 @@ async fn handle_connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> Resu
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             debug!(?request, "request");
+            if let (Request::Add { endpoint }, Some(pods)) = (&request, &pods) {
+                if let (Some(ns), Some(name)) = (&endpoint.pod_namespace, &endpoint.pod_name) {
+                    let key = PodKey::new(ns.clone(), name.clone());
+                    if !pods.wait_for_pod(&key, ADD_POD_WAIT).await {
+                        warn!(pod = %key, "ADD before its Pod reached the agent: the pod starts closed wherever its namespace's policies isolate");
+                    }
+                }
+            }
             agent.lock().await.handle(request).await
         }
         Err(e) => Response::Error {

@@ -203,6 +203,9 @@ pub struct PodSpec {
     pub node: Option<u32>,
     /// Served on top of TCP, UDP and SCTP 80 and 81.
     pub serve: Vec<ServePort>,
+    /// ADD runs before the agents know the Pod (the API's watch lagging behind the kubelet), and
+    /// the Pod stays unknown until [`Lab::publish_pod`].
+    pub unpublished: bool,
 }
 
 impl PodSpec {
@@ -212,7 +215,14 @@ impl PodSpec {
             labels: BTreeMap::new(),
             node: None,
             serve: Vec::new(),
+            unpublished: false,
         }
+    }
+
+    /// Add the pod (CNI ADD) before its Pod object exists; see [`Lab::publish_pod`].
+    pub fn unpublished(mut self) -> Self {
+        self.unpublished = true;
+        self
     }
 
     /// Also serve `proto`/`port` (a container port named `serve-<port>-<proto>`).
@@ -548,6 +558,14 @@ impl Lab {
         let lock = StateLock::acquire(&self.dir, true)?;
         let mut state = load_up(&lock)?;
         del_pod_locked(&lock, &mut state, &PodRef::new(namespace, name))
+    }
+
+    /// Give a pod added [`PodSpec::unpublished`] its Pod object (and Service), as the API's watch
+    /// finally delivers it; returns once every agent has programmed it.
+    pub fn publish_pod(&self, namespace: &str, name: &str) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let mut state = load_up(&lock)?;
+        publish_pod(&lock, &mut state, &PodRef::new(namespace, name))
     }
 
     /// Probe from `from` to `to`; each is `NS/NAME`, `node`, `nodeK`, `ext` or (`to` only) an
@@ -1147,7 +1165,9 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
     let namespace_id = ensure_namespace(&manifests, &pod.namespace)?;
     let pending = pod_object(&pod, &spec.labels, &node.name, &ports, None);
     let pod_id = pending.id.clone();
-    manifests.write(&pending)?;
+    if !spec.unpublished {
+        manifests.write(&pending)?;
+    }
     let unpublish = |state: &LabState, err: anyhow::Error| {
         let err = err.context(format!("adding pod {pod}"));
         match manifests.remove(&pod_id).and_then(|_| sync_agents(state)) {
@@ -1155,7 +1175,12 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
             Err(undo) => err.context(format!("and removing its Pod manifest failed: {undo:#}")),
         }
     };
-    if let Err(err) = check_sync(state, &[namespace_id, pod_id.clone()]) {
+    let written: &[_] = if spec.unpublished {
+        std::slice::from_ref(&namespace_id)
+    } else {
+        &[namespace_id.clone(), pod_id.clone()]
+    };
+    if let Err(err) = check_sync(state, written) {
         return Err(unpublish(state, err));
     }
 
@@ -1259,6 +1284,10 @@ fn add_pod_locked(lock: &StateLock, state: &mut LabState, spec: &PodSpec) -> Res
     netns.persist();
 
     // Recorded: from here on a failure deletes the pod the ordinary way.
+    if spec.unpublished {
+        let added = state.pod(&pod).context("pod just added")?;
+        return Ok(PodInfo::new(state, added));
+    }
     if let Err(err) = publish_pod(lock, state, &pod) {
         let err = err.context(format!("adding pod {pod}"));
         return Err(match del_pod_locked(lock, state, &pod) {

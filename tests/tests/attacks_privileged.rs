@@ -320,3 +320,61 @@ fn a_pod_cannot_reach_an_isolated_pod_with_forged_icmp_errors() {
     assert_eq!(icmp_errors_from(&listener), vec![ip("a")]);
     drop(flow);
 }
+
+/// Hole 2: a pod whose Pod object has not reached the agent when the runtime asks for its network
+/// (the API's watch behind the kubelet) was compiled as a pod with no labels, so a policy that
+/// isolates it by label did not apply: it started open to everyone. Now it starts closed wherever
+/// its namespace's policies isolate (the node still reaches it), and its own policy applies once
+/// the Pod arrives.
+#[test]
+fn a_pod_whose_pod_object_is_not_known_yet_starts_closed() {
+    require_root!();
+    let lab = Lab::up(&LabOptions::isolated("atk-unknown")).expect("lab up");
+    for (name, app) in [("web", "web"), ("api", "api")] {
+        lab.add_pod_with(&PodSpec::new("x", name).label("app", app))
+            .unwrap();
+    }
+    // db admits api only.
+    lab.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: db, namespace: x}\n\
+         spec:\n  podSelector: {matchLabels: {app: db}}\n  \
+         ingress: [{from: [{podSelector: {matchLabels: {app: api}}}]}]\n",
+    )
+    .unwrap();
+    lab.add_pod_with(&PodSpec::new("x", "db").label("app", "db").unpublished())
+        .unwrap();
+    let tcp = |from: &str, to: &str| {
+        let (ns, name) = to.split_once('/').unwrap();
+        lab.probe_with(
+            from,
+            &weir_tests::lab::ProbeTarget::pod(ns, name),
+            &weir_tests::lab::ProbeOptions::new(weir_tests::Proto::Tcp, 80),
+        )
+        .unwrap()
+        .connected
+    };
+    let denied_before = common::packets(&lab, "drop_policy_fail_closed");
+    assert!(
+        !tcp("x/web", "x/db"),
+        "x/db started open to a pod its policy denies"
+    );
+    assert!(
+        !tcp("x/api", "x/db"),
+        "closed, not judged by a guess at its labels"
+    );
+    assert!(common::packets(&lab, "drop_policy_fail_closed") > denied_before);
+    assert!(
+        tcp("node", "x/db"),
+        "the node (kubelet probes) still reaches it"
+    );
+    assert!(
+        tcp("x/db", "x/web"),
+        "x's policies isolate no egress: db's egress is open"
+    );
+
+    // The Pod arrives: db's own policy applies.
+    lab.publish_pod("x", "db").unwrap();
+    assert!(!tcp("x/web", "x/db"));
+    assert!(tcp("x/api", "x/db"));
+}

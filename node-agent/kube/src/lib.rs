@@ -167,6 +167,27 @@ impl KubeSource {
         }
     }
 
+    /// Whether the model has Pod `key` (a Pod the source rejected is not in it).
+    pub fn has_pod(&self, key: &weir_policy::model::PodKey) -> bool {
+        self.shared.state().cluster().pod(key).is_some()
+    }
+
+    /// Waits up to `timeout` for Pod `key` to be in the model; returns whether it is. The kubelet
+    /// creates a Pod before it asks for its network, so this is the watch's delay, normally
+    /// milliseconds.
+    pub async fn wait_for_pod(&self, key: &weir_policy::model::PodKey, timeout: Duration) -> bool {
+        let mut changes = self.changes();
+        let wait = async {
+            while !self.has_pod(key) {
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
     /// Waits until Node `name` has an IPv4 pod CIDR (`spec.podCIDRs`, set by the controller
     /// manager's node IPAM), logging while it waits.
     pub async fn node_pod_cidr(&self, name: &str) -> Ipv4Net {

@@ -263,3 +263,34 @@ async fn problems_become_events_once_each() {
     notices.publish(&source, &rejected).await;
     assert_eq!(api.events().len(), 3);
 }
+
+#[tokio::test]
+async fn an_add_can_wait_for_its_pod_and_gives_up_after_its_timeout() {
+    let (client, api) = FakeApi::start();
+    seed(&api);
+    let source = KubeSource::spawn(client, Options::default());
+    tokio::time::timeout(WAIT, source.synced()).await.unwrap();
+    assert!(source.has_pod(&PodKey::new("x", "a")));
+
+    // A Pod the kubelet created an instant before asking for its network.
+    let late = PodKey::new("x", "late");
+    let waiting = {
+        let source = source.clone();
+        let late = late.clone();
+        tokio::spawn(async move { source.wait_for_pod(&late, WAIT).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.apply(pod("late", "late", "10.244.1.9"));
+    assert!(
+        waiting.await.unwrap(),
+        "the Pod arrived while the ADD waited"
+    );
+
+    // One that never comes: the wait ends with its timeout.
+    let never = PodKey::new("x", "never");
+    assert!(
+        !source
+            .wait_for_pod(&never, Duration::from_millis(300))
+            .await
+    );
+}

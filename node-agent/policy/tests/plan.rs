@@ -528,7 +528,7 @@ fn unisolated_is_allow_all_fail_closed_is_its_own_id_and_empty_tables_deny_all()
             (ip, weir_policy::compile::EndpointRules { ingress, egress })
         })
         .collect(),
-        problems: vec![],
+        ..Compiled::default()
     };
     let plan = Programmer::new().plan(&compiled);
     assert_eq!(

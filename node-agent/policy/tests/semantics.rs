@@ -193,6 +193,44 @@ fn invalid_pod_selector_fails_closed_every_pod_of_the_namespace_for_its_policy_t
 }
 
 #[test]
+fn a_local_pod_missing_from_the_model_is_closed_wherever_its_namespace_isolates() {
+    // prod isolates app=db for ingress only; a local endpoint claims prod/newcomer, whose Pod the
+    // model has not seen: its labels might be app=db, so its ingress is closed, not guessed open.
+    let cluster = cluster(&policy(
+        "db",
+        "prod",
+        "  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: api}}}]}]",
+    ));
+    let newcomer = Ipv4Addr::new(10, 0, 1, 9);
+    let stranger = Ipv4Addr::new(10, 0, 2, 9);
+    let c = compile(
+        &cluster,
+        &[
+            (newcomer, Some(PodKey::new("prod", "newcomer"))),
+            (stranger, Some(PodKey::new("dev", "stranger"))),
+            (API, Some(PodKey::new("prod", "api"))),
+        ],
+    );
+    assert_eq!(ingress(&c, newcomer), &DirectionRules::FailClosed);
+    assert_eq!(
+        egress(&c, newcomer),
+        &DirectionRules::Unisolated,
+        "prod isolates no egress"
+    );
+    assert!(!tcp(&c, API, newcomer, 80), "not even from a pod db admits");
+    // dev has no policy: nothing its labels could be makes it isolated.
+    assert_eq!(ingress(&c, stranger), &DirectionRules::Unisolated);
+    assert_eq!(egress(&c, stranger), &DirectionRules::Unisolated);
+    assert_eq!(
+        c.unknown_pods.values().cloned().collect::<Vec<_>>(),
+        [
+            PodKey::new("prod", "newcomer"),
+            PodKey::new("dev", "stranger")
+        ]
+    );
+}
+
+#[test]
 fn unknown_policy_type_fails_closed_both_directions_of_the_selected_pods() {
     let c = world(&policy(
         "p",
@@ -674,18 +712,16 @@ fn endpoint_without_a_pod_is_not_isolated_but_is_in_ip_blocks() {
 }
 
 #[test]
-fn endpoint_whose_pod_is_not_in_the_model_counts_as_a_pod_without_labels() {
+fn endpoint_whose_pod_is_not_in_the_model_is_closed_not_guessed_to_have_no_labels() {
+    // Counting it as a pod without labels would leave its ingress open, yet it may be app=web.
     let cluster = cluster(
         &(policy("all", "prod", "  podSelector: {}\n  policyTypes: [Egress]")
             + &policy("web", "prod", "  podSelector: {matchLabels: {app: web}}")),
     );
     let ghost = Ipv4Addr::new(10, 0, 1, 99);
     let c = compile(&cluster, &[(ghost, Some(PodKey::new("prod", "ghost")))]);
-    assert!(matches!(
-        c.endpoints[&ghost].egress,
-        DirectionRules::Rules(_)
-    ));
-    assert_eq!(c.endpoints[&ghost].ingress, DirectionRules::Unisolated);
+    assert_eq!(c.endpoints[&ghost].egress, DirectionRules::FailClosed);
+    assert_eq!(c.endpoints[&ghost].ingress, DirectionRules::FailClosed);
 }
 
 #[test]

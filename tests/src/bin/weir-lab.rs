@@ -298,6 +298,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 labels,
                 node,
                 serve: serve.0,
+                unpublished: false,
             };
             print_json(&Lab::open(&dir)?.add_pod_with(&spec)?)?;
         }

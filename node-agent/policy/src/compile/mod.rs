@@ -119,6 +119,9 @@ pub struct Compiled {
     /// Every local endpoint, by address.
     pub endpoints: BTreeMap<Ipv4Addr, EndpointRules>,
     pub problems: Vec<Problem>,
+    /// Local endpoints whose pod the model does not (yet) have, by address: closed wherever a
+    /// policy of the pod's namespace isolates, until the pod appears.
+    pub unknown_pods: BTreeMap<Ipv4Addr, PodKey>,
 }
 
 impl Compiled {
@@ -140,9 +143,10 @@ impl Compiled {
 /// Compiles the rules of this node's endpoints. `local` lists each endpoint's address and, when
 /// known, its pod. The local address is authoritative for that pod (it overrides the model's
 /// `status.podIP`), and another pod in the model claiming it is treated as stale. An endpoint with
-/// no pod key is selected by no policy (not isolated) but its address still falls in ipBlocks; one
-/// whose pod is missing from the model counts as a pod with no labels in its namespace (so only
-/// `podSelector: {}` policies select it: that can only deny more).
+/// no pod key is selected by no policy (not isolated) but its address still falls in ipBlocks. One
+/// whose pod is missing from the model (its Pod not seen yet, or rejected by the source) fails
+/// closed in every direction a policy of its namespace isolates: its labels, unknown, might be
+/// selected by any of them, and guessing "no labels" would open a pod a policy means to isolate.
 pub fn compile(cluster: &Cluster, local: &[(Ipv4Addr, Option<PodKey>)]) -> Compiled {
     let mut problems = Vec::new();
     let policies: Vec<ParsedPolicy> = cluster
@@ -158,9 +162,15 @@ pub fn compile(cluster: &Cluster, local: &[(Ipv4Addr, Option<PodKey>)]) -> Compi
         .iter()
         .map(|(ip, key)| (*ip, compiler.endpoint(key.as_ref())))
         .collect();
+    let unknown_pods = local
+        .iter()
+        .filter_map(|(ip, key)| Some((*ip, key.clone()?)))
+        .filter(|(_, key)| cluster.pod(key).is_none())
+        .collect();
     Compiled {
         endpoints,
         problems,
+        unknown_pods,
     }
 }
 
@@ -178,8 +188,6 @@ struct TableKey {
     policies: Vec<u32>,
     ports: Option<Vec<NamedPort>>,
 }
-
-static NO_LABELS: Labels = Labels::new();
 
 struct Compiler<'a> {
     cluster: &'a Cluster,
@@ -281,9 +289,10 @@ impl<'a> Compiler<'a> {
         let Some(key) = key else {
             return EndpointRules::unisolated();
         };
-        let pod = self.cluster.pod(key);
-        let labels = pod.map_or(&NO_LABELS, |p| &p.labels);
-        let ports = pod.map_or(&[][..], |p| &p.ports[..]);
+        let Some(pod) = self.cluster.pod(key) else {
+            return self.unknown_pod(key);
+        };
+        let (labels, ports) = (&pod.labels, &pod.ports[..]);
         let mut fail = [false; 2];
         let mut selecting: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
         for &i in self
@@ -315,6 +324,26 @@ impl<'a> Compiler<'a> {
                 DirectionRules::Unisolated
             } else {
                 DirectionRules::Rules(self.table(d, &selecting[d.index()], ports))
+            }
+        });
+        EndpointRules { ingress, egress }
+    }
+
+    /// Closed in each direction some policy of the pod's namespace isolates: any of them might
+    /// select the pod once its labels are known.
+    fn unknown_pod(&self, key: &PodKey) -> EndpointRules {
+        let isolated = |d: Direction| {
+            self.policies_by_ns
+                .get(key.namespace.as_str())
+                .into_iter()
+                .flatten()
+                .any(|&i| self.policies[i as usize].isolates[d.index()])
+        };
+        let [ingress, egress] = Direction::ALL.map(|d| {
+            if isolated(d) {
+                DirectionRules::FailClosed
+            } else {
+                DirectionRules::Unisolated
             }
         });
         EndpointRules { ingress, egress }
