@@ -42,6 +42,8 @@ pub struct Agent {
     host_dev_index: u32,
     /// What was last programmed for the other nodes; `None` until the first reconcile.
     remotes: Option<RemotePlan>,
+    /// Where the agent publishes what `/metrics` and `/healthz` report.
+    telemetry: std::sync::Arc<crate::metrics::Telemetry>,
     /// Held for the agent's lifetime: one agent per node.
     _lock: fs::File,
 }
@@ -119,15 +121,14 @@ fn lock(path: &Path) -> Result<fs::File> {
 }
 
 impl Agent {
-    /// Bring the node's datapath up and adopt existing endpoints. Must run inside a tokio runtime.
-    pub async fn start(config: Config) -> Result<Self> {
-        let policy = PolicyEngine::new(config.manifest_dir.as_deref())
-            .context("opening the manifest directory")?;
-        Self::start_with_policy(config, policy).await
-    }
-
-    /// [`Agent::start`] with objects from another source (the Kubernetes API).
-    pub async fn start_with_policy(config: Config, mut policy: PolicyEngine) -> Result<Self> {
+    /// Bring the node's datapath up and adopt existing endpoints, with objects from `policy`'s
+    /// source (the manifest directory or the Kubernetes API). Must run inside a tokio runtime.
+    pub async fn start(
+        config: Config,
+        policy: PolicyEngine,
+        telemetry: std::sync::Arc<crate::metrics::Telemetry>,
+    ) -> Result<Self> {
+        let mut policy = policy.reporting_to(&telemetry);
         let paths = &config.paths;
         for dir in [&paths.run_dir, &paths.state_dir] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -246,6 +247,7 @@ impl Agent {
             policy,
             host_dev_index: host_dev.index,
             remotes: None,
+            telemetry,
             _lock: lock,
         };
         agent.drain_del_queue();
@@ -333,6 +335,25 @@ impl Agent {
         result.map(|_| ()).map_err(Into::into)
     }
 
+    /// Publish what `/metrics` reports (the endpoints never take the agent's lock), and renew the
+    /// heartbeat `/healthz` checks.
+    pub fn publish(&self) {
+        let telemetry = &self.telemetry;
+        use weir_common::maps::{ENDPOINTS, ENDPOINTS_MAX, POLICY_PEERS, POLICY_PEERS_MAX};
+        use weir_common::maps::{POLICY_PORTS, POLICY_PORTS_MAX};
+        let cluster = self.policy.cluster();
+        telemetry.endpoints.set(self.endpoints.len() as i64);
+        telemetry.pods.set(cluster.pods().count() as i64);
+        telemetry.policies.set(cluster.policies().count() as i64);
+        telemetry.rejected.set(self.policy.rejected().len() as i64);
+        telemetry.generation.set(self.policy.generation() as i64);
+        let (peers, ports) = self.policy.programmed_entries();
+        telemetry.set_map_fill(ENDPOINTS, self.endpoints.len(), ENDPOINTS_MAX);
+        telemetry.set_map_fill(POLICY_PEERS, peers, POLICY_PEERS_MAX);
+        telemetry.set_map_fill(POLICY_PORTS, ports, POLICY_PORTS_MAX);
+        telemetry.beat();
+    }
+
     pub fn policy(&self) -> &PolicyEngine {
         &self.policy
     }
@@ -366,6 +387,7 @@ impl Agent {
     pub async fn sync(&mut self) -> Result<()> {
         let policy = self.sync_policy();
         let routes = self.reconcile_routes().await;
+        self.publish();
         policy.and(routes)
     }
 
@@ -477,6 +499,7 @@ impl Agent {
                 rejected: self.policy.rejected(),
             }),
         };
+        self.publish();
         result.unwrap_or_else(|e: anyhow::Error| {
             warn!(error = %format!("{e:#}"), "request failed");
             Response::Error {

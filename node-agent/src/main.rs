@@ -263,9 +263,9 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let health = Arc::new(metrics::Health::default());
+    let telemetry = Arc::new(metrics::Telemetry::new());
     match tokio::net::TcpListener::bind(args.metrics_address).await {
-        Ok(listener) => drop(tokio::spawn(metrics::serve(listener, health.clone()))),
+        Ok(listener) => drop(tokio::spawn(metrics::serve(listener, telemetry.clone()))),
         // Not fatal: networking pods matters more than being observed.
         Err(e) => {
             warn!(address = %args.metrics_address, error = %e, "cannot serve metrics and health")
@@ -292,26 +292,30 @@ async fn run(args: RunArgs) -> Result<()> {
     let config = args.config(pod_cidr);
     info!(node = %config.node_name, pod_cidr = %config.pod_cidr, cluster_cidr = %config.cluster_cidr, "starting");
     let socket = config.paths.socket();
-    let agent = match &kube {
-        Some(kube) => {
-            Agent::start_with_policy(config, PolicyEngine::kubernetes(kube.source.clone())).await
-        }
-        None => Agent::start(config).await,
-    }
-    .context("starting weir-agent")?;
+    let policy = match &kube {
+        Some(kube) => PolicyEngine::kubernetes(kube.source.clone()),
+        None => PolicyEngine::new(config.manifest_dir.as_deref())
+            .context("opening the manifest directory")?,
+    };
+    let pin_dir = config.paths.pin_dir();
+    let agent = Agent::start(config, policy, telemetry.clone())
+        .await
+        .context("starting weir-agent")?;
     let listener = server::bind(&socket)?;
     agent.write_conflist()?;
     release_startup_memory();
     info!(socket = %socket.display(), "ready");
+    agent.publish();
+    telemetry.set_started(pin_dir);
     let agent = Arc::new(Mutex::new(agent));
-    let _ = health.agent.set(agent.clone());
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         () = server::serve(listener, agent.clone(), kube.as_ref().map(|k| k.source.clone())) => {}
         () = watch::manifests(agent.clone()) => {}
         () = watch::kubernetes(agent.clone(), kube) => {}
-        () = watch::host_addresses(agent) => {}
+        () = watch::host_addresses(agent.clone()) => {}
+        () = watch::heartbeat(agent) => {}
         _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
         _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),
     }

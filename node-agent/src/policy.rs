@@ -22,10 +22,11 @@ use weir_policy::{
     plan::{self, Plan, Programmer},
 };
 
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
+
 use crate::{
     datapath::{Datapath, DatapathError, PeerEntry, PortEntry},
     endpoints::{EndpointError, Endpoints, Tables},
-    metrics::Histogram,
     source::ManifestDir,
 };
 
@@ -53,12 +54,13 @@ pub struct PolicyEngine {
     unknown_pods: std::collections::BTreeSet<PodKey>,
     programmer: Programmer,
     /// Times programming failed and the node failed closed.
-    pub failures: u64,
+    pub failures: Counter,
     /// The last programming failed: the next sync retries even if the source did not change.
     retry: bool,
     /// When the oldest object change not yet programmed happened (Kubernetes source).
     changed_at: Option<Instant>,
-    /// Seconds from an object change in the API to the maps that enforce it.
+    /// Seconds from an object change in the API to the maps that enforce it (shared with the
+    /// telemetry that exposes it).
     pub latency: Histogram,
 }
 
@@ -97,6 +99,13 @@ impl PolicyEngine {
         })
     }
 
+    /// Count failures and programming latency in `telemetry`'s metrics.
+    pub fn reporting_to(mut self, telemetry: &crate::metrics::Telemetry) -> Self {
+        self.failures = telemetry.policy_failures.clone();
+        self.latency = telemetry.programming_seconds.clone();
+        self
+    }
+
     fn with_source(source: Source) -> Self {
         Self {
             source,
@@ -105,10 +114,10 @@ impl PolicyEngine {
             problems: Vec::new(),
             unknown_pods: Default::default(),
             programmer: Programmer::new(),
-            failures: 0,
+            failures: Counter::default(),
             retry: false,
             changed_at: None,
-            latency: Histogram::latency(),
+            latency: crate::metrics::latency_histogram(),
         }
     }
 
@@ -186,6 +195,11 @@ impl PolicyEngine {
         }
     }
 
+    /// Entries the programmer keeps in the peer and port maps.
+    pub fn programmed_entries(&self) -> (usize, usize) {
+        self.programmer.counts()
+    }
+
     /// The last attempt to program failed and must be retried.
     pub fn needs_retry(&self) -> bool {
         self.retry
@@ -256,7 +270,7 @@ impl PolicyEngine {
                 Ok(changed)
             }
             Err(e) => {
-                self.failures += 1;
+                self.failures.inc();
                 self.retry = true;
                 error!(error = %e, "programming policy failed; isolating the pods it selects");
                 self.programmer
@@ -495,7 +509,7 @@ mod tests {
 
         engine.set_cluster(cluster(B_FROM_A), Vec::new());
         assert!(engine.program(&mut eps, None).is_err());
-        assert_eq!(engine.failures, 1);
+        assert_eq!(engine.failures.get(), 1);
         let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
         assert_eq!(b.ingress_table, TABLE_FAIL_CLOSED, "isolated, never opened");
         assert_eq!(b.egress_table, TABLE_ALLOW_ALL, "egress is not selected");

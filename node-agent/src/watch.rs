@@ -93,6 +93,15 @@ pub async fn host_addresses(agent: Arc<Mutex<Agent>>) {
     }
 }
 
+/// Publish the agent's status for the metrics and health endpoints, and renew the heartbeat that
+/// tells `/healthz` the agent's loop is alive (a deadlock stops it). Runs forever.
+pub async fn heartbeat(agent: Arc<Mutex<Agent>>) {
+    loop {
+        tokio::time::sleep(crate::metrics::HEARTBEAT_EVERY).await;
+        agent.lock().await.publish();
+    }
+}
+
 /// A burst of API events (a Deployment rolling out) is programmed in one pass.
 const KUBE_SETTLE: Duration = Duration::from_millis(20);
 

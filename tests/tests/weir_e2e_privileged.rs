@@ -308,6 +308,26 @@ fn spoofed_packets_are_dropped_and_counted() {
     let victim_ns = pod_netns(&lab, "victim");
     let mallory = lab.pod("default", "mallory").unwrap();
     common::assert_spoofing_dropped(&lab, &mallory_ns, mallory.ip, &victim_ns, victim.ip);
+
+    // The agent's metrics show the same drops (read from the pinned map), and its probes answer.
+    let node = lab.node(1).unwrap().netns;
+    let metrics = common::http_get(&node, "127.0.0.1:9962", "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let drops: u64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("weir_drops_total{")
+                && l.contains("reason=\"drop_spoofed_ip\"")
+                && l.contains("direction=\"from_pod\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no drop_spoofed_ip sample in\n{metrics}"));
+    assert!(drops >= 3, "{drops} spoofed packets counted in /metrics");
+    assert!(metrics.contains("weir_endpoints 2\n"), "{metrics}");
+    for path in ["/healthz", "/readyz"] {
+        let answer = common::http_get(&node, "127.0.0.1:9962", path);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+    }
 }
 
 #[test]

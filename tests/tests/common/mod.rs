@@ -50,6 +50,26 @@ pub fn fake_bin_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A GET of `path` from `address` inside `netns`: the whole answer, status line first.
+pub fn http_get(netns: &str, address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    weir_tests::in_netns(netns, || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .unwrap()
+}
+
 /// Lab namespaces (and bpffs dirs) still there for lab id `id`.
 pub fn leftovers(id: &str) -> Vec<String> {
     let prefix = weir_tests::names::lab_prefix(id);
