@@ -250,6 +250,7 @@ impl Agent {
             telemetry,
             _lock: lock,
         };
+        // Before programming: endpoints whose DEL was spooled are not programmed again.
         agent.drain_del_queue();
         agent.policy.refresh();
         agent.reprogram(None)?;
@@ -406,28 +407,54 @@ impl Agent {
         self.reprogram(None)
     }
 
-    /// DELs the CNI plugin spooled while no agent was listening.
-    fn drain_del_queue(&mut self) {
+    /// Apply the DELs the CNI plugin spooled because it could not reach the agent (down, or not
+    /// listening yet), then drop the IPs they freed from every peer set. Run at start, again once
+    /// the socket is up, and periodically: a DEL spooled in any gap is applied within seconds.
+    /// Returns how many were applied.
+    pub fn drain_del_queue(&mut self) -> usize {
         let dir = self.config.paths.del_queue_dir();
         let Ok(entries) = fs::read_dir(&dir) else {
-            return;
+            return 0;
         };
+        let mut applied = 0;
         for entry in entries.flatten() {
             let path = entry.path();
-            let attachment = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<AttachmentId>(&b).ok());
-            if let Some(attachment) = attachment {
-                match self.endpoints.del(&attachment) {
-                    Ok(_) => info!(container = %attachment.container_id, "applied a spooled DEL"),
-                    Err(e) => {
-                        warn!(%e, "spooled DEL failed; keeping it for the next start");
-                        continue;
-                    }
+            // The plugin writes `.<digest>.json.tmp` and renames it to `<digest>.json` when
+            // complete: anything else is another process's file in the making, left alone.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let attachment = match fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice::<AttachmentId>(&b)?))
+            {
+                Ok(attachment) => attachment,
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "an unreadable spooled DEL; removing it");
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+            };
+            match self.endpoints.del(&attachment) {
+                Ok(_) => {
+                    info!(container = %attachment.container_id, "applied a spooled DEL");
+                    applied += 1;
+                }
+                Err(e) => {
+                    warn!(%e, "spooled DEL failed; keeping it for the next pass");
+                    continue;
                 }
             }
             let _ = fs::remove_file(&path);
         }
+        if applied > 0 {
+            if let Err(e) = self.reprogram(None) {
+                warn!(error = %format!("{e:#}"), "programming policy after spooled DELs failed");
+            }
+            self.publish();
+        }
+        applied
     }
 
     /// Write the conflist: from now on runtimes may call the plugin.

@@ -298,10 +298,12 @@ async fn run(args: RunArgs) -> Result<()> {
             .context("opening the manifest directory")?,
     };
     let pin_dir = config.paths.pin_dir();
-    let agent = Agent::start(config, policy, telemetry.clone())
+    let mut agent = Agent::start(config, policy, telemetry.clone())
         .await
         .context("starting weir-agent")?;
     let listener = server::bind(&socket)?;
+    // A DEL spooled between start-up's drain and the bind above.
+    agent.drain_del_queue();
     agent.write_conflist()?;
     release_startup_memory();
     info!(socket = %socket.display(), "ready");
@@ -315,7 +317,8 @@ async fn run(args: RunArgs) -> Result<()> {
         () = watch::manifests(agent.clone()) => {}
         () = watch::kubernetes(agent.clone(), kube) => {}
         () = watch::host_addresses(agent.clone()) => {}
-        () = watch::heartbeat(agent) => {}
+        () = watch::heartbeat(agent.clone()) => {}
+        () = watch::del_spool(agent) => {}
         _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
         _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),
     }

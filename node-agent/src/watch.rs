@@ -102,6 +102,18 @@ pub async fn heartbeat(agent: Arc<Mutex<Agent>>) {
     }
 }
 
+/// How often the DEL spool is looked at.
+const DEL_SPOOL_EVERY: Duration = Duration::from_secs(2);
+
+/// Apply DELs the plugin spooled while it could not reach the agent (a restart's gap). Runs
+/// forever.
+pub async fn del_spool(agent: Arc<Mutex<Agent>>) {
+    loop {
+        tokio::time::sleep(DEL_SPOOL_EVERY).await;
+        agent.lock().await.drain_del_queue();
+    }
+}
+
 /// A burst of API events (a Deployment rolling out) is programmed in one pass.
 const KUBE_SETTLE: Duration = Duration::from_millis(20);
 

@@ -216,6 +216,66 @@ fn del_is_idempotent_and_succeeds_without_netns_or_prev_result() {
     }
 }
 
+/// A DEL the plugin had to spool because the agent was not listening (its restart's gap, between
+/// start-up's drain and the socket's bind) is applied within seconds by the running agent, so the
+/// endpoint does not outlive the pod; a half-written spool file of another process is left alone.
+#[test]
+fn a_del_spooled_while_the_agent_is_not_listening_is_applied_by_the_running_agent() {
+    require_root!();
+    let lab = lab("e2e-spool");
+    let node = lab.node(1).unwrap();
+    let config = lab.plugin_config(1).unwrap();
+    let netns = Netns::create(format!("{}-sp", weir_tests::names::lab_prefix(lab.id()))).unwrap();
+    assert!(run_cni(&add_env(&lab, &netns, "spooled"), &config)
+        .unwrap()
+        .success());
+    // The agent's record of the endpoint (one file each, beside its map entry).
+    let records = || {
+        std::fs::read_dir(node.run_dir.join("endpoints"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(records(), 1);
+
+    let spool = node.state_dir.join("del-queue");
+    std::fs::create_dir_all(&spool).unwrap();
+    let in_the_making = spool.join(".0123abcd.json.tmp");
+    std::fs::write(&in_the_making, br#"{"container_id":"sp"#).unwrap();
+
+    // The agent is up but not listening: its socket is away.
+    let socket = node.run_dir.join("agent.sock");
+    let hidden = node.run_dir.join("agent.sock.away");
+    std::fs::rename(&socket, &hidden).unwrap();
+    let mut del =
+        CniEnv::for_pod("DEL", "spooled", Path::new(""), "t", "spooled").run_in(&lab.node_netns());
+    del.netns = None;
+    let out = run_cni(&del, &config).unwrap();
+    std::fs::rename(&hidden, &socket).unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(pod_veths(&lab), Vec::<String>::new());
+    assert_eq!(records(), 1, "the agent did not hear of the DEL");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while records() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spooled DEL was not applied by the running agent"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_clean(&lab);
+    assert!(
+        in_the_making.exists(),
+        "another process's half-written spool file was removed"
+    );
+    let spooled: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(spooled, [".0123abcd.json.tmp"]);
+}
+
 #[test]
 fn exhausted_range_is_a_clear_error_that_changes_nothing() {
     require_root!();
