@@ -28,7 +28,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
     net::Ipv4Addr,
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -259,10 +259,13 @@ impl Ipam {
     }
 
     fn lock_file(&self, name: &str, arg: FlockArg) -> Result<Flock<File>, IpamError> {
+        // Root's only: which pod holds which address is nobody else's business, and nobody else
+        // may take the lock.
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(0o700)
             .create(&self.dir)
+            .and_then(|()| fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)))
             .map_err(|source| IpamError::Io {
                 op: "creating",
                 path: self.dir.clone(),
@@ -360,7 +363,7 @@ impl Ipam {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o644)
+            .mode(0o600)
             .open(&tmp)
             .map_err(io_err("creating", &tmp))?;
         out.write_all(&bytes).map_err(io_err("writing", &tmp))?;
@@ -412,6 +415,16 @@ mod tests {
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_state_is_root_only() {
+        let dir = TempDir::new().unwrap();
+        let ipam = ipam(&dir, "10.244.1.0/29");
+        ipam.allocate(&id("a")).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ipam.dir), 0o700);
+        assert_eq!(mode(&ipam.state_path()), 0o600);
     }
 
     #[test]

@@ -19,8 +19,6 @@ use std::{
     time::Instant,
 };
 
-use sha2::{Digest, Sha256};
-
 pub mod agent;
 pub mod cmd;
 pub mod error;
@@ -37,34 +35,7 @@ pub use error::CniError;
 use skel::{Command, Invocation, Verb};
 use types::CniVersion;
 
-/// Every host-side veth name starts with this.
-pub const HOST_VETH_PREFIX: &str = "weir";
-/// How many hex digits of the attachment digest follow the prefix (4 + 11 = 15 = IFNAMSIZ - 1).
-const HOST_VETH_HEX: usize = 11;
-
-/// `sha256("<container id>/<ifname>")` in lowercase hex: the attachment's stable digest, used for
-/// the host veth name and the DEL spool file name.
-pub fn attachment_digest(container_id: &str, ifname: &str) -> String {
-    let digest = Sha256::digest(format!("{container_id}/{ifname}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The host-side veth of an attachment: `"weir"` + the first 11 hex digits of
-/// [`attachment_digest`]; always 15 characters, deterministic, so DEL and GC can find it without
-/// any state.
-pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    let digest = attachment_digest(container_id, ifname);
-    format!("{HOST_VETH_PREFIX}{}", &digest[..HOST_VETH_HEX])
-}
-
-/// Does `name` look like a name [`host_veth_name`] produces?
-pub fn is_host_veth_name(name: &str) -> bool {
-    name.len() == HOST_VETH_PREFIX.len() + HOST_VETH_HEX
-        && name.starts_with(HOST_VETH_PREFIX)
-        && name[HOST_VETH_PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use weir_agent_api::{attachment_digest, host_veth_name, is_host_veth_name, HOST_VETH_PREFIX};
 
 /// What the process prints on stdout and how it exits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,22 +127,42 @@ fn run_invocation(invocation: &Invocation) -> Outcome {
     }
 }
 
+/// The most stdin is read: a configuration with a prevResult and runtimeConfig is a few KiB.
+pub const MAX_STDIN: u64 = 1 << 20;
+
+/// Read the network configuration, refusing more than [`MAX_STDIN`] bytes.
+pub fn read_config(input: impl Read) -> Result<Vec<u8>, CniError> {
+    let mut stdin = Vec::new();
+    input
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut stdin)
+        .map_err(|e| CniError::io("reading the network configuration from stdin", e))?;
+    if stdin.len() as u64 > MAX_STDIN {
+        return Err(CniError::InvalidConfig {
+            field: "stdin".into(),
+            reason: format!("the network configuration is larger than {MAX_STDIN} bytes"),
+        });
+    }
+    Ok(stdin)
+}
+
 /// The whole process: read the environment and stdin, run, print, exit.
 pub fn main_entry() -> ExitCode {
     let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
-    let mut stdin = Vec::new();
     // VERSION does not read stdin, so that `CNI_COMMAND=VERSION weir` works from a terminal.
-    let outcome = if env("CNI_COMMAND").as_deref() == Some("VERSION") {
-        execute(&env, &stdin)
-    } else if let Err(e) = std::io::stdin().lock().read_to_end(&mut stdin) {
-        let err = CniError::io("reading the network configuration from stdin", e);
-        Outcome::failure(&err, CniVersion::LATEST)
+    let read = if env("CNI_COMMAND").as_deref() == Some("VERSION") {
+        Ok(Vec::new())
     } else {
+        read_config(std::io::stdin().lock())
+    };
+    let outcome = match read {
+        Err(err) => Outcome::failure(&err, CniVersion::LATEST),
         // A panic must still produce a spec error object (the rollback guards run while unwinding).
-        panic::catch_unwind(AssertUnwindSafe(|| execute(&env, &stdin))).unwrap_or_else(|_| {
-            let err = CniError::Internal("internal error: the plugin panicked".into());
-            Outcome::failure(&err, skel::peek(&stdin).version)
-        })
+        Ok(stdin) => panic::catch_unwind(AssertUnwindSafe(|| execute(&env, &stdin)))
+            .unwrap_or_else(|_| {
+                let err = CniError::Internal("internal error: the plugin panicked".into());
+                Outcome::failure(&err, skel::peek(&stdin).version)
+            }),
     };
     let mut out = std::io::stdout().lock();
     // Nothing useful can be done if stdout is gone; the exit code still tells.
@@ -184,6 +175,16 @@ pub fn main_entry() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdin_beyond_the_limit_is_an_invalid_configuration() {
+        let small = read_config(&b"{}"[..]).unwrap();
+        assert_eq!(small, b"{}");
+        let big = vec![b' '; MAX_STDIN as usize + 1];
+        let err = read_config(&big[..]).unwrap_err();
+        assert_eq!(err.code(), crate::error::codes::INVALID_CONFIG);
+        assert!(read_config(&big[..MAX_STDIN as usize]).is_ok());
+    }
 
     #[test]
     fn host_veth_names_are_deterministic_and_fit_ifnamsiz() {

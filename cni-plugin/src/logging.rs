@@ -14,6 +14,9 @@ use std::{
 
 use tracing::{level_filters::LevelFilter, Dispatch};
 
+/// The log is rotated once it grows past this: the current file and one older one are kept.
+pub(crate) const ROTATE_AT: u64 = 10 << 20;
+
 /// A dispatcher writing to `file` at `level`, or `None` if the file cannot be opened.
 pub(crate) fn dispatch(file: &Path, level: &str) -> Option<Dispatch> {
     let (filter, known) = parse_level(level);
@@ -24,6 +27,7 @@ pub(crate) fn dispatch(file: &Path, level: &str) -> Option<Dispatch> {
         // An error here shows up as a failure to open the file just below.
         let _ = DirBuilder::new().recursive(true).mode(0o755).create(dir);
     }
+    rotate(file);
     let out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -43,6 +47,16 @@ pub(crate) fn dispatch(file: &Path, level: &str) -> Option<Dispatch> {
         });
     }
     Some(dispatch)
+}
+
+/// Past [`ROTATE_AT`], `file` becomes `file.1` (replacing the older one) and a new file starts.
+/// Concurrent invocations may both rotate; at worst a few lines end up in `.1`.
+fn rotate(file: &Path) {
+    if std::fs::metadata(file).is_ok_and(|m| m.len() > ROTATE_AT) {
+        let mut old = file.as_os_str().to_owned();
+        old.push(".1");
+        let _ = std::fs::rename(file, old);
+    }
 }
 
 /// The filter for a `logLevel` value, and whether the value was recognised.
@@ -71,6 +85,19 @@ mod tests {
         tracing::dispatcher::with_default(&dispatch, || tracing::debug!("hello from the test"));
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains("hello from the test"), "{text}");
+    }
+
+    #[test]
+    fn a_log_past_its_size_is_rotated_into_one_older_file() {
+        let dir = TempDir::new().unwrap();
+        let file = dir.path().join("cni.log");
+        std::fs::write(&file, vec![b'x'; ROTATE_AT as usize + 1]).unwrap();
+        let dispatch = dispatch(&file, "info").expect("file opens");
+        tracing::dispatcher::with_default(&dispatch, || tracing::info!("after rotation"));
+        let current = std::fs::read_to_string(&file).unwrap();
+        assert!(current.contains("after rotation") && current.len() < 1000);
+        let older = dir.path().join("cni.log.1");
+        assert_eq!(std::fs::metadata(older).unwrap().len(), ROTATE_AT + 1);
     }
 
     #[test]

@@ -133,7 +133,9 @@ impl Agent {
         for dir in [&paths.run_dir, &paths.state_dir] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        fs::set_permissions(&paths.run_dir, fs::Permissions::from_mode(0o700))?;
+        for dir in [&paths.run_dir, &paths.state_dir] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
         let lock = lock(&paths.lock_file())?;
         ensure_bpffs(&paths.bpffs_dir)?;
 
@@ -543,11 +545,32 @@ impl Agent {
                 self.config.pod_cidr
             );
         }
+        // Only the attachment's own veth, as the plugin names it: never the uplink, weir0, or
+        // another pod's interface.
+        let expected = weir_agent_api::host_veth_name(
+            &endpoint.attachment.container_id,
+            &endpoint.attachment.ifname,
+        );
+        if endpoint.host_ifname != expected {
+            bail!(
+                "host interface {} is not attachment {}/{}'s veth ({expected})",
+                endpoint.host_ifname,
+                endpoint.attachment.container_id,
+                endpoint.attachment.ifname
+            );
+        }
         let link = self
             .host
             .link_by_name(&endpoint.host_ifname)
             .await?
             .with_context(|| format!("host interface {} does not exist", endpoint.host_ifname))?;
+        if link.kind.as_deref() != Some("veth") {
+            bail!(
+                "host interface {} is a {}, not a veth",
+                endpoint.host_ifname,
+                link.kind.as_deref().unwrap_or("device of no kind")
+            );
+        }
         if link.index != endpoint.host_ifindex {
             bail!(
                 "host interface {} has index {}, not {}",

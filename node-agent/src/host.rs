@@ -52,6 +52,8 @@ pub struct Link {
     pub name: String,
     pub mac: Option<[u8; 6]>,
     pub mtu: Option<u32>,
+    /// The link's kind (`veth`, `vxlan`, ...); `None` for a physical device.
+    pub kind: Option<String>,
 }
 
 fn to_link(msg: &LinkMessage) -> Link {
@@ -60,12 +62,20 @@ fn to_link(msg: &LinkMessage) -> Link {
         name: String::new(),
         mac: None,
         mtu: None,
+        kind: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.as_slice().try_into().ok(),
             LinkAttribute::Mtu(m) => link.mtu = Some(*m),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let netlink_packet_route::link::LinkInfo::Kind(kind) = info {
+                        link.kind = Some(kind.to_string());
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -521,14 +521,42 @@ fn the_agent_is_unprivileged_with_exactly_the_capabilities_it_needs() {
         security(agent).app_armor_profile.map(|p| p.type_),
         Some("Unconfined".to_owned())
     );
-    // SELinux: the node's files are writable from spc_t, not from the default container_t.
-    for ds in [ds, &load("uninstall.yaml").daemon_sets[0]] {
+    // Every container: the runtime's default seccomp profile (from the pod) and a read-only root.
+    // SELinux's spc_t (the node's files are writable from it, not from container_t) only on the
+    // containers that write the node's files; AppArmor relaxed only on the agent and cleanup.
+    let uninstall_ds = &load("uninstall.yaml").daemon_sets[0];
+    for (ds, writers) in [
+        (ds, &["install-cni", "weir-agent"][..]),
+        (uninstall_ds, &["cleanup", "remove-node-files"][..]),
+    ] {
         let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        let selinux = pod
-            .security_context
-            .as_ref()
-            .and_then(|s| s.se_linux_options.as_ref());
-        assert_eq!(selinux.and_then(|s| s.type_.as_deref()), Some("spc_t"));
+        let pod_security = pod.security_context.clone().unwrap_or_default();
+        assert_eq!(
+            pod_security.seccomp_profile.map(|p| p.type_),
+            Some("RuntimeDefault".to_owned())
+        );
+        assert!(
+            pod_security.se_linux_options.is_none(),
+            "SELinux is per container"
+        );
+        for container in containers(ds) {
+            let name = container.name.as_str();
+            let security = security(container);
+            assert_eq!(security.read_only_root_filesystem, Some(true), "{name}");
+            let selinux = security.se_linux_options.and_then(|s| s.type_);
+            let privileged = security.privileged == Some(true);
+            if writers.contains(&name) {
+                assert_eq!(selinux.as_deref(), Some("spc_t"), "{name}");
+            } else {
+                assert!(selinux.is_none() || privileged, "{name} needs no spc_t");
+            }
+            let apparmor = security.app_armor_profile.map(|p| p.type_);
+            assert_eq!(
+                apparmor.is_some(),
+                ["weir-agent", "cleanup"].contains(&name),
+                "{name}: AppArmor relaxed only where bpffs is written"
+            );
+        }
     }
     // bpffs comes from mount-bpffs, seen through the node's mount.
     let (bpffs, host_path) = host_mount(ds, agent, "/sys/fs/bpf");

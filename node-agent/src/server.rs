@@ -22,6 +22,8 @@ const MAX_REQUEST: u64 = 4 << 20;
 /// first, so this is the watch's delay). After that the endpoint starts closed wherever a policy
 /// of its namespace isolates, and opens as the Pod arrives.
 const ADD_POD_WAIT: Duration = Duration::from_secs(2);
+/// A client must send its whole request within this long (the plugin sends it at once).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn bind(path: &Path) -> Result<UnixListener> {
     match fs::remove_file(path) {
@@ -49,7 +51,11 @@ pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>, pods: Optio
                     }
                 });
             }
-            Err(e) => warn!(%e, "accept failed"),
+            Err(e) => {
+                // Out of descriptors, say: back off instead of spinning on the error.
+                warn!(%e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 }
@@ -59,12 +65,19 @@ async fn handle_connection(
     agent: Arc<Mutex<Agent>>,
     pods: Option<KubeSource>,
 ) -> Result<()> {
+    // The socket is root's (0600); refuse anyone else should its mode ever be loosened.
+    let peer = stream.peer_cred()?;
+    if peer.uid() != 0 {
+        anyhow::bail!("refusing a connection from uid {}", peer.uid());
+    }
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read)
-        .take(MAX_REQUEST)
-        .read_line(&mut line)
-        .await?;
+    tokio::time::timeout(
+        READ_TIMEOUT,
+        BufReader::new(read).take(MAX_REQUEST).read_line(&mut line),
+    )
+    .await
+    .context("the request did not arrive in time")??;
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             debug!(?request, "request");

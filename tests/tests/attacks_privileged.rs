@@ -378,3 +378,63 @@ fn a_pod_whose_pod_object_is_not_known_yet_starts_closed() {
     assert!(!tcp("x/web", "x/db"));
     assert!(tcp("x/api", "x/db"));
 }
+
+/// Hole 9 (the agent's socket): an ADD must name the attachment's own veth. Anything root can
+/// reach the socket with (a privileged pod with the host's /run/weir) could otherwise have the pod
+/// program attached to the node's uplink or weir0, or take over another pod's veth.
+#[test]
+fn the_agent_programs_only_the_attachments_own_veth() {
+    require_root!();
+    let lab = Lab::up(&LabOptions::isolated("atk-add")).expect("lab up");
+    let victim = lab.add_pod_with(&PodSpec::new("x", "victim")).unwrap();
+    let node = lab.node(1).unwrap();
+    let index = |name: &str| -> u32 {
+        let out = weir_tests::ip_in(&node.netns, &["-o", "link", "show", name]).unwrap();
+        out.split(':').next().unwrap().trim().parse().unwrap()
+    };
+    let victim_veth = weir_agent_api::host_veth_name(&victim.container_id, "eth0");
+    for (ifname, why) in [
+        ("eth0", "the node's uplink"),
+        ("weir0", "the node's own pod-CIDR device"),
+        (victim_veth.as_str(), "another attachment's veth"),
+    ] {
+        let request = weir_agent_api::Request::Add {
+            endpoint: weir_agent_api::Endpoint {
+                attachment: weir_agent_api::AttachmentId {
+                    container_id: "mallory".into(),
+                    ifname: "eth0".into(),
+                },
+                netns: String::new(),
+                pod_namespace: None,
+                pod_name: None,
+                ip: Ipv4Addr::new(10, 244, 1, 200),
+                pod_mac: "02:00:00:00:00:01".into(),
+                host_ifname: ifname.into(),
+                host_ifindex: index(ifname),
+                host_mac: "02:00:00:00:00:02".into(),
+            },
+        };
+        let answer = weir_agent_api::call(
+            &node.run_dir.join("agent.sock"),
+            &request,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(
+            matches!(answer, weir_agent_api::Response::Error { .. }),
+            "an ADD naming {why} ({ifname}) was accepted: {answer:?}"
+        );
+    }
+    // The victim's endpoint was not touched.
+    assert!(
+        lab.probe(
+            "node",
+            "x/victim",
+            weir_tests::Proto::Tcp,
+            80,
+            Duration::from_secs(2)
+        )
+        .unwrap()
+        .connected
+    );
+}

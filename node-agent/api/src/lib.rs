@@ -14,6 +14,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Where the agent listens unless configured otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/weir/agent.sock";
@@ -23,6 +24,35 @@ pub const DEFAULT_SOCKET: &str = "/run/weir/agent.sock";
 pub struct AttachmentId {
     pub container_id: String,
     pub ifname: String,
+}
+
+/// Every host-side veth name starts with this.
+pub const HOST_VETH_PREFIX: &str = "weir";
+/// How many hex digits of the attachment digest follow the prefix (4 + 11 = 15 = IFNAMSIZ - 1).
+const HOST_VETH_HEX: usize = 11;
+
+/// `sha256("<container id>/<ifname>")` in lowercase hex: the attachment's stable digest, used for
+/// the host veth name and the DEL spool file name.
+pub fn attachment_digest(container_id: &str, ifname: &str) -> String {
+    let digest = Sha256::digest(format!("{container_id}/{ifname}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The host-side veth of an attachment: `"weir"` + the first 11 hex digits of
+/// [`attachment_digest`]; always 15 characters, deterministic, so DEL and GC can find it without
+/// any state, and the agent can tell that an ADD names the attachment's own veth.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let digest = attachment_digest(container_id, ifname);
+    format!("{HOST_VETH_PREFIX}{}", &digest[..HOST_VETH_HEX])
+}
+
+/// Does `name` look like a name [`host_veth_name`] produces?
+pub fn is_host_veth_name(name: &str) -> bool {
+    name.len() == HOST_VETH_PREFIX.len() + HOST_VETH_HEX
+        && name.starts_with(HOST_VETH_PREFIX)
+        && name[HOST_VETH_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Everything the agent needs to program a pod's datapath.
