@@ -1,6 +1,6 @@
-//! Connection tracking (WEIR_CT): find a packet's flow, open one, keep it alive.
+//! Connection tracking (WEIR_CT_TCP, WEIR_CT_ANY): find a packet's flow, open one, keep it alive.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::LruHashMap};
 use weir_common::{
     ct::{CT_F_CLOSING, CT_F_REPLIED, CT_REFRESH_NS},
     CtKey, CtValue,
@@ -8,8 +8,18 @@ use weir_common::{
 
 use crate::{
     flow::{reversed, Flow, IPPROTO_TCP, TCP_FIN, TCP_RST},
-    maps::CT,
+    maps::{CT_ANY, CT_TCP},
 };
+
+/// The table a flow of this protocol lives in.
+#[inline(always)]
+fn table(proto: u8) -> &'static LruHashMap<CtKey, CtValue> {
+    if proto == IPPROTO_TCP {
+        &CT_TCP
+    } else {
+        &CT_ANY
+    }
+}
 
 pub enum Hit {
     /// The packet belongs to a flow opened in its own direction.
@@ -27,7 +37,7 @@ pub fn now() -> u64 {
 
 #[inline(always)]
 fn live(key: &CtKey, now: u64) -> Option<*mut CtValue> {
-    let value = CT.get_ptr_mut(key)?;
+    let value = table(key.proto).get_ptr_mut(key)?;
     // SAFETY: a pointer to a map value, valid for this program run; read by value.
     let v = unsafe { *value };
     (now.wrapping_sub(v.last_seen_ns) <= v.lifetime_ns(key.proto)).then_some(value)
@@ -59,7 +69,7 @@ pub fn open(key: &CtKey, flags: u32, epoch: u32, now: u64) {
     };
     // A full LRU evicts its oldest entry; an insert can only fail for lack of memory, and then
     // the flow is simply judged again on its next packet.
-    let _ = CT.insert(key, &value, 0);
+    let _ = table(key.proto).insert(key, &value, 0);
 }
 
 /// Note a packet of a known flow: refresh its age at most once a second and record TCP state.

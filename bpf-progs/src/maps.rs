@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use weir_common::{
     maps::{
-        COUNTERS_MAX, CT_MAX, ENDPOINTS_MAX, HOST_IPS_MAX, POLICY_PEERS_MAX, POLICY_PORTS_MAX,
+        COUNTERS_MAX, CT_ANY_MIN, CT_TCP_MIN, ENDPOINTS_MAX, HOST_IPS_MAX, POLICY_PEERS_MAX,
+        POLICY_PORTS_MAX,
         REMOTES_MAX,
     },
     CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey,
@@ -31,9 +32,12 @@ pub static POLICY_PEERS: LpmTrie<PeerKey, PeerValue> = LpmTrie::pinned(POLICY_PE
 #[map(name = "WEIR_POLICY_PORTS")]
 pub static POLICY_PORTS: LpmTrie<PortKey, PortValue> = LpmTrie::pinned(POLICY_PORTS_MAX, 0);
 
-/// LRU: when full, the least recently used flow goes, never a new one.
-#[map(name = "WEIR_CT")]
-pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_MAX, 0);
+/// LRU: when full, the least recently used flow goes, never a new one (the agent sweeps expired
+/// entries so that it rarely comes to that). TCP apart from everything else.
+#[map(name = "WEIR_CT_TCP")]
+pub static CT_TCP: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_TCP_MIN, 0);
+#[map(name = "WEIR_CT_ANY")]
+pub static CT_ANY: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_ANY_MIN, 0);
 
 #[map(name = "WEIR_HOST_IPS")]
 pub static HOST_IPS: HashMap<EndpointKey, u32> = HashMap::pinned(HOST_IPS_MAX, 0);

@@ -42,6 +42,8 @@ pub struct Agent {
     host_dev_index: u32,
     /// What was last programmed for the other nodes; `None` until the first reconcile.
     remotes: Option<RemotePlan>,
+    /// How many of the node's addresses are beyond `--max-host-addresses` (not trusted as the node).
+    host_addresses_left_out: usize,
     /// Where the agent publishes what `/metrics` and `/healthz` report.
     telemetry: std::sync::Arc<crate::metrics::Telemetry>,
     /// Held for the agent's lifetime: one agent per node.
@@ -159,8 +161,9 @@ impl Agent {
             warn!("no uplink: other nodes' pods are unreachable until the node has a default route or --uplink is given");
         }
 
-        let mut datapath = BpfDatapath::load(&paths.pin_dir(), &paths.attachments())
-            .context("loading the eBPF datapath")?;
+        let mut datapath =
+            BpfDatapath::load(&paths.pin_dir(), &paths.attachments(), config.conntrack)
+                .context("loading the eBPF datapath")?;
         let host_dev = host.ensure_host_dev(HOST_DEV, HOST_DEV_PEER, mtu).await?;
         host.set_mtu(&host_dev, mtu).await?;
         host::Sysctls::new(&config.proc_sys_dir).configure_node(HOST_DEV)?;
@@ -200,7 +203,13 @@ impl Agent {
             _pad: 0,
         };
         datapath.set_config(node_config)?;
-        datapath.set_host_ips(&host.ipv4_addresses().await?)?;
+        let host_addresses_left_out = program_host_ips(
+            &host,
+            &mut datapath,
+            node_config.uplink_ifindex,
+            config.max_host_addresses,
+        )
+        .await?;
         datapath.attach(HOST_DEV, Hook::FromHost)?;
         // Other nodes' pods' packets go straight to pods: from the tunnel, or (native) from the
         // uplink, where everything else passes untouched.
@@ -249,6 +258,7 @@ impl Agent {
             policy,
             host_dev_index: host_dev.index,
             remotes: None,
+            host_addresses_left_out,
             telemetry,
             _lock: lock,
         };
@@ -372,9 +382,31 @@ impl Agent {
     /// Re-read the node's own addresses (DHCP, a new interface): they are always allowed to reach
     /// local pods, so the set must follow the node.
     pub async fn refresh_host_ips(&mut self) -> Result<()> {
-        let ips = self.host.ipv4_addresses().await?;
-        self.endpoints.datapath_mut().set_host_ips(&ips)?;
+        self.host_addresses_left_out = program_host_ips(
+            &self.host,
+            self.endpoints.datapath_mut(),
+            self.node_config.uplink_ifindex,
+            self.config.max_host_addresses,
+        )
+        .await?;
         Ok(())
+    }
+
+    /// What is wrong with this node, for Events on its Node object.
+    pub fn node_problems(&self) -> Vec<weir_kube::events::NodeProblem> {
+        let mut problems = Vec::new();
+        if self.host_addresses_left_out > 0 {
+            problems.push(weir_kube::events::NodeProblem {
+                reason: "HostAddressesLeftOut",
+                note: format!(
+                    "the node has {} more IPv4 addresses than --max-host-addresses={}: traffic \
+                     from them to pods is judged by policy like any other source, not allowed as \
+                     the node's",
+                    self.host_addresses_left_out, self.config.max_host_addresses
+                ),
+            });
+        }
+        problems
     }
 
     /// Readable when the manifest directory changed (see [`crate::source::ManifestDir`]).
@@ -592,6 +624,27 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// Put the node's addresses that are trusted as the node into the datapath (see
+/// [`host::trusted_host_addresses`]); returns how many were left out, warning about them.
+async fn program_host_ips(
+    host: &Host,
+    datapath: &mut BpfDatapath,
+    uplink: u32,
+    max: u32,
+) -> Result<usize> {
+    let addresses = host.ipv4_addresses().await?;
+    let (trusted, left_out) = host::trusted_host_addresses(&addresses, uplink, max);
+    datapath.set_host_ips(&trusted)?;
+    if left_out > 0 {
+        warn!(
+            addresses = addresses.len(),
+            trusted = trusted.len(),
+            "the node has more addresses than --max-host-addresses; the rest are not trusted as the node"
+        );
+    }
+    Ok(left_out)
 }
 
 /// The neighbour entries an agent made for other nodes (empty when it made none).

@@ -44,7 +44,42 @@ pub struct Config {
     /// The sysctl tree the agent writes: `/proc/sys`, or the host's mounted elsewhere when the
     /// agent's own is read-only (an unprivileged container).
     pub proc_sys_dir: PathBuf,
+    /// How big the conntrack tables are.
+    pub conntrack: ConntrackSizes,
+    /// At most this many of the node's addresses are trusted as the node (the rest are judged
+    /// like any other source, and reported).
+    pub max_host_addresses: u32,
     pub paths: Paths,
+}
+
+/// Entries of the two conntrack tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConntrackSizes {
+    pub tcp: u32,
+    pub any: u32,
+}
+
+impl ConntrackSizes {
+    /// The largest a table may be (about 1 GiB of entries).
+    pub const MAX: u32 = 1 << 24;
+    /// The smallest a table may be.
+    pub const MIN: u32 = 1 << 10;
+
+    /// What Cilium's default dynamic sizing gives a node with `memory` bytes: 0.25% of memory,
+    /// shared in proportion to its default table sizes, which comes to 66 280 TCP and 33 140
+    /// other entries per GiB, at least 128 Ki and 64 Ki, at most 16 Mi (`bpf-ct-global-tcp-max`
+    /// and `bpf-ct-global-any-max`, `bpf-map-dynamic-size-ratio` 0.0025).
+    pub fn for_memory(memory: u64) -> Self {
+        const GIB: u64 = 1 << 30;
+        let per_gib = |entries: u64, min: u32| {
+            let n = u128::from(memory) * u128::from(entries) / u128::from(GIB);
+            u32::try_from(n).unwrap_or(u32::MAX).clamp(min, Self::MAX)
+        };
+        Self {
+            tcp: per_gib(66_280, weir_common::maps::CT_TCP_MIN),
+            any: per_gib(33_140, weir_common::maps::CT_ANY_MIN),
+        }
+    }
 }
 
 /// Where the agent keeps its state. Run-time state lives with the pins (tmpfs and bpffs are both
@@ -104,5 +139,28 @@ impl Paths {
 impl Config {
     pub fn conflist_path(&self) -> PathBuf {
         self.cni_conf_dir.join("10-weir.conflist")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_sizes_follow_ciliums_defaults() {
+        const GIB: u64 = 1 << 30;
+        // Cilium's documented examples: 16 GB → 1 060 485 TCP and 530 242 other entries.
+        let sixteen = ConntrackSizes::for_memory(16 * GIB);
+        assert!((1_060_000..1_061_000).contains(&sixteen.tcp), "{sixteen:?}");
+        assert!((530_000..531_000).contains(&sixteen.any), "{sixteen:?}");
+        // Small nodes get the minimums, huge ones the maximum.
+        assert_eq!(
+            ConntrackSizes::for_memory(GIB / 2),
+            ConntrackSizes {
+                tcp: 131_072,
+                any: 65_536
+            }
+        );
+        assert_eq!(ConntrackSizes::for_memory(1 << 50).tcp, ConntrackSizes::MAX);
     }
 }

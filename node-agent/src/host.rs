@@ -336,18 +336,19 @@ impl Host {
         Ok(out)
     }
 
-    /// Every IPv4 address configured in this network namespace (loopback included).
-    pub async fn ipv4_addresses(&self) -> Result<Vec<Ipv4Addr>, HostError> {
+    /// Every IPv4 address configured in this network namespace (loopback included), with the
+    /// index of the link that holds it.
+    pub async fn ipv4_addresses(&self) -> Result<Vec<(Ipv4Addr, u32)>, HostError> {
         use netlink_packet_route::address::AddressAttribute;
-        let mut out = Vec::new();
+        let mut out: Vec<(Ipv4Addr, u32)> = Vec::new();
         let mut addrs = self.handle.address().get().execute();
         while let Some(msg) = addrs.try_next().await.map_err(nl("dump addresses"))? {
             for attr in &msg.attributes {
                 if let AddressAttribute::Local(std::net::IpAddr::V4(ip))
                 | AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr
                 {
-                    if !out.contains(ip) {
-                        out.push(*ip);
+                    if !out.iter().any(|(known, _)| known == ip) {
+                        out.push((*ip, msg.header.index));
                     }
                 }
             }
@@ -480,6 +481,28 @@ impl<'a> Sysctls<'a> {
 const MASQ_CHAIN: &str = "WEIR-MASQ";
 const FWD_CHAIN: &str = "WEIR-FORWARD";
 const INPUT_CHAIN: &str = "WEIR-INPUT";
+
+/// The node addresses the datapath trusts as the node, at most `max`: the uplink's first (the
+/// kubelet's probes come from them), then the rest in address order. Returns them and how many
+/// were left out.
+pub fn trusted_host_addresses(
+    addresses: &[(Ipv4Addr, u32)],
+    uplink: u32,
+    max: u32,
+) -> (Vec<Ipv4Addr>, usize) {
+    let mut ordered: Vec<(bool, Ipv4Addr)> = addresses
+        .iter()
+        .map(|(ip, link)| (*link != uplink, *ip))
+        .collect();
+    ordered.sort();
+    let kept: Vec<Ipv4Addr> = ordered
+        .iter()
+        .take(max as usize)
+        .map(|(_, ip)| *ip)
+        .collect();
+    let left_out = ordered.len() - kept.len();
+    (kept, left_out)
+}
 
 /// The iptables rules of this node, in iptables-restore format, for `--noflush` application. Pod
 /// traffic leaving the cluster CIDR is masqueraded to the node; the forward chain accepts pod traffic
@@ -615,6 +638,21 @@ pub fn remove_iptables(pod_cidr: Option<Ipv4Net>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_uplinks_addresses_are_trusted_first_and_the_rest_up_to_the_limit() {
+        let ip = |d: u8| Ipv4Addr::new(10, 96, 0, d);
+        let uplink_ip = Ipv4Addr::new(192, 0, 2, 11);
+        // kube-ipvs0 (link 5) holds ClusterIPs; the uplink is link 2.
+        let mut addresses: Vec<(Ipv4Addr, u32)> = (1..=10).map(|d| (ip(d), 5)).collect();
+        addresses.push((uplink_ip, 2));
+        addresses.push((Ipv4Addr::LOCALHOST, 1));
+        let (kept, left_out) = trusted_host_addresses(&addresses, 2, 4);
+        assert_eq!(kept, [uplink_ip, ip(1), ip(2), ip(3)]);
+        assert_eq!(left_out, 8);
+        let (all, none) = trusted_host_addresses(&addresses, 2, 65_536);
+        assert_eq!((all.len(), none), (12, 0));
+    }
 
     #[test]
     fn iptables_rules_masquerade_only_traffic_leaving_the_cluster() {

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod conntrack;
 pub mod counters;
 pub mod datapath;
 pub mod endpoints;

@@ -12,7 +12,7 @@ use tokio::{
 use tracing::{info, warn};
 use weir_agent::{
     agent::{self, Agent},
-    config::{Config, Paths},
+    config::{Config, ConntrackSizes, Paths},
     counters,
     datapath::AttachMode,
     host,
@@ -118,6 +118,19 @@ struct RunArgs {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Entries of the TCP conntrack table; default: what Cilium's defaults give a node of this
+    /// memory (66 280 per GiB, at least 131 072).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(ConntrackSizes::MIN)..=i64::from(ConntrackSizes::MAX)))]
+    ct_tcp_max: Option<u32>,
+    /// Entries of the conntrack table of every other protocol; default: half the TCP table's
+    /// share (33 140 per GiB, at least 65 536).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(ConntrackSizes::MIN)..=i64::from(ConntrackSizes::MAX)))]
+    ct_any_max: Option<u32>,
+    /// Trust at most this many of the node's own addresses as the node (kubelet probes and the
+    /// node's traffic always reach its pods); the rest are judged like any other source, and
+    /// reported. At most 65 536.
+    #[arg(long, default_value_t = weir_common::maps::HOST_IPS_MAX, value_parser = clap::value_parser!(u32).range(1..=i64::from(weir_common::maps::HOST_IPS_MAX)))]
+    max_host_addresses: u32,
     /// How tc programs are attached: tcx links (Linux 6.6+), clsact filters (any kernel), or
     /// auto: clsact filters on pod veths (fast CNI ADD), tcx on the node's devices if the kernel
     /// has it.
@@ -173,6 +186,14 @@ impl RunArgs {
             service_cidr: self.service_cidr.trunc(),
             manifest_dir: self.manifest_dir.clone(),
             proc_sys_dir: self.proc_sys_dir.clone(),
+            conntrack: {
+                let auto = ConntrackSizes::for_memory(total_memory());
+                ConntrackSizes {
+                    tcp: self.ct_tcp_max.unwrap_or(auto.tcp),
+                    any: self.ct_any_max.unwrap_or(auto.any),
+                }
+            },
+            max_host_addresses: self.max_host_addresses,
             paths: Paths {
                 state_dir: self.paths.state_dir.clone(),
                 run_dir: self.paths.run_dir.clone(),
@@ -182,6 +203,18 @@ impl RunArgs {
             },
         }
     }
+}
+
+/// The machine's memory (MemTotal), for sizing; 1 GiB when /proc/meminfo cannot tell.
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(1 << 30)
 }
 
 fn init_tracing(args: &RunArgs) -> Result<()> {
@@ -308,7 +341,7 @@ async fn run(args: RunArgs) -> Result<()> {
     release_startup_memory();
     info!(socket = %socket.display(), "ready");
     agent.publish();
-    telemetry.set_started(pin_dir);
+    telemetry.set_started(pin_dir.clone());
     let agent = Arc::new(Mutex::new(agent));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -319,6 +352,7 @@ async fn run(args: RunArgs) -> Result<()> {
         () = watch::host_addresses(agent.clone()) => {}
         () = watch::heartbeat(agent.clone()) => {}
         () = watch::del_spool(agent) => {}
+        () = watch::conntrack(pin_dir, telemetry) => {}
         _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
         _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),
     }

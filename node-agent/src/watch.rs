@@ -102,6 +102,35 @@ pub async fn heartbeat(agent: Arc<Mutex<Agent>>) {
     }
 }
 
+/// How often expired conntrack entries are swept out.
+const CONNTRACK_SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Sweep the conntrack tables pinned in `pin_dir` and report their fill. Runs forever, without
+/// the agent's lock (the tables are read from their pins).
+pub async fn conntrack(pin_dir: std::path::PathBuf, telemetry: Arc<crate::metrics::Telemetry>) {
+    loop {
+        tokio::time::sleep(CONNTRACK_SWEEP_EVERY).await;
+        let dir = pin_dir.clone();
+        match tokio::task::spawn_blocking(move || crate::conntrack::sweep(&dir)).await {
+            Ok(Ok(tables)) => {
+                for (name, swept) in tables {
+                    if swept.removed > 0 {
+                        tracing::debug!(
+                            map = name,
+                            removed = swept.removed,
+                            live = swept.live,
+                            "conntrack swept"
+                        );
+                    }
+                    telemetry.set_map_fill(name, swept.live, swept.capacity);
+                }
+            }
+            Ok(Err(e)) => warn!(error = %format!("{e:#}"), "sweeping conntrack failed"),
+            Err(e) => warn!(error = %e, "the conntrack sweep panicked"),
+        }
+    }
+}
+
 /// How often the DEL spool is looked at.
 const DEL_SPOOL_EVERY: Duration = Duration::from_secs(2);
 
@@ -135,13 +164,15 @@ pub async fn kubernetes(agent: Arc<Mutex<Agent>>, kube: Option<Kubernetes>) {
             }
             () = tokio::time::sleep(RESYNC) => {}
         }
-        let rejected = {
+        let (rejected, node_problems) = {
             let mut agent = agent.lock().await;
             if let Err(e) = agent.sync().await {
                 warn!(error = %format!("{e:#}"), "programming after a Kubernetes API change failed");
             }
-            agent.policy().rejected()
+            (agent.policy().rejected(), agent.node_problems())
         };
-        kube.notices.publish(&kube.source, &rejected).await;
+        kube.notices
+            .publish(&kube.source, &rejected, &node_problems)
+            .await;
     }
 }

@@ -438,3 +438,242 @@ fn the_agent_programs_only_the_attachments_own_veth() {
         .connected
     );
 }
+
+/// A TCP connect from `source` (an address of `netns`) to `dst:port`: did it open?
+fn connects_from(netns: &str, source: Ipv4Addr, dst: Ipv4Addr, port: u16) -> bool {
+    let script = format!(
+        "import socket\ns = socket.socket()\ns.settimeout(1.5)\ns.bind(('{source}', 0))\n\
+         try:\n    s.connect(('{dst}', {port}))\nexcept OSError:\n    raise SystemExit(1)\n"
+    );
+    std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "python3", "-c", &script])
+        .status()
+        .unwrap()
+        .success()
+}
+
+const DENY_ALL_INGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+    metadata: {name: deny, namespace: x}\nspec:\n  podSelector: {matchLabels: {app: isolated}}\n  \
+    policyTypes: [Ingress]\n";
+
+/// Hole 4: kube-proxy in IPVS mode binds every ClusterIP to the node (kube-ipvs0), so a node can
+/// have thousands of addresses; the agent refused to start past 256. Now it starts, trusts the
+/// uplink's addresses first, and past --max-host-addresses judges the rest like any other source
+/// instead of failing.
+#[test]
+fn a_node_with_hundreds_of_addresses_keeps_its_network() {
+    require_root!();
+    let lab = Lab::up(&LabOptions::isolated("atk-addrs")).expect("lab up");
+    let pod = lab
+        .add_pod_with(&PodSpec::new("x", "isolated").label("app", "isolated"))
+        .unwrap();
+    lab.apply_yaml(DENY_ALL_INGRESS).unwrap();
+    let node = lab.node(1).unwrap();
+    // 400 ClusterIP-like addresses, as kube-ipvs0 would hold them.
+    let mut batch = String::new();
+    for i in 0..400u32 {
+        batch.push_str(&format!(
+            "address add 10.99.{}.{}/32 dev lo\n",
+            i / 200,
+            i % 200 + 1
+        ));
+    }
+    let mut ip = std::process::Command::new("ip")
+        .args(["-n", &node.netns, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(ip.stdin.as_mut().unwrap(), batch.as_bytes()).unwrap();
+    assert!(ip.wait().unwrap().success());
+
+    let agent = lab.state().unwrap().node(1).unwrap().agent.unwrap();
+    let agent = common::restart_agent(&lab, 1, agent, false, &[]);
+    // Every address is the node's: kubelet-style probes from any of them get in.
+    assert!(connects_from(&node.netns, node.ip, pod.ip, 80));
+    assert!(connects_from(
+        &node.netns,
+        Ipv4Addr::new(10, 99, 1, 150),
+        pod.ip,
+        80
+    ));
+
+    // Capped at 50: the uplink's address still comes first; one left out is an ordinary source,
+    // which the pod's policy keeps out.
+    let _agent = common::restart_agent(&lab, 1, agent, false, &["--max-host-addresses", "50"]);
+    assert!(connects_from(&node.netns, node.ip, pod.ip, 80));
+    assert!(!connects_from(
+        &node.netns,
+        Ipv4Addr::new(10, 99, 1, 150),
+        pod.ip,
+        80
+    ));
+}
+
+/// A TCP SYN from `src:sport` to `dst:dport` (checksum left out: the datapath tracks the flow
+/// before anyone checks it).
+fn tcp_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut pkt = common::ipv4_header(src, dst, libc::IPPROTO_TCP as u8, 20).to_vec();
+    pkt.extend_from_slice(&sport.to_be_bytes());
+    pkt.extend_from_slice(&dport.to_be_bytes());
+    pkt.extend_from_slice(&1u32.to_be_bytes());
+    pkt.extend_from_slice(&0u32.to_be_bytes());
+    pkt.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    pkt
+}
+
+/// Send every packet of `packets` (whole IPv4 packets) on one raw socket from inside `netns`.
+fn flood(netns: &str, packets: impl Iterator<Item = Vec<u8>> + Send) {
+    in_netns(netns, || {
+        // SAFETY: socket(2) and sendto(2) with buffers we own; the fd is closed below.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0);
+            for pkt in packets {
+                let addr = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]),
+                    },
+                    sin_zero: [0; 8],
+                };
+                libc::sendto(
+                    fd,
+                    pkt.as_ptr().cast(),
+                    pkt.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+            }
+            libc::close(fd);
+        }
+    })
+    .unwrap();
+}
+
+/// Hole 6: one conntrack table for the whole node let one pod's junk flows evict other pods'
+/// flows; a flow into an ingress-isolated pod whose entry is gone loses its replies. Now TCP and
+/// everything else have tables of their own, sized by flag (here tiny, so the flood fills them
+/// many times over), expired entries are swept, and flows in use keep their entries. A pod floods
+/// 20 000 UDP flows, then 20 000 TCP flows (two packets each), while an isolated pod keeps a TCP
+/// stream to a server (its replies exist only by conntrack) and holds an idle TCP connection: the
+/// UDP junk evicts no TCP flow, and the stream loses no byte through either flood.
+#[test]
+fn a_flood_of_junk_flows_does_not_break_another_pods_flows() {
+    require_root!();
+    let lab = Lab::up(&LabOptions::isolated("atk-ctflood")).expect("lab up");
+    for (name, app) in [
+        ("attacker", "attacker"),
+        ("isolated", "isolated"),
+        ("server", "server"),
+    ] {
+        lab.add_pod_with(&PodSpec::new("x", name).label("app", app))
+            .unwrap();
+    }
+    lab.apply_yaml(DENY_ALL_INGRESS).unwrap();
+    // Tiny tables (resized from the defaults, which carries their entries over).
+    let agent = lab.state().unwrap().node(1).unwrap().agent.unwrap();
+    let _agent = common::restart_agent(
+        &lab,
+        1,
+        agent,
+        false,
+        &["--ct-tcp-max", "2048", "--ct-any-max", "2048"],
+    );
+    let ip = |name: &str| lab.pod("x", name).unwrap().ip;
+    let netns = |name: &str| lab.pod("x", name).unwrap().netns;
+
+    // The isolated pod opens two connections to the server: one idle, one streaming.
+    let listener = in_netns(&netns("server"), || {
+        std::net::TcpListener::bind((ip("server"), 7000)).unwrap()
+    })
+    .unwrap();
+    let mut idle_client = in_netns(&netns("isolated"), || {
+        std::net::TcpStream::connect((ip("server"), 7000)).unwrap()
+    })
+    .unwrap();
+    let (mut idle_server, _) = listener.accept().unwrap();
+    let stream = common::Stream::start(&netns("isolated"), &netns("server"), ip("server"), 7001);
+
+    // Two packets a junk flow, so each gets the second chance LRU gives entries seen again (one
+    // packet each would only churn among themselves).
+    let server = ip("server");
+    let attacker = ip("attacker");
+    let forwarded = || common::packets(&lab, "forward_local");
+    let before = forwarded();
+    flood(
+        &netns("attacker"),
+        (0..40_000u32).map(|i| {
+            common::ipv4_udp_packet(attacker, server, 10_000 + (i / 2) as u16, 53, b"junk")
+        }),
+    );
+    assert!(forwarded() - before >= 40_000, "the UDP junk did not go through the datapath");
+
+    // UDP junk has a table of its own: the idle TCP flow still carries the server's bytes into
+    // the isolated pod.
+    use std::io::{Read, Write};
+    idle_server.write_all(b"still here").unwrap();
+    idle_client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 10];
+    idle_client
+        .read_exact(&mut buf)
+        .expect("UDP junk evicted an idle TCP flow into the isolated pod");
+    assert_eq!(&buf, b"still here");
+
+    // TCP junk may push idle TCP flows out (LRU keeps what is used), but not a flow in use: the
+    // stream loses nothing.
+    let before = forwarded();
+    flood(
+        &netns("attacker"),
+        (0..40_000u32).map(|i| tcp_syn(attacker, server, 10_000 + (i / 2) as u16, 81)),
+    );
+    assert!(forwarded() - before >= 40_000, "the TCP junk did not go through the datapath");
+    stream.finish();
+}
+
+/// The sweeper removes what has outlived its lifetime from the pinned tables, and leaves live
+/// flows alone (planted entries: a UDP flow last seen long ago, and one seen just now).
+#[test]
+fn the_conntrack_sweeper_frees_expired_entries() {
+    use aya::maps::{HashMap, Map, MapData};
+    use weir_common::{maps::CT_ANY, CtKey, CtValue};
+    require_root!();
+    let lab = Lab::up(&LabOptions::isolated("atk-sweep")).expect("lab up");
+    let node = lab.node(1).unwrap();
+    let pin_dir = node
+        .bpffs_dir
+        .join(format!("v{}", weir_common::maps::ABI_VERSION));
+    let key = |port: u16| CtKey {
+        saddr: [10, 244, 1, 77],
+        daddr: [10, 244, 1, 78],
+        sport: port.to_be_bytes(),
+        dport: 53u16.to_be_bytes(),
+        proto: 17,
+        _pad: [0; 3],
+    };
+    let now = weir_agent::conntrack::monotonic_ns();
+    let value = |last_seen_ns| CtValue {
+        last_seen_ns,
+        epoch: 0,
+        flags: 0,
+    };
+    let mut table: HashMap<_, CtKey, CtValue> = HashMap::try_from(Map::LruHashMap(
+        MapData::from_pin(pin_dir.join(CT_ANY)).unwrap(),
+    ))
+    .unwrap();
+    table
+        .insert(key(1), value(now - 3_600_000_000_000), 0)
+        .unwrap();
+    table.insert(key(2), value(now), 0).unwrap();
+    let swept = weir_agent::conntrack::sweep(&pin_dir).unwrap();
+    let (_, any) = swept.iter().find(|(name, _)| *name == CT_ANY).unwrap();
+    assert!(any.removed >= 1, "{swept:?}");
+    assert!(
+        table.get(&key(1), 0).is_err(),
+        "the expired entry is still there"
+    );
+    assert!(table.get(&key(2), 0).is_ok(), "the live entry was swept");
+}

@@ -2,7 +2,7 @@
 //! so they are written once here and nowhere else.
 
 /// Bumped whenever a key or value layout changes; the agent pins under `<bpffs root>/v<ABI_VERSION>`.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Pod IP → endpoint (its host-side veth and MACs).
 pub const ENDPOINTS: &str = "WEIR_ENDPOINTS";
@@ -21,13 +21,18 @@ pub const POLICY_PEERS_MAX: u32 = 1_048_576;
 pub const POLICY_PORTS: &str = "WEIR_POLICY_PORTS";
 pub const POLICY_PORTS_MAX: u32 = 262_144;
 
-/// Connection tracking for stateful policy.
-pub const CT: &str = "WEIR_CT";
-pub const CT_MAX: u32 = 131_072;
+/// Connection tracking for stateful policy: TCP flows, and every other protocol's, in tables of
+/// their own so that a flood of one kind cannot evict the other. Both are LRU; the agent sizes
+/// them at load (the object's sizes are the smallest it uses) and sweeps expired entries.
+pub const CT_TCP: &str = "WEIR_CT_TCP";
+pub const CT_ANY: &str = "WEIR_CT_ANY";
+pub const CT_TCP_MIN: u32 = 131_072;
+pub const CT_ANY_MIN: u32 = 65_536;
 
-/// This node's own IPv4 addresses: traffic from them to local pods is always allowed.
+/// This node's own IPv4 addresses: traffic from them to local pods is always allowed. Room for
+/// every ClusterIP of a big cluster's kube-proxy in IPVS mode (it binds them all to the node).
 pub const HOST_IPS: &str = "WEIR_HOST_IPS";
-pub const HOST_IPS_MAX: u32 = 256;
+pub const HOST_IPS_MAX: u32 = 65_536;
 
 /// Other nodes' pod CIDRs (and, with VXLAN, their node addresses) → the node to send to.
 pub const REMOTES: &str = "WEIR_REMOTES";

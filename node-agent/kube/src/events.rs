@@ -25,15 +25,37 @@ pub struct Notice {
     pub note: String,
 }
 
+/// A problem of the agent's own node (reported on its Node object).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeProblem {
+    pub reason: &'static str,
+    pub note: String,
+}
+
 /// The problems to report now: `rejected` (from the agent: objects the source could not read and
-/// policies the compiler rejected) and `misplaced` Services. Rejections that name no Kubernetes
-/// object (a manifest file) are left out.
+/// policies the compiler rejected), `misplaced` Services, and problems of node `node`.
+/// Rejections that name no Kubernetes object (a manifest file) are left out.
 pub fn notices(
     rejected: &[Rejected],
     misplaced: &[(ObjectKey, Vec<std::net::Ipv4Addr>)],
     service_cidr: Option<ipnet::Ipv4Net>,
+    node: (&str, &[NodeProblem]),
 ) -> BTreeSet<Notice> {
     let mut out = BTreeSet::new();
+    let (node_name, problems) = node;
+    for problem in problems {
+        let mut note = problem.note.clone();
+        truncate(&mut note);
+        out.insert(Notice {
+            object: ObjectKey {
+                kind: crate::Kind::Node,
+                namespace: String::new(),
+                name: node_name.to_owned(),
+            },
+            reason: problem.reason,
+            note,
+        });
+    }
     for r in rejected {
         let Some(object) = ObjectKey::parse(&r.object) else {
             continue;
@@ -86,6 +108,7 @@ pub struct Notices {
     recorder: Recorder,
     published: BTreeSet<Notice>,
     service_cidr: Option<ipnet::Ipv4Net>,
+    node_name: String,
 }
 
 impl Notices {
@@ -98,13 +121,24 @@ impl Notices {
             recorder: Recorder::new(client, reporter),
             published: BTreeSet::new(),
             service_cidr,
+            node_name: node_name.to_owned(),
         }
     }
 
     /// Publishes the problems that are new since the last call. One that fails to publish (the
     /// API is unreachable) is tried again next time.
-    pub async fn publish(&mut self, source: &KubeSource, rejected: &[Rejected]) {
-        let current = notices(rejected, &source.misplaced_services(), self.service_cidr);
+    pub async fn publish(
+        &mut self,
+        source: &KubeSource,
+        rejected: &[Rejected],
+        node_problems: &[NodeProblem],
+    ) {
+        let current = notices(
+            rejected,
+            &source.misplaced_services(),
+            self.service_cidr,
+            (&self.node_name, node_problems),
+        );
         let mut published = BTreeSet::new();
         for notice in current {
             if self.published.contains(&notice) {
@@ -160,7 +194,16 @@ mod tests {
             ObjectKey::parse("Service x/s").unwrap(),
             vec![std::net::Ipv4Addr::new(172, 20, 0, 5)],
         )];
-        let notices = notices(&rejected, &misplaced, Some("10.96.0.0/12".parse().unwrap()));
+        let node = [NodeProblem {
+            reason: "HostAddressesLeftOut",
+            note: "too many".into(),
+        }];
+        let notices = notices(
+            &rejected,
+            &misplaced,
+            Some("10.96.0.0/12".parse().unwrap()),
+            ("n1", &node),
+        );
         let summary: Vec<(String, &str)> = notices
             .iter()
             .map(|n| (n.object.to_string(), n.reason))
@@ -171,10 +214,14 @@ mod tests {
                 ("Pod x/a".to_owned(), "ObjectRejected"),
                 ("NetworkPolicy x/p".to_owned(), "NetworkPolicyRejected"),
                 ("Service x/s".to_owned(), "ClusterIPOutsideServiceCIDR"),
+                ("Node n1".to_owned(), "HostAddressesLeftOut"),
             ]
         );
         assert!(notices.iter().all(|n| n.note.len() <= NOTE_MAX));
-        let service = notices.iter().last().unwrap();
+        let service = notices
+            .iter()
+            .find(|n| n.reason == "ClusterIPOutsideServiceCIDR")
+            .unwrap();
         assert!(service.note.contains("172.20.0.5") && service.note.contains("10.96.0.0/12"));
     }
 }

@@ -242,8 +242,8 @@ async fn problems_become_events_once_each() {
         reason: "named port too long".into(),
     }];
     let mut notices = Notices::new(client, "n1", Some("10.96.0.0/12".parse().unwrap()));
-    notices.publish(&source, &rejected).await;
-    notices.publish(&source, &rejected).await;
+    notices.publish(&source, &rejected, &[]).await;
+    notices.publish(&source, &rejected, &[]).await;
     let events = api.events();
     assert_eq!(events.len(), 2, "{events:#?}");
     let reasons: Vec<&str> = events
@@ -259,8 +259,8 @@ async fn problems_become_events_once_each() {
     assert_eq!(events[0]["type"], "Warning");
     assert!(events[1]["note"].as_str().unwrap().contains("172.20.0.5"));
     // Fixed, then broken again: published again.
-    notices.publish(&source, &[]).await;
-    notices.publish(&source, &rejected).await;
+    notices.publish(&source, &[], &[]).await;
+    notices.publish(&source, &rejected, &[]).await;
     assert_eq!(api.events().len(), 3);
 }
 

@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, MapData, MapError, PerCpuHashMap,
+        Array, HashMap, Map, MapData, MapError, PerCpuHashMap,
     },
     programs::{
         links::{FdLink, PinnedLink},
@@ -25,14 +25,15 @@ use aya::{
 use tracing::{debug, info};
 use weir_common::{
     maps::{
-        CONFIG, COUNTERS, ENDPOINTS, HOST_IPS, POLICY_PEERS, POLICY_PORTS, PROG_FROM_HOST,
-        PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK, REMOTES,
+        CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, HOST_IPS, POLICY_PEERS, POLICY_PORTS,
+        PROG_FROM_HOST, PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK, REMOTES,
     },
-    CounterKey, CounterValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey, PeerValue, PortKey,
-    PortValue, RemoteKey, RemoteNode,
+    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey,
+    PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
 };
 
 use super::{AttachMode, Attachments, Datapath, DatapathError, Hook, PeerEntry, PortEntry};
+use crate::config::ConntrackSizes;
 
 /// The eBPF object built by build.rs from `bpf-progs`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-bpf.o"));
@@ -165,16 +166,73 @@ fn is_tcx_unsupported(err: &ProgramError) -> bool {
     matches!(os_error(err), Some(libc::EINVAL | libc::EOPNOTSUPP | 524))
 }
 
+/// Copy every entry of `old` into `ebpf`'s map `name` (as many as fit).
+fn copy_conntrack(
+    old: MapData,
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<usize, DatapathError> {
+    let old: HashMap<_, CtKey, CtValue> =
+        HashMap::try_from(Map::LruHashMap(old)).map_err(map_err(name))?;
+    let new = ebpf.map_mut(name).ok_or(missing_map(name))?;
+    let mut new: HashMap<_, CtKey, CtValue> = HashMap::try_from(new).map_err(map_err(name))?;
+    let mut copied = 0;
+    for (key, value) in old.iter().filter_map(Result::ok) {
+        if new.insert(key, value, 0).is_ok() {
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
 impl BpfDatapath {
     /// Load the programs, creating the maps under `pin_dir` or reusing the ones pinned there.
-    pub fn load(pin_dir: &Path, attachments: &Attachments) -> Result<Self, DatapathError> {
+    /// The conntrack tables get `conntrack`'s sizes; a pinned one of another size is replaced by a
+    /// new one holding its entries (so open flows keep their verdicts across the resize).
+    pub fn load(
+        pin_dir: &Path,
+        attachments: &Attachments,
+        conntrack: ConntrackSizes,
+    ) -> Result<Self, DatapathError> {
         fs::create_dir_all(pin_dir).map_err(fs_err(pin_dir))?;
         for dir in [&attachments.link_pin_dir, &attachments.filter_dir] {
             fs::create_dir_all(dir).map_err(fs_err(dir))?;
         }
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .load(BPF_OBJECT)?;
+        let sizes = [(CT_TCP, conntrack.tcp), (CT_ANY, conntrack.any)];
+        let mut resized = Vec::new();
+        for (name, size) in sizes {
+            let pin = pin_dir.join(name);
+            let Ok(old) = MapData::from_pin(&pin) else {
+                continue;
+            };
+            let old_size = old.info().map(|i| i.max_entries()).unwrap_or(size);
+            if old_size != size {
+                info!(
+                    map = name,
+                    from = old_size,
+                    to = size,
+                    "resizing a conntrack table"
+                );
+                // The old map lives on in `old` (and in the programs still attached) until its
+                // entries are copied below; the loader then creates and pins the new size.
+                fs::remove_file(&pin).map_err(fs_err(&pin))?;
+                resized.push((name, old));
+            }
+        }
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(pin_dir);
+        for (name, size) in sizes {
+            loader.map_max_entries(name, size);
+        }
+        let mut ebpf = loader.load(BPF_OBJECT)?;
+        for (name, old) in resized {
+            let copied = copy_conntrack(old, &mut ebpf, name)?;
+            info!(
+                map = name,
+                entries = copied,
+                "conntrack entries carried over"
+            );
+        }
         for name in [
             PROG_FROM_POD,
             PROG_FROM_HOST,
@@ -658,12 +716,13 @@ impl Datapath for BpfDatapath {
             .filter_map(Result::ok)
             .filter(|k| !want.contains(&k.ip_be))
             .collect();
+        // Stale ones out first: a full map must make room for the new ones.
+        for key in stale {
+            absent_ok(HOST_IPS, map.remove(&key))?;
+        }
         for ip_be in &want {
             map.insert(EndpointKey { ip_be: *ip_be }, 1, 0)
                 .map_err(map_err(HOST_IPS))?;
-        }
-        for key in stale {
-            absent_ok(HOST_IPS, map.remove(&key))?;
         }
         Ok(())
     }
