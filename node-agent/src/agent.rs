@@ -161,9 +161,13 @@ impl Agent {
             warn!("no uplink: other nodes' pods are unreachable until the node has a default route or --uplink is given");
         }
 
-        let mut datapath =
-            BpfDatapath::load(&paths.pin_dir(), &paths.attachments(), config.conntrack)
-                .context("loading the eBPF datapath")?;
+        let mut datapath = BpfDatapath::load(
+            &paths.pin_dir(),
+            &paths.attachments(),
+            config.conntrack,
+            config.policy_peers_max,
+        )
+        .context("loading the eBPF datapath")?;
         let host_dev = host.ensure_host_dev(HOST_DEV, HOST_DEV_PEER, mtu).await?;
         host.set_mtu(&host_dev, mtu).await?;
         host::Sysctls::new(&config.proc_sys_dir).configure_node(HOST_DEV)?;
@@ -352,8 +356,7 @@ impl Agent {
     /// heartbeat `/healthz` checks.
     pub fn publish(&self) {
         let telemetry = &self.telemetry;
-        use weir_common::maps::{ENDPOINTS, ENDPOINTS_MAX, POLICY_PEERS, POLICY_PEERS_MAX};
-        use weir_common::maps::{POLICY_PORTS, POLICY_PORTS_MAX};
+        use weir_common::maps::{ENDPOINTS, ENDPOINTS_MAX, POLICY_PEERS, POLICY_PORTS};
         let cluster = self.policy.cluster();
         telemetry.endpoints.set(self.endpoints.len() as i64);
         telemetry.pods.set(cluster.pods().count() as i64);
@@ -361,9 +364,10 @@ impl Agent {
         telemetry.rejected.set(self.policy.rejected().len() as i64);
         telemetry.generation.set(self.policy.generation() as i64);
         let (peers, ports) = self.policy.programmed_entries();
+        let (peers_max, ports_max) = self.endpoints.datapath().policy_capacity();
         telemetry.set_map_fill(ENDPOINTS, self.endpoints.len(), ENDPOINTS_MAX);
-        telemetry.set_map_fill(POLICY_PEERS, peers, POLICY_PEERS_MAX);
-        telemetry.set_map_fill(POLICY_PORTS, ports, POLICY_PORTS_MAX);
+        telemetry.set_map_fill(POLICY_PEERS, peers, peers_max as u32);
+        telemetry.set_map_fill(POLICY_PORTS, ports, ports_max as u32);
         telemetry.beat();
     }
 

@@ -46,6 +46,8 @@ pub struct Config {
     pub proc_sys_dir: PathBuf,
     /// How big the conntrack tables are.
     pub conntrack: ConntrackSizes,
+    /// Entries of the policy peer map (rule tables' peers, summed over the node's tables).
+    pub policy_peers_max: u32,
     /// At most this many of the node's addresses are trusted as the node (the rest are judged
     /// like any other source, and reported).
     pub max_host_addresses: u32,

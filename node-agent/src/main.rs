@@ -126,6 +126,11 @@ struct RunArgs {
     /// share (33 140 per GiB, at least 65 536).
     #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(ConntrackSizes::MIN)..=i64::from(ConntrackSizes::MAX)))]
     ct_any_max: Option<u32>,
+    /// Entries of the policy peer map (every rule table's peers, summed). When the node's
+    /// policies need more, the biggest are left out: the pods they select are isolated, and
+    /// reported; every other pod keeps its verdicts.
+    #[arg(long, default_value_t = weir_common::maps::POLICY_PEERS_MAX, value_parser = clap::value_parser!(u32).range(1..=i64::from(ConntrackSizes::MAX)))]
+    policy_peers_max: u32,
     /// Trust at most this many of the node's own addresses as the node (kubelet probes and the
     /// node's traffic always reach its pods); the rest are judged like any other source, and
     /// reported. At most 65 536.
@@ -194,6 +199,7 @@ impl RunArgs {
                 }
             },
             max_host_addresses: self.max_host_addresses,
+            policy_peers_max: self.policy_peers_max,
             paths: Paths {
                 state_dir: self.paths.state_dir.clone(),
                 run_dir: self.paths.run_dir.clone(),

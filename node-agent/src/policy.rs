@@ -17,7 +17,7 @@ use weir_common::{
 };
 use weir_kube::KubeSource;
 use weir_policy::{
-    compile::{compile, Compiled, DirectionRules, PortPrefix},
+    compile::{compile_excluding, Compiled, DirectionRules, PortPrefix},
     model::{Cluster, PodKey},
     plan::{self, Plan, Programmer},
 };
@@ -197,7 +197,7 @@ impl PolicyEngine {
 
     /// Entries the programmer keeps in the peer and port maps.
     pub fn programmed_entries(&self) -> (usize, usize) {
-        self.programmer.counts()
+        self.programmer.entry_counts()
     }
 
     /// The last attempt to program failed and must be retried.
@@ -240,16 +240,13 @@ impl PolicyEngine {
     ) -> Result<bool, EndpointError> {
         let started = Instant::now();
         let local = local_endpoints(endpoints, new.as_ref());
-        let compiled = compile(self.cluster(), &local);
-        let compiled_at = started.elapsed();
-        self.note_problems(&compiled);
-        let plan = self.programmer.plan(&compiled);
+        let (compiled, plan) = self.plan_within(endpoints.datapath().policy_capacity(), &local);
         let planned_at = started.elapsed();
+        self.note_problems(&compiled);
         let changed = !plan.is_empty();
         let result = apply(endpoints, &plan, &compiled, new);
         debug!(
-            compile_us = compiled_at.as_micros(),
-            plan_us = (planned_at - compiled_at).as_micros(),
+            plan_us = planned_at.as_micros(),
             apply_us = (started.elapsed() - planned_at).as_micros(),
             writes = plan.portset_upserts.len()
                 + plan.peer_upserts.len()
@@ -278,6 +275,44 @@ impl PolicyEngine {
                     .expect("the plan just made is outstanding");
                 fail_closed(endpoints, &compiled);
                 Err(e)
+            }
+        }
+    }
+
+    /// Compile and plan. When the plan would not fit in the maps (`capacity`: PEERS and PORTS
+    /// entries), leave out the policy whose tables take the most entries, and again, until it
+    /// fits: the pods those policies select fail closed (reported, as for an invalid policy),
+    /// and every other pod keeps its verdicts. One tenant's oversized policy isolates its own
+    /// pods, not the node.
+    fn plan_within(
+        &mut self,
+        capacity: (usize, usize),
+        local: &[(Ipv4Addr, Option<PodKey>)],
+    ) -> (Compiled, Plan) {
+        let mut left_out = std::collections::BTreeSet::new();
+        loop {
+            let compiled = compile_excluding(self.cluster(), local, &left_out);
+            let plan = self.programmer.plan(&compiled);
+            // While a plan is applied, new entries are written before old ones go.
+            let (peers, ports) = self.programmer.entry_counts();
+            let fits = peers + plan.peer_upserts.len() <= capacity.0
+                && ports + plan.portset_upserts.len() <= capacity.1;
+            let biggest = compiled
+                .footprints
+                .iter()
+                .filter(|(key, _)| !left_out.contains(*key))
+                .max_by_key(|(_, entries)| **entries);
+            match biggest {
+                Some((key, entries)) if !fits => {
+                    debug!(policy = %key, entries, "the policy maps cannot hold every policy; leaving out the biggest");
+                    left_out.insert(key.clone());
+                    self.programmer
+                        .discard(plan.id)
+                        .expect("the plan just made is outstanding");
+                }
+                // Fits, or nothing left to leave out (then the writes fail and the node fails
+                // closed, the last resort).
+                _ => return (compiled, plan),
             }
         }
     }
@@ -507,14 +542,19 @@ mod tests {
         engine.program(&mut eps, Some(endpoint("a", 2))).unwrap();
         engine.program(&mut eps, Some(endpoint("b", 3))).unwrap();
 
+        // No room for b-from-a's table: the policy is left out, not written half.
         engine.set_cluster(cluster(B_FROM_A), Vec::new());
-        assert!(engine.program(&mut eps, None).is_err());
-        assert_eq!(engine.failures.get(), 1);
+        engine.program(&mut eps, None).unwrap();
+        assert_eq!(engine.failures.get(), 0, "no write failed");
         let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
         assert_eq!(b.ingress_table, TABLE_FAIL_CLOSED, "isolated, never opened");
         assert_eq!(b.egress_table, TABLE_ALLOW_ALL, "egress is not selected");
         let a = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 2)];
         assert_eq!((a.ingress_table, a.egress_table), (0, 0));
+        assert!(engine
+            .rejected()
+            .iter()
+            .any(|r| r.object == "NetworkPolicy x/b-from-a" && r.reason.contains("do not fit")));
 
         // Room again: the next pass programs the policy for real.
         eps.datapath_mut().peers_capacity = None;
@@ -522,6 +562,72 @@ mod tests {
         let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
         assert!(b.ingress_table != TABLE_FAIL_CLOSED && b.ingress_table != TABLE_DENY_ALL);
         assert!(!eps.datapath().peers.is_empty());
+        assert!(engine.rejected().is_empty());
+    }
+
+    #[test]
+    fn only_the_tenant_whose_policy_does_not_fit_is_isolated() {
+        // Tenant x: b admits a (one peer entry). Tenant y: c admits 40 networks (40 entries).
+        // Room for 20 entries: y's policy is left out, x's is programmed.
+        let mut cluster = cluster(B_FROM_A);
+        cluster.upsert_pod(PodInfo {
+            key: PodKey::new("y", "c"),
+            labels: BTreeMap::from([("app".to_owned(), "c".to_owned())]),
+            ip: Some(Ipv4Addr::new(10, 244, 1, 4)),
+            node: None,
+            ports: Vec::new(),
+        });
+        let blocks: String = (0..40)
+            .map(|i| format!("{{ipBlock: {{cidr: 198.51.{i}.0/24}}}},"))
+            .collect();
+        let big = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+             metadata: {{name: big, namespace: y}}\n\
+             spec:\n  podSelector: {{matchLabels: {{app: c}}}}\n  ingress: [{{from: [{blocks}]}}]\n"
+        );
+        for object in weir_policy::manifest::parse_documents(&big).unwrap() {
+            cluster.apply(object).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let datapath = FakeDatapath {
+            peers_capacity: Some(20),
+            ..FakeDatapath::default()
+        };
+        let mut eps = Endpoints::open(datapath, dir.path()).unwrap();
+        let mut engine = PolicyEngine::new(None).unwrap();
+        engine.set_cluster(cluster, Vec::new());
+        for (name, last) in [("a", 2), ("b", 3)] {
+            engine
+                .program(&mut eps, Some(endpoint(name, last)))
+                .unwrap();
+        }
+        let mut c = endpoint("c", 4);
+        c.pod_namespace = Some("y".into());
+        engine.program(&mut eps, Some(c)).unwrap();
+
+        let tables = |last| {
+            let e = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, last)];
+            (e.ingress_table, e.egress_table)
+        };
+        assert_eq!(
+            tables(4).0,
+            TABLE_FAIL_CLOSED,
+            "y's pod, selected by the policy left out"
+        );
+        let b = tables(3).0;
+        assert!(
+            b != TABLE_FAIL_CLOSED && b != TABLE_ALLOW_ALL,
+            "x keeps its real table"
+        );
+        assert!(eps
+            .datapath()
+            .peers
+            .keys()
+            .any(|p| p.table == b && p.net == "10.244.1.2/32".parse().unwrap()));
+        assert_eq!(engine.failures.get(), 0);
+        let rejected = engine.rejected();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].object, "NetworkPolicy y/big");
     }
 
     fn api_pod(name: &str, app: &str, ip: &str) -> serde_json::Value {

@@ -608,7 +608,10 @@ fn a_flood_of_junk_flows_does_not_break_another_pods_flows() {
             common::ipv4_udp_packet(attacker, server, 10_000 + (i / 2) as u16, 53, b"junk")
         }),
     );
-    assert!(forwarded() - before >= 40_000, "the UDP junk did not go through the datapath");
+    assert!(
+        forwarded() - before >= 40_000,
+        "the UDP junk did not go through the datapath"
+    );
 
     // UDP junk has a table of its own: the idle TCP flow still carries the server's bytes into
     // the isolated pod.
@@ -630,7 +633,10 @@ fn a_flood_of_junk_flows_does_not_break_another_pods_flows() {
         &netns("attacker"),
         (0..40_000u32).map(|i| tcp_syn(attacker, server, 10_000 + (i / 2) as u16, 81)),
     );
-    assert!(forwarded() - before >= 40_000, "the TCP junk did not go through the datapath");
+    assert!(
+        forwarded() - before >= 40_000,
+        "the TCP junk did not go through the datapath"
+    );
     stream.finish();
 }
 
@@ -676,4 +682,68 @@ fn the_conntrack_sweeper_frees_expired_entries() {
         "the expired entry is still there"
     );
     assert!(table.get(&key(2), 0).is_ok(), "the live entry was swept");
+}
+
+/// Hole 5: when the policy maps filled up, every isolated pod on the node failed closed, every
+/// resync: one tenant's oversized policy took every tenant's network. Now the biggest policies are
+/// left out until the rest fit: the pods they select are isolated (and the object reported), every
+/// other pod keeps its verdicts. Here the peer map holds 64 entries (resized from the default on
+/// restart) and tenant y's policy needs 100.
+#[test]
+fn one_tenants_oversized_policy_isolates_only_its_own_pods() {
+    require_root!();
+    let lab = Lab::up(&LabOptions::isolated("atk-mapfull")).expect("lab up");
+    for (ns, name) in [("x", "a"), ("x", "b"), ("y", "c"), ("y", "d")] {
+        lab.add_pod_with(&PodSpec::new(ns, name).label("app", name))
+            .unwrap();
+    }
+    let agent = lab.state().unwrap().node(1).unwrap().agent.unwrap();
+    let _agent = common::restart_agent(&lab, 1, agent, false, &["--policy-peers-max", "64"]);
+    // Tenant x: b admits a.
+    lab.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: b-from-a, namespace: x}\n\
+         spec:\n  podSelector: {matchLabels: {app: b}}\n  \
+         ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n",
+    )
+    .unwrap();
+    // Tenant y: c admits d and 100 networks.
+    let blocks: String = (0..100)
+        .map(|i| format!("{{ipBlock: {{cidr: 198.18.{i}.0/24}}}}, "))
+        .collect();
+    let big = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {{name: big, namespace: y}}\n\
+         spec:\n  podSelector: {{matchLabels: {{app: c}}}}\n  \
+         ingress: [{{from: [{blocks}{{podSelector: {{matchLabels: {{app: d}}}}}}]}}]\n"
+    );
+    let rejected = lab
+        .apply_yaml(&big)
+        .expect_err("the oversized policy is reported");
+    assert!(format!("{rejected:#}").contains("y/big"), "{rejected:#}");
+
+    let tcp = |from: &str, to: &str| {
+        let (ns, name) = to.split_once('/').unwrap();
+        lab.probe_with(
+            from,
+            &weir_tests::lab::ProbeTarget::pod(ns, name),
+            &weir_tests::lab::ProbeOptions::new(weir_tests::Proto::Tcp, 80),
+        )
+        .unwrap()
+        .connected
+    };
+    // Tenant x keeps exactly its policy.
+    assert!(
+        tcp("x/a", "x/b"),
+        "tenant x lost a verdict its policy gives"
+    );
+    assert!(!tcp("y/d", "x/b"), "tenant x's policy stopped isolating");
+    // Tenant y's pod selected by the policy left out is isolated, not opened; the rest of y is not.
+    let closed_before = common::packets(&lab, "drop_policy_fail_closed");
+    assert!(
+        !tcp("y/d", "y/c"),
+        "the pod of the policy left out is not isolated"
+    );
+    assert!(common::packets(&lab, "drop_policy_fail_closed") > closed_before);
+    assert!(tcp("y/c", "y/d"), "a pod no policy selects was isolated");
 }

@@ -168,6 +168,12 @@ impl Programmer {
         Ok(())
     }
 
+    /// The outstanding plan was not applied at all (not one write was made): drop it, knowing
+    /// what the maps hold as before.
+    pub fn discard(&mut self, plan_id: u64) -> Result<(), PlanError> {
+        self.take_pending(plan_id).map(drop)
+    }
+
     /// Applying the outstanding plan failed part-way: forget what is known (see the module docs).
     pub fn abort(&mut self, plan_id: u64) -> Result<(), PlanError> {
         let pending = self.take_pending(plan_id)?;
@@ -212,6 +218,17 @@ impl Programmer {
     /// How many tables and port sets are programmed.
     pub fn counts(&self) -> (usize, usize) {
         (self.state.tables.len(), self.state.portsets.len())
+    }
+
+    /// How many entries the PEERS and PORTS maps hold: the committed ones, and any left over
+    /// from before that a plan has yet to delete.
+    pub fn entry_counts(&self) -> (usize, usize) {
+        let peers: usize = self.state.tables.values().map(|t| t.entries.len()).sum();
+        let ports: usize = self.state.portsets.values().map(|p| p.len()).sum();
+        (
+            peers + self.uncertain.peers.len(),
+            ports + self.uncertain.ports.len(),
+        )
     }
 
     fn take_pending(&mut self, plan_id: u64) -> Result<Pending, PlanError> {

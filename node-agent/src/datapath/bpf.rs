@@ -189,16 +189,23 @@ impl BpfDatapath {
     /// Load the programs, creating the maps under `pin_dir` or reusing the ones pinned there.
     /// The conntrack tables get `conntrack`'s sizes; a pinned one of another size is replaced by a
     /// new one holding its entries (so open flows keep their verdicts across the resize).
+    /// The policy peer map gets `policy_peers` entries; one pinned with another size is replaced
+    /// by an empty one, which the agent's first programming fills.
     pub fn load(
         pin_dir: &Path,
         attachments: &Attachments,
         conntrack: ConntrackSizes,
+        policy_peers: u32,
     ) -> Result<Self, DatapathError> {
         fs::create_dir_all(pin_dir).map_err(fs_err(pin_dir))?;
         for dir in [&attachments.link_pin_dir, &attachments.filter_dir] {
             fs::create_dir_all(dir).map_err(fs_err(dir))?;
         }
-        let sizes = [(CT_TCP, conntrack.tcp), (CT_ANY, conntrack.any)];
+        let sizes = [
+            (CT_TCP, conntrack.tcp),
+            (CT_ANY, conntrack.any),
+            (POLICY_PEERS, policy_peers),
+        ];
         let mut resized = Vec::new();
         for (name, size) in sizes {
             let pin = pin_dir.join(name);
@@ -207,14 +214,9 @@ impl BpfDatapath {
             };
             let old_size = old.info().map(|i| i.max_entries()).unwrap_or(size);
             if old_size != size {
-                info!(
-                    map = name,
-                    from = old_size,
-                    to = size,
-                    "resizing a conntrack table"
-                );
-                // The old map lives on in `old` (and in the programs still attached) until its
-                // entries are copied below; the loader then creates and pins the new size.
+                info!(map = name, from = old_size, to = size, "resizing a map");
+                // The old map lives on in `old` (and in the programs still attached) until what
+                // it holds is carried over below; the loader then creates and pins the new size.
                 fs::remove_file(&pin).map_err(fs_err(&pin))?;
                 resized.push((name, old));
             }
@@ -226,6 +228,10 @@ impl BpfDatapath {
         }
         let mut ebpf = loader.load(BPF_OBJECT)?;
         for (name, old) in resized {
+            // Conntrack entries are copied; policy is written afresh by the first programming.
+            if name == POLICY_PEERS {
+                continue;
+            }
             let copied = copy_conntrack(old, &mut ebpf, name)?;
             info!(
                 map = name,
@@ -725,6 +731,19 @@ impl Datapath for BpfDatapath {
                 .map_err(map_err(HOST_IPS))?;
         }
         Ok(())
+    }
+
+    fn policy_capacity(&self) -> (usize, usize) {
+        let size = |name| {
+            self.ebpf
+                .map(name)
+                .and_then(|m| match m {
+                    Map::LpmTrie(data) => data.info().ok(),
+                    _ => None,
+                })
+                .map_or(0, |info| info.max_entries() as usize)
+        };
+        (size(POLICY_PEERS), size(POLICY_PORTS))
     }
 
     fn set_remotes(&mut self, remotes: &[(Ipv4Net, Ipv4Addr)]) -> Result<(), DatapathError> {

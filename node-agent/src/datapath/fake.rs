@@ -95,6 +95,13 @@ impl Datapath for FakeDatapath {
         self.counters.retain(|k, _| k.0 != ifindex);
         Ok(())
     }
+    fn policy_capacity(&self) -> (usize, usize) {
+        (
+            self.peers_capacity
+                .unwrap_or(weir_common::maps::POLICY_PEERS_MAX as usize),
+            weir_common::maps::POLICY_PORTS_MAX as usize,
+        )
+    }
     fn set_peer(&mut self, entry: PeerEntry, portset: u32) -> Result<(), DatapathError> {
         let full = self
             .peers_capacity

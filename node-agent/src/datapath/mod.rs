@@ -171,6 +171,8 @@ pub trait Datapath: Send {
 
     /// Replace the set of this node's own addresses (always allowed to reach local pods).
     fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError>;
+    /// How many entries the PEERS and PORTS maps can hold.
+    fn policy_capacity(&self) -> (usize, usize);
 
     /// Make REMOTES hold exactly `remotes` (prefix → the node it goes to): entries that stay are
     /// rewritten in place, never removed first, so routing to a node never blinks.

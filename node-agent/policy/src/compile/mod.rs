@@ -15,7 +15,12 @@ mod policy;
 pub mod ports;
 mod table;
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+    sync::Arc,
+};
 
 use ipnet::Ipv4Net;
 
@@ -122,6 +127,9 @@ pub struct Compiled {
     /// Local endpoints whose pod the model does not (yet) have, by address: closed wherever a
     /// policy of the pod's namespace isolates, until the pod appears.
     pub unknown_pods: BTreeMap<Ipv4Addr, PodKey>,
+    /// PEERS entries each policy's tables take (a table shared by several policies counts for
+    /// each): which policies to leave out first when the maps cannot hold them all.
+    pub footprints: BTreeMap<PolicyKey, usize>,
 }
 
 impl Compiled {
@@ -148,12 +156,31 @@ impl Compiled {
 /// closed in every direction a policy of its namespace isolates: its labels, unknown, might be
 /// selected by any of them, and guessing "no labels" would open a pod a policy means to isolate.
 pub fn compile(cluster: &Cluster, local: &[(Ipv4Addr, Option<PodKey>)]) -> Compiled {
+    compile_excluding(cluster, local, &BTreeSet::new())
+}
+
+/// [`compile`], with the policies in `left_out` failed closed (the pods they select deny every
+/// direction they isolate) and reported: for policies that do not fit in the datapath's maps.
+pub fn compile_excluding(
+    cluster: &Cluster,
+    local: &[(Ipv4Addr, Option<PodKey>)],
+    left_out: &BTreeSet<PolicyKey>,
+) -> Compiled {
     let mut problems = Vec::new();
     let policies: Vec<ParsedPolicy> = cluster
         .policies()
         .map(|p| {
-            let (parsed, found) = parse_policy(p);
+            let (mut parsed, found) = parse_policy(p);
             problems.extend(found);
+            if left_out.contains(&parsed.key) {
+                parsed.fail_closed = true;
+                problems.push(Problem {
+                    policy: Some(parsed.key.clone()),
+                    message: "its rules do not fit in the datapath's policy maps (with the rest \
+                              of the node's); the pods it selects are isolated"
+                        .to_owned(),
+                });
+            }
             parsed
         })
         .collect();
@@ -167,10 +194,12 @@ pub fn compile(cluster: &Cluster, local: &[(Ipv4Addr, Option<PodKey>)]) -> Compi
         .filter_map(|(ip, key)| Some((*ip, key.clone()?)))
         .filter(|(_, key)| cluster.pod(key).is_none())
         .collect();
+    let footprints = compiler.footprints();
     Compiled {
         endpoints,
         problems,
         unknown_pods,
+        footprints,
     }
 }
 
@@ -204,6 +233,8 @@ struct Compiler<'a> {
     rule_pods: FastMap<(u32, Direction, u32), Arc<[u32]>>,
     tables: FastMap<TableKey, Arc<RuleTable>>,
     distinct: FastSet<Arc<RuleTable>>,
+    /// PEERS entries of the distinct tables each policy is part of, by policy index.
+    footprint: Vec<usize>,
 }
 
 impl<'a> Compiler<'a> {
@@ -248,6 +279,7 @@ impl<'a> Compiler<'a> {
             rule_pods: FastMap::default(),
             tables: FastMap::default(),
             distinct: FastSet::default(),
+            footprint: vec![0; policies.len()],
         };
         compiler.index_pods(local);
         compiler
@@ -329,6 +361,15 @@ impl<'a> Compiler<'a> {
         EndpointRules { ingress, egress }
     }
 
+    fn footprints(&self) -> BTreeMap<PolicyKey, usize> {
+        self.policies
+            .iter()
+            .zip(&self.footprint)
+            .filter(|(_, &n)| n > 0)
+            .map(|(p, &n)| (p.key.clone(), n))
+            .collect()
+    }
+
     /// Closed in each direction some policy of the pod's namespace isolates: any of them might
     /// select the pod once its labels are known.
     fn unknown_pod(&self, key: &PodKey) -> EndpointRules {
@@ -368,6 +409,9 @@ impl<'a> Compiler<'a> {
         let table = match self.distinct.get(&built) {
             Some(existing) => existing.clone(),
             None => {
+                for &p in policies {
+                    self.footprint[p as usize] += built.entries.len();
+                }
                 let table = Arc::new(built);
                 self.distinct.insert(table.clone());
                 table
