@@ -1,9 +1,12 @@
 //! The 5-tuple of a packet, as connection tracking and policy see it.
 
 use aya_ebpf::programs::TcContext;
-use weir_common::CtKey;
+use weir_common::{CtKey, FragKey, FragPorts, Reason};
 
-use crate::packet::{EthIpv4, ETH_HLEN};
+use crate::{
+    maps::FRAGS,
+    packet::{EthIpv4, ETH_HLEN},
+};
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -62,9 +65,27 @@ pub fn reversed(key: &CtKey) -> CtKey {
     }
 }
 
-/// Parse the L4 header after `hdr`. `None` only for a truncated packet.
+/// IPv4 "more fragments" flag and fragment offset, in `frag_off`.
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
+
+/// Parse the L4 header after `hdr`, or say why the packet cannot be judged: truncated
+/// (`DropMalformed`), or a later fragment of a datagram whose first fragment was not seen here
+/// (`DropFragment`: its ports, and so its verdict, are unknown).
+///
+/// A fragmented datagram is judged by its first fragment, which carries the ports; they are kept
+/// in `WEIR_FRAGS` under the datagram's (source, destination, id, protocol), and its later
+/// fragments take them from there, so that each fragment gets the verdict of the whole datagram.
 #[inline(always)]
-pub fn parse(ctx: &TcContext, hdr: &EthIpv4) -> Option<Flow> {
+pub fn parse(ctx: &TcContext, hdr: &EthIpv4) -> Result<Flow, Reason> {
+    parse_l4(ctx, hdr)
+        .ok_or(Reason::DropMalformed)?
+        .ok_or(Reason::DropFragment)
+}
+
+/// `None`: truncated; `Some(None)`: a later fragment with no known first.
+#[inline(always)]
+fn parse_l4(ctx: &TcContext, hdr: &EthIpv4) -> Option<Option<Flow>> {
     let ihl = usize::from(hdr.ver_ihl & 0x0f) * 4;
     if ihl < 20 {
         return None;
@@ -83,9 +104,23 @@ pub fn parse(ctx: &TcContext, hdr: &EthIpv4) -> Option<Flow> {
         icmp_inner: ZERO_KEY,
         has_icmp_inner: false,
     };
-    // A later fragment carries no L4 header: it is judged on addresses and protocol alone.
-    if u16::from_be_bytes(hdr.frag_off) & 0x1fff != 0 {
-        return Some(flow);
+    let frag_off = u16::from_be_bytes(hdr.frag_off);
+    let fragment = FragKey {
+        saddr: hdr.saddr,
+        daddr: hdr.daddr,
+        id: hdr.id,
+        proto: hdr.protocol,
+        _pad: 0,
+    };
+    // A later fragment carries no L4 header: it takes its first fragment's ports.
+    if frag_off & IP_OFFSET != 0 {
+        // SAFETY: copied out at once.
+        let Some(ports) = (unsafe { FRAGS.get(&fragment) }).copied() else {
+            return Some(None);
+        };
+        flow.key.sport = ports.sport;
+        flow.key.dport = ports.dport;
+        return Some(Some(flow));
     }
     match hdr.protocol {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
@@ -94,6 +129,14 @@ pub fn parse(ctx: &TcContext, hdr: &EthIpv4) -> Option<Flow> {
             flow.key.dport = [ports[2], ports[3]];
             if hdr.protocol == IPPROTO_TCP {
                 flow.tcp_flags = ctx.load::<u8>(l4 + 13).ok()?;
+            }
+            if frag_off & IP_MF != 0 {
+                let ports = FragPorts {
+                    sport: flow.key.sport,
+                    dport: flow.key.dport,
+                };
+                // A full LRU evicts the oldest datagram's entry; its later fragments are dropped.
+                let _ = FRAGS.insert(&fragment, &ports, 0);
             }
         }
         IPPROTO_ICMP => {
@@ -114,7 +157,7 @@ pub fn parse(ctx: &TcContext, hdr: &EthIpv4) -> Option<Flow> {
         }
         _ => {}
     }
-    Some(flow)
+    Some(Some(flow))
 }
 
 /// The IPv4 header and first 8 bytes an ICMP error quotes.

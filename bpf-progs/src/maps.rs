@@ -7,12 +7,11 @@ use aya_ebpf::{
 };
 use weir_common::{
     maps::{
-        COUNTERS_MAX, CT_ANY_MIN, CT_TCP_MIN, ENDPOINTS_MAX, HOST_IPS_MAX, POLICY_PEERS_MAX,
-        POLICY_PORTS_MAX,
-        REMOTES_MAX,
+        COUNTERS_MAX, CT_ANY_MIN, CT_TCP_MIN, ENDPOINTS_MAX, FRAGS_MAX, HOST_IPS_MAX,
+        POLICY_PEERS_MAX, POLICY_PORTS_MAX, REMOTES_MAX,
     },
-    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey,
-    PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
+    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, FragKey, FragPorts,
+    NodeConfig, PeerKey, PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
 };
 
 #[map(name = "WEIR_ENDPOINTS")]
@@ -38,6 +37,10 @@ pub static POLICY_PORTS: LpmTrie<PortKey, PortValue> = LpmTrie::pinned(POLICY_PO
 pub static CT_TCP: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_TCP_MIN, 0);
 #[map(name = "WEIR_CT_ANY")]
 pub static CT_ANY: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CT_ANY_MIN, 0);
+
+/// The ports of fragmented datagrams, from their first fragment, for the later ones.
+#[map(name = "WEIR_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::pinned(FRAGS_MAX, 0);
 
 #[map(name = "WEIR_HOST_IPS")]
 pub static HOST_IPS: HashMap<EndpointKey, u32> = HashMap::pinned(HOST_IPS_MAX, 0);

@@ -179,8 +179,9 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
     if me.pod_mac != hdr.eth_src {
         return drop_with(ctx, ifindex, DIR_FROM_POD, Reason::DropSpoofedMac);
     }
-    let Some(flow) = flow::parse(ctx, &hdr) else {
-        return drop_with(ctx, ifindex, DIR_FROM_POD, Reason::DropMalformed);
+    let flow = match flow::parse(ctx, &hdr) {
+        Ok(flow) => flow,
+        Err(reason) => return drop_with(ctx, ifindex, DIR_FROM_POD, reason),
     };
     let cfg = config();
     if is_to_tunnel_port(&flow, &cfg) {
@@ -338,8 +339,9 @@ pub fn from_host(ctx: &TcContext) -> i32 {
     if peer.flags & ENDPOINT_F_READY == 0 {
         return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropNoEndpoint);
     }
-    let Some(flow) = flow::parse(ctx, &hdr) else {
-        return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
+    let flow = match flow::parse(ctx, &hdr) {
+        Ok(flow) => flow,
+        Err(reason) => return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, reason),
     };
     if let Err(reason) = admit_from_host(&flow, &hdr, &peer) {
         // A local sender (Service traffic) is named so that its egress denial counts on it.
@@ -365,8 +367,9 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
     let src = endpoint(hdr.saddr_be());
     let counted_on = src.map_or(0, |s| s.host_ifindex);
     if let Some(src) = &src {
-        let Some(flow) = flow::parse(ctx, hdr) else {
-            return drop_with(ctx, counted_on, DIR_FROM_POD, Reason::DropMalformed);
+        let flow = match flow::parse(ctx, hdr) {
+            Ok(flow) => flow,
+            Err(reason) => return drop_with(ctx, counted_on, DIR_FROM_POD, reason),
         };
         if let Err(reason) = admit_egress_via_host(&flow, src, &cfg) {
             return deny(ctx, reason, Some(src), None);
@@ -483,8 +486,9 @@ pub fn from_other_node(ctx: &TcContext, pods_only: bool) -> i32 {
     if peer.flags & ENDPOINT_F_READY == 0 {
         return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropNoEndpoint);
     }
-    let Some(flow) = flow::parse(ctx, &hdr) else {
-        return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
+    let flow = match flow::parse(ctx, &hdr) {
+        Ok(flow) => flow,
+        Err(reason) => return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, reason),
     };
     let cfg = config();
     let now = ct::now();

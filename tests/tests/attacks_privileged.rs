@@ -747,3 +747,84 @@ fn one_tenants_oversized_policy_isolates_only_its_own_pods() {
     assert!(common::packets(&lab, "drop_policy_fail_closed") > closed_before);
     assert!(tcp("y/c", "y/d"), "a pod no policy selects was isolated");
 }
+
+/// Hole 11: later IP fragments carry no ports and were judged as port 0, so a fragmented datagram
+/// of a flow allowed on its port lost its tail, and so did a fragmented UDP reply into an isolated
+/// pod. Now each fragment gets the verdict of its datagram: 4 000-byte UDP datagrams (three
+/// fragments at MTU 1500) arrive whole when allowed, across nodes and on one, as a request and as a
+/// reply, and not at all when denied.
+#[test]
+fn fragmented_datagrams_arrive_whole_or_not_at_all() {
+    require_root!();
+    let lab = Lab::up(&LabOptions {
+        nodes: 2,
+        ..LabOptions::isolated("atk-frag")
+    })
+    .expect("lab up");
+    // b (node 1) admits a (node 2) on UDP 9999 only; c (node 1) is denied.
+    for (name, node) in [("a", 2), ("b", 1), ("c", 1)] {
+        lab.add_pod_with(&PodSpec::new("x", name).label("app", name).on_node(node))
+            .unwrap();
+    }
+    lab.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: b-from-a, namespace: x}\n\
+         spec:\n  podSelector: {matchLabels: {app: b}}\n  \
+         ingress: [{from: [{podSelector: {matchLabels: {app: a}}}], ports: [{protocol: UDP, port: 9999}]}]\n",
+    )
+    .unwrap();
+    let ip = |name: &str| lab.pod("x", name).unwrap().ip;
+    let netns = |name: &str| lab.pod("x", name).unwrap().netns;
+    let big = |tag: u8| vec![tag; 4000];
+    let send = |from: &str, port: u16, to: (Ipv4Addr, u16), payload: &[u8]| {
+        in_netns(&netns(from), || {
+            let socket = UdpSocket::bind((ip(from), port)).unwrap();
+            socket.send_to(payload, to).unwrap();
+        })
+        .unwrap();
+    };
+    let whole = |socket: &UdpSocket| {
+        let mut buf = vec![0u8; 8192];
+        socket
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, from)| (n, from.ip()))
+    };
+    let b = listen_udp(&netns("b"), ip("b"), 9999);
+
+    send("a", 5000, (ip("b"), 9999), &big(1));
+    assert_eq!(
+        whole(&b),
+        Some((4000, std::net::IpAddr::V4(ip("a")))),
+        "a's datagram across nodes, on the port b admits it on"
+    );
+    let dropped = common::node_packets(&lab, 1, "drop_policy_ingress");
+    send("c", 5001, (ip("b"), 9999), &big(2));
+    assert_eq!(
+        whole(&b),
+        None,
+        "a fragment of c's denied datagram got through"
+    );
+    assert!(common::node_packets(&lab, 1, "drop_policy_ingress") > dropped);
+
+    // A reply into the isolated pod from a pod its policy keeps out: b asks c, c answers with
+    // 4 000 bytes, every fragment of which is a reply.
+    let c = listen_udp(&netns("c"), ip("c"), 9998);
+    let asking = in_netns(&netns("b"), || {
+        let socket = UdpSocket::bind((ip("b"), 6000)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        socket.send_to(b"?", (ip("c"), 9998)).unwrap();
+        socket
+    })
+    .unwrap();
+    let mut buf = [0u8; 16];
+    let (_, asker) = c.recv_from(&mut buf).unwrap();
+    in_netns(&netns("c"), || c.send_to(&big(3), asker).unwrap()).unwrap();
+    assert_eq!(
+        whole(&asking).map(|(n, _)| n),
+        Some(4000),
+        "the fragmented reply did not arrive whole"
+    );
+}

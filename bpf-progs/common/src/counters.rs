@@ -71,6 +71,8 @@ pub enum Reason {
     DropTunnelForged = 110,
     /// A pod sending to a node's VXLAN port (it could forge tunnelled packets).
     DropTunnelFromPod = 111,
+    /// A later IP fragment of a datagram whose first fragment was not seen (or was denied).
+    DropFragment = 112,
 }
 
 impl Reason {
@@ -99,6 +101,7 @@ impl Reason {
             109 => Self::DropNoRoute,
             110 => Self::DropTunnelForged,
             111 => Self::DropTunnelFromPod,
+            112 => Self::DropFragment,
             _ => return None,
         })
     }
@@ -124,6 +127,7 @@ impl Reason {
             Self::DropNoRoute => "drop_no_route",
             Self::DropTunnelForged => "drop_tunnel_forged",
             Self::DropTunnelFromPod => "drop_tunnel_from_pod",
+            Self::DropFragment => "drop_fragment",
         }
     }
 }

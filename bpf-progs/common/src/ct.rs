@@ -1,9 +1,11 @@
-//! WEIR_CT: Weir's own connection tracking, so that policy is stateful.
+//! WEIR_CT_TCP and WEIR_CT_ANY: Weir's own connection tracking, so that policy is stateful; and
+//! WEIR_FRAGS, which gives a datagram's later IP fragments the ports its first one carried.
 //!
 //! Keyed by the 5-tuple of a flow's first packet as seen where it was judged. A packet whose tuple
 //! matches an entry is the flow's forward direction; one whose *reversed* tuple matches is a reply.
-//! The map is an LRU hash (bounded: the least recently used flow is evicted when full) and pinned, so
-//! an agent restart leaves established flows alone. Entries expire by `last_seen_ns` on lookup.
+//! The maps are LRU hashes (bounded: the least recently used flow is evicted when full) and pinned,
+//! so an agent restart leaves established flows alone. Entries expire by `last_seen_ns` on lookup,
+//! and the agent sweeps the expired ones out.
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,12 +67,40 @@ impl CtValue {
     }
 }
 
+/// One fragmented datagram: an IPv4 packet's (source, destination, identification, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// The IPv4 identification field, network order.
+    pub id: [u8; 2],
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// The transport ports the datagram's first fragment carried, network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragPorts {
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
+const _: () = assert!(core::mem::size_of::<FragPorts>() == 4);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 16);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), Copy, byte arrays only with explicit padding.
 unsafe impl aya::Pod for CtKey {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), Copy, byte arrays only with explicit padding.
+unsafe impl aya::Pod for FragKey {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), Copy, byte arrays only.
+unsafe impl aya::Pod for FragPorts {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), Copy, u64 + 2 × u32, no padding.
 unsafe impl aya::Pod for CtValue {}

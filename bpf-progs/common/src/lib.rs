@@ -17,7 +17,7 @@ pub mod remote;
 
 pub use config::NodeConfig;
 pub use counters::{CounterKey, CounterValue, Reason};
-pub use ct::{CtKey, CtValue};
+pub use ct::{CtKey, CtValue, FragKey, FragPorts};
 pub use endpoint::{EndpointInfo, EndpointKey};
 pub use policy::{PeerKey, PeerValue, PortKey, PortValue};
 pub use remote::{RemoteKey, RemoteNode};

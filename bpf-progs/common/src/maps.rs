@@ -29,6 +29,10 @@ pub const CT_ANY: &str = "WEIR_CT_ANY";
 pub const CT_TCP_MIN: u32 = 131_072;
 pub const CT_ANY_MIN: u32 = 65_536;
 
+/// A fragmented datagram → the ports its first fragment carried (Cilium's default size).
+pub const FRAGS: &str = "WEIR_FRAGS";
+pub const FRAGS_MAX: u32 = 8_192;
+
 /// This node's own IPv4 addresses: traffic from them to local pods is always allowed. Room for
 /// every ClusterIP of a big cluster's kube-proxy in IPVS mode (it binds them all to the node).
 pub const HOST_IPS: &str = "WEIR_HOST_IPS";
