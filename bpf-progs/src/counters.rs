@@ -7,13 +7,18 @@ use crate::maps::COUNTERS;
 
 #[inline(always)]
 pub fn count(ctx: &TcContext, ifindex: u32, direction: u8, reason: Reason) {
+    count_bytes(u64::from(ctx.len()), ifindex, direction, reason);
+}
+
+/// [`count`] a packet of `bytes` bytes, wherever it was seen.
+#[inline(always)]
+pub fn count_bytes(bytes: u64, ifindex: u32, direction: u8, reason: Reason) {
     let key = CounterKey {
         ifindex,
         direction,
         _pad: 0,
         reason: reason as u16,
     };
-    let bytes = u64::from(ctx.len());
     match COUNTERS.get_ptr_mut(&key) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU value, valid for the program run.
         Some(value) => unsafe {

@@ -16,10 +16,15 @@
 //!   pods, delivered straight to the local pod's veth.
 //! - `tc_from_uplink`: tcx ingress of the node's uplink (native routing only): the same for other
 //!   nodes' pods' packets arriving on the shared segment; everything else passes untouched.
+//!
+//! And one socket filter, run by the agent's iptables rules (`-m bpf`, pinned):
+//! - `sk_egress_after_dnat`: a pod's egress policy on its Service traffic whose backend is not a
+//!   pod (the node, another node, the outside), after DNAT and before masquerading.
 #![no_std]
 #![no_main]
 #![deny(warnings)]
 
+mod after_dnat;
 mod arp;
 mod counters;
 mod ct;
@@ -29,7 +34,10 @@ mod packet;
 mod policy;
 mod route;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{classifier, socket_filter},
+    programs::{SkBuffContext, TcContext},
+};
 
 #[classifier]
 pub fn tc_from_pod(ctx: TcContext) -> i32 {
@@ -49,6 +57,11 @@ pub fn tc_from_tunnel(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn tc_from_uplink(ctx: TcContext) -> i32 {
     route::from_other_node(&ctx, true)
+}
+
+#[socket_filter]
+pub fn sk_egress_after_dnat(ctx: SkBuffContext) -> i64 {
+    after_dnat::judge(&ctx)
 }
 
 #[cfg(not(test))]

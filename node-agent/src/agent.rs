@@ -176,6 +176,7 @@ impl Agent {
             config.pod_cidr,
             config.cluster_cidr,
             config.routing == Routing::Vxlan,
+            &crate::datapath::egress_after_dnat_pin(&paths.pin_dir()),
         )?;
         let (flags, tunnel_ifindex) = match config.routing {
             Routing::Vxlan => {

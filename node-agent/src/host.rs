@@ -507,7 +507,12 @@ pub fn trusted_host_addresses(
 /// The iptables rules of this node, in iptables-restore format, for `--noflush` application. Pod
 /// traffic leaving the cluster CIDR is masqueraded to the node; the forward chain accepts pod traffic
 /// even when the node's FORWARD policy is DROP (as Docker sets it).
-pub fn iptables_rules(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net, vxlan: bool) -> String {
+pub fn iptables_rules(
+    pod_cidr: Ipv4Net,
+    cluster_cidr: Ipv4Net,
+    vxlan: bool,
+    egress_after_dnat: &Path,
+) -> String {
     // With VXLAN, no pod may reach a node's tunnel port (it could hand the tunnel a packet
     // claiming any identity): the datapath drops pods' packets sent to a node's address, these
     // drop what reaches one through a Service (DNAT) on this node or on its way elsewhere.
@@ -522,6 +527,15 @@ pub fn iptables_rules(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net, vxlan: bool) -> 
     } else {
         (String::new(), String::new())
     };
+    // A pod's Service traffic that the host stack DNATed to something that is not a pod (the node,
+    // another node, the outside) never reaches weir0, where Service traffic to pods is judged:
+    // the datapath's socket filter judges its egress here (original direction; before SNAT, in
+    // POSTROUTING, so the source is still the pod).
+    let egress = format!(
+        "-s {pod_cidr} ! -d {cluster_cidr} -m conntrack --ctstate DNAT --ctdir ORIGINAL \
+         -m bpf --object-pinned {} -j DROP",
+        egress_after_dnat.display()
+    );
     format!(
         "*nat\n\
          :{MASQ_CHAIN} - [0:0]\n\
@@ -536,9 +550,11 @@ pub fn iptables_rules(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net, vxlan: bool) -> 
          -F {FWD_CHAIN}\n\
          -F {INPUT_CHAIN}\n\
          {forward_tunnel}\
+         -A {FWD_CHAIN} {egress}\n\
          -A {FWD_CHAIN} -s {pod_cidr} -j ACCEPT\n\
          -A {FWD_CHAIN} -d {pod_cidr} -j ACCEPT\n\
          {input_tunnel}\
+         -A {INPUT_CHAIN} {egress}\n\
          COMMIT\n"
     )
 }
@@ -559,6 +575,7 @@ pub fn install_iptables(
     pod_cidr: Ipv4Net,
     cluster_cidr: Ipv4Net,
     vxlan: bool,
+    egress_after_dnat: &Path,
 ) -> Result<(), HostError> {
     let mut child = Command::new("iptables-restore")
         .args(["-w", "5", "--noflush"])
@@ -569,7 +586,7 @@ pub fn install_iptables(
         .map_err(|e| HostError::Iptables(format!("running iptables-restore: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(iptables_rules(pod_cidr, cluster_cidr, vxlan).as_bytes())
+            .write_all(iptables_rules(pod_cidr, cluster_cidr, vxlan, egress_after_dnat).as_bytes())
             .map_err(|e| HostError::Iptables(e.to_string()))?;
     }
     let out = child
@@ -660,6 +677,7 @@ mod tests {
             "10.244.1.0/24".parse().unwrap(),
             "10.244.0.0/16".parse().unwrap(),
             false,
+            Path::new("/sys/fs/bpf/weir/v4/progs/f"),
         );
         let masq: Vec<&str> = rules
             .lines()
@@ -687,6 +705,7 @@ mod tests {
             "10.244.1.0/24".parse().unwrap(),
             "10.244.0.0/16".parse().unwrap(),
             true,
+            Path::new("/sys/fs/bpf/weir/v4/progs/f"),
         );
         let filter: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A ")).collect();
         assert!(filter.contains(&"-A WEIR-INPUT -s 10.244.0.0/16 -p udp --dport 8472 -j DROP"));

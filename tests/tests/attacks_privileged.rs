@@ -828,3 +828,131 @@ fn fragmented_datagrams_arrive_whole_or_not_at_all() {
         "the fragmented reply did not arrive whole"
     );
 }
+
+/// Hole 10: a pod's traffic through a Service whose backend is not a pod (a host-network backend,
+/// on this node or another, or an endpoint outside the cluster: the `kubernetes` Service among
+/// them) never reached weir0 and was not judged at all. Here three ClusterIPs are DNATed on the
+/// pods' node as kube-proxy would: to the node itself, to the other node, to the outside host.
+#[test]
+fn egress_through_a_service_to_a_non_pod_backend_is_judged() {
+    require_root!();
+    let lab = Lab::up(&LabOptions {
+        nodes: 2,
+        ..LabOptions::isolated("atk-svc-host")
+    })
+    .expect("lab up");
+    for name in ["open", "shut", "web"] {
+        lab.add_pod_with(&PodSpec::new("x", name).label("app", name).on_node(1))
+            .unwrap();
+    }
+    // shut: no egress at all; web: egress to the outside host's network on port 80 only.
+    lab.apply_yaml(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: shut, namespace: x}\n\
+         spec: {podSelector: {matchLabels: {app: shut}}, policyTypes: [Egress]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: web, namespace: x}\n\
+         spec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Egress]\n  \
+         egress: [{to: [{ipBlock: {cidr: 203.0.113.0/24}}], ports: [{protocol: TCP, port: 80}]}]\n",
+    )
+    .unwrap();
+    let node1 = lab.node(1).unwrap();
+    let node2 = lab.node(2).unwrap();
+    // Host-network servers on both nodes.
+    let serve = |netns: &str, ip: Ipv4Addr| {
+        let listener =
+            in_netns(netns, || std::net::TcpListener::bind((ip, 8080)).unwrap()).unwrap();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = std::io::Write::write_all(&mut stream, b"host\n");
+            }
+        });
+    };
+    serve(&node1.netns, node1.ip);
+    serve(&node2.netns, node2.ip);
+    let services = [
+        (
+            "the node itself",
+            Ipv4Addr::new(10, 96, 201, 1),
+            node1.ip,
+            8080,
+        ),
+        (
+            "the other node",
+            Ipv4Addr::new(10, 96, 201, 2),
+            node2.ip,
+            8080,
+        ),
+        (
+            "the outside",
+            Ipv4Addr::new(10, 96, 201, 3),
+            Ipv4Addr::new(203, 0, 113, 1),
+            80,
+        ),
+    ];
+    for (_, vip, backend, port) in services {
+        let status = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node1.netns,
+                "iptables",
+                "-t",
+                "nat",
+                "-I",
+                "PREROUTING",
+            ])
+            .args([
+                "-d",
+                &vip.to_string(),
+                "-p",
+                "tcp",
+                "--dport",
+                &port.to_string(),
+            ])
+            .args([
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{backend}:{port}"),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let connects = |from: &str, vip: Ipv4Addr, port: u16| {
+        lab.probe_with(
+            &format!("x/{from}"),
+            &weir_tests::lab::ProbeTarget::Ip(vip),
+            &weir_tests::lab::ProbeOptions::new(weir_tests::Proto::Tcp, port)
+                .timeout(Duration::from_millis(1500)),
+        )
+        .unwrap()
+        .connected
+    };
+    let denied_before = common::packets(&lab, "drop_policy_egress");
+    for (what, vip, _, port) in services {
+        assert!(
+            connects("open", vip, port),
+            "a pod without policy cannot reach {what}"
+        );
+        assert!(
+            !connects("shut", vip, port),
+            "a pod with no egress reached {what} through a Service"
+        );
+    }
+    assert!(
+        connects("web", services[2].1, 80),
+        "web's policy admits the outside on 80"
+    );
+    for (what, vip, _, port) in &services[..2] {
+        assert!(
+            !connects("web", *vip, *port),
+            "web reached {what}, which its policy does not admit"
+        );
+    }
+    assert!(
+        common::packets(&lab, "drop_policy_egress") >= denied_before + 5,
+        "the denials were not counted on the pods"
+    );
+}

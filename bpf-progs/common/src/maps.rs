@@ -47,3 +47,5 @@ pub const PROG_FROM_POD: &str = "tc_from_pod";
 pub const PROG_FROM_HOST: &str = "tc_from_host";
 pub const PROG_FROM_TUNNEL: &str = "tc_from_tunnel";
 pub const PROG_FROM_UPLINK: &str = "tc_from_uplink";
+/// The socket filter the agent's iptables rules run (pinned under `progs/` in the pin directory).
+pub const PROG_EGRESS_AFTER_DNAT: &str = "sk_egress_after_dnat";

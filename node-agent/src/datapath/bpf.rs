@@ -17,7 +17,7 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
-        Link as _, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        Link as _, LinkOrder, ProgramError, SchedClassifier, SocketFilter, TcAttachType,
     },
     sys::SyscallError,
     Ebpf, EbpfLoader,
@@ -26,7 +26,8 @@ use tracing::{debug, info};
 use weir_common::{
     maps::{
         CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, HOST_IPS, POLICY_PEERS, POLICY_PORTS,
-        PROG_FROM_HOST, PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK, REMOTES,
+        PROG_EGRESS_AFTER_DNAT, PROG_FROM_HOST, PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK,
+        REMOTES,
     },
     CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey,
     PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
@@ -166,6 +167,11 @@ fn is_tcx_unsupported(err: &ProgramError) -> bool {
     matches!(os_error(err), Some(libc::EINVAL | libc::EOPNOTSUPP | 524))
 }
 
+/// Where the iptables socket filter is pinned, under the datapath's pin directory.
+pub fn egress_after_dnat_pin(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("progs").join(PROG_EGRESS_AFTER_DNAT)
+}
+
 /// Copy every entry of `old` into `ebpf`'s map `name` (as many as fit).
 fn copy_conntrack(
     old: MapData,
@@ -249,6 +255,36 @@ impl BpfDatapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        // The socket filter the node's iptables run, pinned afresh: a rule holds the program it
+        // was made with, so the agent's iptables rules are rewritten after this.
+        let filter: &mut SocketFilter = ebpf
+            .program_mut(PROG_EGRESS_AFTER_DNAT)
+            .ok_or(DatapathError::Program {
+                name: PROG_EGRESS_AFTER_DNAT,
+                source: ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name: PROG_EGRESS_AFTER_DNAT,
+                source,
+            })?;
+        filter.load().map_err(|source| DatapathError::Program {
+            name: PROG_EGRESS_AFTER_DNAT,
+            source,
+        })?;
+        let pinned = egress_after_dnat_pin(pin_dir);
+        if let Some(dir) = pinned.parent() {
+            fs::create_dir_all(dir).map_err(fs_err(dir))?;
+        }
+        match fs::remove_file(&pinned) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fs_err(&pinned)(e)),
+        }
+        filter.pin(&pinned).map_err(|e| DatapathError::Link {
+            path: pinned.display().to_string(),
+            message: e.to_string(),
+        })?;
         let resolved = match attachments.mode {
             AttachMode::Auto => None,
             mode => {

@@ -6,7 +6,7 @@ pub mod fake;
 
 use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr};
 
-pub use bpf::{attached_interfaces, detach_clsact, BpfDatapath};
+pub use bpf::{attached_interfaces, detach_clsact, egress_after_dnat_pin, BpfDatapath};
 use weir_common::{CounterKey, CounterValue, EndpointInfo};
 
 #[derive(Debug, thiserror::Error)]
