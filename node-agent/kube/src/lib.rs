@@ -220,6 +220,55 @@ impl KubeSource {
     }
 }
 
+/// Retries of a failed watch: 100 ms, doubling to at most [`RETRY_MAX`], each with up to half of
+/// itself added at random (so nodes do not retry in step), and back to 100 ms once a watch works.
+/// The cap is short on purpose: once the API server is back, every node picks up the changes made
+/// meanwhile within about a second (kube-runtime's default grows to 30 s).
+#[derive(Clone, Debug)]
+pub struct RetryBackoff {
+    next: Duration,
+    jitter: u64,
+}
+
+/// The longest wait between two retries of a failed watch.
+pub const RETRY_MAX: Duration = Duration::from_millis(1000);
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        // Seeded per process: nodes start at different times, so they draw different jitter.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.subsec_nanos() as u64 | 1);
+        Self {
+            next: RETRY_FIRST,
+            jitter: seed,
+        }
+    }
+}
+
+impl Iterator for RetryBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // xorshift: good enough to spread retries.
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let base = self.next;
+        self.next = (self.next * 2).min(RETRY_MAX);
+        let spread = base.as_millis() as u64 / 2;
+        let extra = if spread == 0 { 0 } else { self.jitter % spread };
+        Some((base + Duration::from_millis(extra)).min(RETRY_MAX))
+    }
+}
+
+impl kube::runtime::utils::Backoff for RetryBackoff {
+    fn reset(&mut self) {
+        self.next = RETRY_FIRST;
+    }
+}
+
 fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHandle {
     let api: Api<K> = Api::all(client.clone());
     let shared = Arc::clone(shared);
@@ -227,7 +276,7 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
         // Small list pages: a relist of a big cluster holds one page of untrimmed objects at a
         // time, not 500.
         let stream = watcher(api, watcher::Config::default().page_size(100))
-            .default_backoff()
+            .backoff(RetryBackoff::default())
             .modify(K::trim);
         let mut stream = std::pin::pin!(stream);
         let mut failing = false;
@@ -254,4 +303,26 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
         }
     })
     .abort_handle()
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::utils::Backoff;
+
+    use super::*;
+
+    #[test]
+    fn retries_start_short_double_stay_under_a_second_and_reset() {
+        let mut backoff = RetryBackoff::default();
+        let waits: Vec<Duration> = backoff.by_ref().take(8).collect();
+        assert!(
+            waits[0] >= RETRY_FIRST && waits[0] < RETRY_FIRST * 2,
+            "{waits:?}"
+        );
+        assert!(waits[2] >= RETRY_FIRST * 4, "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= RETRY_MAX), "{waits:?}");
+        assert_eq!(*waits.last().unwrap(), RETRY_MAX, "{waits:?}");
+        backoff.reset();
+        assert!(backoff.next().unwrap() < RETRY_FIRST * 2);
+    }
 }

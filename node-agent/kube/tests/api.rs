@@ -182,21 +182,30 @@ async fn an_outage_keeps_the_last_state_and_the_source_catches_up_after_it() {
     let (source, api) = synced_source(seed).await;
     let before = source.snapshot();
     api.set_outage(true);
-    // Watches fail and are retried with backoff meanwhile.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Watches fail and are retried with backoff meanwhile (long enough for a 30 s-capped
+    // backoff to have grown past several seconds).
+    tokio::time::sleep(Duration::from_millis(12_000)).await;
     let during = source.snapshot();
     assert_eq!(during.generation, before.generation);
     assert_eq!(policy_names(&during.cluster), ["x/p1", "x/p2"]);
     assert_eq!(pod_names(&during.cluster), ["x/a", "x/b"]);
     assert!(source.is_synced());
     let failed = api.requests().len();
-    // A change made during the outage arrives once the API is back.
+    // A change made during the outage arrives once the API is back, promptly: failed watches
+    // retry at least once a second (kube-runtime's default backoff would wait up to 30 s).
     api.delete(policy("p1", "a"));
     api.set_outage(false);
+    let back = std::time::Instant::now();
     until(&source, "the change made during the outage", |c| {
         policy_names(c) == ["x/p2"]
     })
     .await;
+    let caught_up = back.elapsed();
+    println!("caught up {caught_up:?} after the outage ended");
+    assert!(
+        caught_up < Duration::from_secs(2),
+        "the change made during the outage took {caught_up:?} to arrive"
+    );
     assert!(api.requests().len() > failed);
 }
 
