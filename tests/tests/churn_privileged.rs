@@ -77,7 +77,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn churn_with_kills_leaves_nothing_behind_and_every_live_pod_whole() {
     require_root!();
     let ops = env_u64("WEIR_CHURN_OPS", 400);
-    let mut rng = Rng(env_u64("WEIR_CHURN_SEED", 0x5eed_0f_c0ffee) | 1);
+    let mut rng = Rng(env_u64("WEIR_CHURN_SEED", 0x5eed_0fc0_ffee) | 1);
     let lab = Lab::up(&LabOptions::isolated("churn")).expect("lab up");
     let node = lab.node(1).unwrap();
 
