@@ -45,6 +45,12 @@ if ! command -v bpf-linker >/dev/null || ! bpf-linker --version >/dev/null 2>&1;
     cargo install bpf-linker --locked --version 0.13.0 --no-default-features --features llvm-22
 fi
 
+# cargo-fuzz: the fuzz targets in fuzz/ (built with this toolchain and RUSTC_BOOTSTRAP=1).
+if ! command -v cargo-fuzz >/dev/null; then
+  log "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi
+
 # bpffs: pinned maps and links are what keep pods working while the agent restarts.
 if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
   log "mounting bpffs at /sys/fs/bpf"

@@ -25,6 +25,15 @@ step "tests"
 # --no-fail-fast: one run reports every failing test binary, not just the first.
 cargo test --workspace --locked --no-fail-fast -- --test-threads=2
 
+step "fuzzing (45 s a target, from the committed corpus)"
+# New inputs go to a scratch directory; a crash fails the step and is kept under fuzz/artifacts.
+for target in cni_config policy_compile; do
+  scratch=$(mktemp -d)
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$scratch" "corpus/$target" -- \
+     -max_total_time=45 -timeout=10 -print_final_stats=1)
+  rm -rf "$scratch"
+done
+
 step "real cluster smoke (scripts/cluster.sh smoke)"
 # Kubernetes from its Go modules, Weir installed from install/weir.yaml, two pods talk, a policy
 # denies, down. The full upstream suite is `scripts/cluster.sh e2e` (README: the real cluster).
