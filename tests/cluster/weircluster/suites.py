@@ -431,8 +431,39 @@ def node_weir_traces(node: config.Node) -> list[str]:
     return found
 
 
+def egress_to_the_api_server(checks: Checks) -> None:
+    """The `kubernetes` Service's backend is the API server on the control-plane node (host
+    network): a pod with no egress must not reach it, a pod without policy must."""
+    ns = "weir-api-egress"
+    deny_egress = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: no-egress
+spec:
+  podSelector: {matchLabels: {app: shut}}
+  policyTypes: [Egress]
+"""
+
+    def run_check() -> None:
+        delete_namespace(ns)
+        kubectl("create", "namespace", ns)
+        apply(deny_egress, ns)
+        for name in ("open", "shut"):
+            for node in node_names():
+                apply(pod_yaml(f"{name}-{node}", {"app": name}, ["pause"], node=node), ns)
+        wait_pods_ready(ns)
+        api = f"{config.KUBERNETES_SERVICE_IP}:443"
+        for node in node_names():
+            expect(connects(ns, f"open-{node}", api), f"a pod without policy on {node} cannot reach {api}")
+            expect(not connects(ns, f"shut-{node}", api), f"a pod with no egress on {node} reached the API server at {api}")
+
+    checks.check("egress through the kubernetes Service (a host-network backend) is judged", run_check)
+    delete_namespace(ns)
+
+
 def cluster_checks() -> Tally:
     checks = Checks()
+    egress_to_the_api_server(checks)
     seed_scenario(checks)
     probes_to_isolated_pods(checks)
     pod_recreated_same_name(checks)
