@@ -1,25 +1,34 @@
-//! Weir's eBPF datapath. Entry points only; the logic lives in the modules below.
+//! Weir's eBPF datapath: the entry points, one module each, over small libraries.
 //!
 //! Every packet a pod receives was put on its veth by one of these programs (a redirect after
 //! ingress policy), so the veth's egress needs no program: one attach per pod, which halves what
 //! CNI ADD waits for the kernel.
 //!
-//! Four tc programs, named by where the packet comes from:
-//! - `tc_from_pod`: tcx ingress of each pod's host-side veth. Answers ARP for the gateway, drops
-//!   spoofed packets, delivers pod → local pod straight to the destination veth, and hands the rest
-//!   to the host stack (node, Services, other nodes, the outside world).
-//! - `tc_from_host`: tcx egress of `weir0`, the device the node routes every pod CIDR to (its own
-//!   and each other node's). It delivers host-stack traffic (node → pod, forwarded and Service
-//!   traffic) to the right veth, or sends it on to the pod's node, so the node needs one route per
-//!   node instead of one per pod.
-//! - `tc_from_tunnel`: tcx ingress of `weir-vxlan` (VXLAN routing only): traffic from other nodes'
-//!   pods, delivered straight to the local pod's veth.
-//! - `tc_from_uplink`: tcx ingress of the node's uplink (native routing only): the same for other
-//!   nodes' pods' packets arriving on the shared segment; everything else passes untouched.
+//! Attach points (a module each):
+//! - [`from_pod`] — `tc_from_pod`, ingress of each pod's host-side veth: everything a pod sends.
+//! - [`from_host`] — `tc_from_host`, egress of `weir0`, where the node routes every pod CIDR:
+//!   host-stack traffic for local pods and for other nodes' pods.
+//! - [`from_tunnel`] — `tc_from_tunnel`, ingress of `weir-vxlan` (VXLAN routing).
+//! - [`from_uplink`] — `tc_from_uplink`, ingress of the uplink (native routing).
+//! - [`after_dnat`] — `sk_egress_after_dnat`, a socket filter the agent's iptables run: pods'
+//!   Service traffic whose backend is not a pod.
 //!
-//! And one socket filter, run by the agent's iptables rules (`-m bpf`, pinned):
-//! - `sk_egress_after_dnat`: a pod's egress policy on its Service traffic whose backend is not a
-//!   pod (the node, another node, the outside), after DNAT and before masquerading.
+//! Libraries: [`node`] (what the node knows), [`flow`] (a packet's 5-tuple), [`ct`] (connection
+//! tracking), [`policy`] (the verdict of a new flow), [`forward`] (sending on), [`to_pod`] (another
+//! node's packet for a local pod), [`arp`], [`packet`], [`counters`], [`verdict`], [`maps`].
+//!
+//! Where policy is judged, so that it always sees the real peers and ports:
+//! - pod → local pod, pod IP to pod IP: at the sender's veth, egress and ingress both; the packet
+//!   is then redirected straight to the receiver's veth.
+//! - pod → another node's pod: egress at the sender's veth, which sends it straight to that node;
+//!   ingress on the receiving node, from the host stack, the uplink or the tunnel.
+//! - pod → Service ClusterIP: deferred (the host stack has yet to DNAT it) and judged where the
+//!   flow leaves for its real backend: at `weir0` for a pod backend, by the socket filter for any
+//!   other.
+//! - pod → anything else (the node, the outside): egress at the sender's veth.
+//! - host stack → local pod: ingress at `weir0`; the node's own addresses are always allowed.
+//! Replies of a tracked flow pass both ways; a forward packet judged under an older policy epoch is
+//! judged again, so a policy change applies to flows that are already open.
 #![no_std]
 #![no_main]
 #![deny(warnings)]
@@ -29,10 +38,17 @@ mod arp;
 mod counters;
 mod ct;
 mod flow;
+mod forward;
+mod from_host;
+mod from_pod;
+mod from_tunnel;
+mod from_uplink;
 mod maps;
+mod node;
 mod packet;
 mod policy;
-mod route;
+mod to_pod;
+mod verdict;
 
 use aya_ebpf::{
     macros::{classifier, socket_filter},
@@ -41,22 +57,22 @@ use aya_ebpf::{
 
 #[classifier]
 pub fn tc_from_pod(ctx: TcContext) -> i32 {
-    route::from_pod(&ctx)
+    from_pod::from_pod(&ctx)
 }
 
 #[classifier]
 pub fn tc_from_host(ctx: TcContext) -> i32 {
-    route::from_host(&ctx)
+    from_host::from_host(&ctx)
 }
 
 #[classifier]
 pub fn tc_from_tunnel(ctx: TcContext) -> i32 {
-    route::from_other_node(&ctx, false)
+    from_tunnel::from_tunnel(&ctx)
 }
 
 #[classifier]
 pub fn tc_from_uplink(ctx: TcContext) -> i32 {
-    route::from_other_node(&ctx, true)
+    from_uplink::from_uplink(&ctx)
 }
 
 #[socket_filter]

@@ -1,5 +1,7 @@
-//! Every map the programs use. Names come from `weir_common::maps` (they are the pin file names), so
-//! user space and kernel space cannot drift apart.
+//! Every map the programs use. Names come from `weir_common::maps` (they are the pin file names),
+//! and so do their kinds (`weir_common::maps::MAP_KINDS`, which user space opens them by): a map
+//! declared here as another kind than listed there is a bug the agent's tests catch when they open
+//! the pins.
 
 use aya_ebpf::{
     macros::map,

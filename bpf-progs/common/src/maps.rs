@@ -42,6 +42,36 @@ pub const HOST_IPS_MAX: u32 = 65_536;
 pub const REMOTES: &str = "WEIR_REMOTES";
 pub const REMOTES_MAX: u32 = 16_384;
 
+/// The kind of each map: the programs declare them so (`bpf-progs/src/maps.rs`), and user space
+/// opens a pinned map as the kind named here, never by assumption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Hash,
+    Array,
+    LruHash,
+    LruPerCpuHash,
+    LpmTrie,
+}
+
+/// Every map and its kind.
+pub const MAP_KINDS: &[(&str, MapKind)] = &[
+    (ENDPOINTS, MapKind::Hash),
+    (CONFIG, MapKind::Array),
+    (COUNTERS, MapKind::LruPerCpuHash),
+    (POLICY_PEERS, MapKind::LpmTrie),
+    (POLICY_PORTS, MapKind::LpmTrie),
+    (CT_TCP, MapKind::LruHash),
+    (CT_ANY, MapKind::LruHash),
+    (FRAGS, MapKind::LruHash),
+    (HOST_IPS, MapKind::Hash),
+    (REMOTES, MapKind::LpmTrie),
+];
+
+/// The kind of map `name` (one of this module's names).
+pub fn kind_of(name: &str) -> Option<MapKind> {
+    MAP_KINDS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+}
+
 /// Program names (the function names in bpf-progs).
 pub const PROG_FROM_POD: &str = "tc_from_pod";
 pub const PROG_FROM_HOST: &str = "tc_from_host";

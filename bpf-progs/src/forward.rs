@@ -1,0 +1,128 @@
+//! Sending an allowed packet on: to a local pod's veth, to another node (natively or through the
+//! tunnel), or up the host stack.
+
+use aya_ebpf::{
+    bindings::{bpf_redir_neigh, bpf_tunnel_key, BPF_F_DONT_FRAGMENT},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_skb_set_tunnel_key},
+    programs::TcContext,
+};
+use weir_common::{
+    config::{NODE_F_VXLAN, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC},
+    counters::{DIR_FROM_POD, DIR_TO_POD},
+    EndpointInfo, NodeConfig, Reason, RemoteNode,
+};
+
+use crate::{
+    counters::count,
+    node::remote_node,
+    packet::{self, EthIpv4},
+    verdict::{drop_with, PASS},
+};
+
+const AF_INET: u32 = 2;
+/// The outer TTL of tunnelled packets (the kernel's default IP TTL).
+const TUNNEL_TTL: u8 = 64;
+
+/// Send a packet to another node: into the VXLAN tunnel to it, or straight out of the uplink to it
+/// (native routing, on a shared L2: the kernel resolves the node's MAC). Returns the tc verdict.
+#[inline(always)]
+pub fn forward_remote(
+    ctx: &TcContext,
+    cfg: &NodeConfig,
+    remote: &RemoteNode,
+) -> Result<i32, Reason> {
+    if cfg.flags & NODE_F_VXLAN != 0 {
+        // The far end's stack takes frames to TUNNEL_DEV_MAC as its own (see weir_common::config).
+        packet::set_macs(ctx, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC).ok_or(Reason::DropMalformed)?;
+        // SAFETY: a plain-data kernel struct for which all zeroes is valid.
+        let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+        key.tunnel_id = cfg.vni;
+        key.__bindgen_anon_1.remote_ipv4 = u32::from_be(remote.node_ip_be);
+        key.tunnel_ttl = TUNNEL_TTL;
+        // SAFETY: `skb` is the valid context pointer; `key` lives on the stack for the call and
+        // `size` is its full size. DF on the outer header: the pod MTU leaves room for VXLAN, so
+        // an oversized packet is a misconfiguration to report (ICMP), not to fragment.
+        let rc = unsafe {
+            bpf_skb_set_tunnel_key(
+                ctx.skb.skb,
+                &mut key,
+                core::mem::size_of::<bpf_tunnel_key>() as u32,
+                u64::from(BPF_F_DONT_FRAGMENT),
+            )
+        };
+        if rc != 0 {
+            return Err(Reason::DropNoRoute);
+        }
+        // SAFETY: plain helper call.
+        return Ok(unsafe { bpf_redirect(cfg.tunnel_ifindex, 0) } as i32);
+    }
+    // SAFETY: as above.
+    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+    nh.nh_family = AF_INET;
+    nh.__bindgen_anon_1.ipv4_nh = remote.node_ip_be;
+    // SAFETY: `nh` lives on the stack for the call and its size is passed with it.
+    Ok(unsafe {
+        bpf_redirect_neigh(
+            cfg.uplink_ifindex,
+            &mut nh,
+            core::mem::size_of::<bpf_redir_neigh>() as i32,
+            0,
+        )
+    } as i32)
+}
+
+/// Send an allowed packet on: straight to a local pod's veth, straight to another node for its
+/// pods, or to the host stack (the node, the outside, and replies whose flow came through it).
+#[inline(always)]
+pub fn deliver(
+    ctx: &TcContext,
+    ifindex: u32,
+    hdr: &EthIpv4,
+    peer: Option<&EndpointInfo>,
+    via_host: bool,
+    cfg: &NodeConfig,
+) -> i32 {
+    // A router decrements TTL; when it would expire, let the host stack send the ICMP error.
+    if via_host || hdr.ttl <= 1 {
+        count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardHost);
+        return PASS;
+    }
+    if let Some(peer) = peer {
+        if decrement_ttl(ctx, hdr).is_some()
+            && packet::set_macs(ctx, peer.pod_mac, peer.host_mac).is_some()
+        {
+            count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardLocal);
+            count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::Deliver);
+            // SAFETY: plain helper call; the target is a veth whose egress delivers to the pod.
+            return unsafe { bpf_redirect(peer.host_ifindex, 0) } as i32;
+        }
+    } else if let Some(remote) = remote_node(hdr.daddr) {
+        if decrement_ttl(ctx, hdr).is_none() {
+            return drop_with(ctx, ifindex, DIR_FROM_POD, Reason::DropMalformed);
+        }
+        return match forward_remote(ctx, cfg, &remote) {
+            Ok(verdict) => {
+                count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardRemote);
+                verdict
+            }
+            Err(reason) => drop_with(ctx, ifindex, DIR_FROM_POD, reason),
+        };
+    }
+    count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardHost);
+    PASS
+}
+
+/// Decrement the IPv4 TTL and patch the header checksum incrementally (RFC 1624).
+#[inline(always)]
+pub fn decrement_ttl(ctx: &TcContext, hdr: &EthIpv4) -> Option<()> {
+    let csum = u16::from_be_bytes(hdr.check);
+    // TTL is the high byte of its 16-bit word, so the word drops by 0x0100 and the checksum rises by it.
+    let sum = u32::from(csum) + 0x0100;
+    let csum = ((sum & 0xffff) + (sum >> 16)) as u16;
+    let [hi, lo] = csum.to_be_bytes();
+    packet::store(
+        ctx,
+        packet::OFF_IP_TTL,
+        &[hdr.ttl - 1, hdr.protocol, hi, lo],
+    )
+}

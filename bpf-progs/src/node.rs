@@ -1,0 +1,46 @@
+//! What this node knows, as the datapath reads it: its settings, its endpoints, the other nodes,
+//! its own addresses.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use weir_common::{EndpointInfo, EndpointKey, NodeConfig, RemoteKey, RemoteNode};
+
+use crate::maps::{CONFIG, ENDPOINTS, HOST_IPS, REMOTES};
+
+#[inline(always)]
+pub fn endpoint(ip_be: u32) -> Option<EndpointInfo> {
+    // SAFETY: copied out at once; the agent replaces whole values, never writes into them in place.
+    unsafe { ENDPOINTS.get(&EndpointKey { ip_be }) }.copied()
+}
+
+#[inline(always)]
+pub fn config() -> NodeConfig {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// The other node that hosts `ip`, if any.
+#[inline(always)]
+pub fn remote_node(ip: [u8; 4]) -> Option<RemoteNode> {
+    REMOTES.get(&Key::new(32, RemoteKey { ip })).copied()
+}
+
+/// Is `ip_be` another node's own address (its /32 entry in `WEIR_REMOTES`, VXLAN routing)?
+#[inline(always)]
+pub fn is_node_address(ip_be: u32) -> bool {
+    remote_node(ip_be.to_ne_bytes()).is_some_and(|r| r.node_ip_be == ip_be)
+}
+
+#[inline(always)]
+pub fn is_host_ip(ip_be: u32) -> bool {
+    // SAFETY: presence check only.
+    unsafe { HOST_IPS.get(&EndpointKey { ip_be }) }.is_some()
+}
+
+/// Is `addr` (wire bytes) inside `net_be/len`? A zero length means "no such range".
+#[inline(always)]
+pub fn in_prefix(addr: [u8; 4], net_be: u32, len: u32) -> bool {
+    if len == 0 || len > 32 {
+        return false;
+    }
+    let mask = u32::MAX << (32 - len);
+    u32::from_be_bytes(addr) & mask == u32::from_be(net_be) & mask
+}

@@ -1,0 +1,54 @@
+//! Another node's packet for a local pod (from the tunnel or the uplink): judged by the pod's
+//! ingress policy and delivered straight to its veth, skipping the host stack both ways (the pod's
+//! replies go straight back from `tc_from_pod`). Replies of flows that crossed the host stack here
+//! (which must undo a DNAT) and ICMP errors about them go up the host stack instead.
+
+use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
+use weir_common::{counters::DIR_TO_POD, endpoint::ENDPOINT_F_READY, EndpointInfo, Reason};
+
+use crate::{
+    counters::count,
+    ct::{self, known, Known},
+    flow,
+    node::config,
+    packet::{self, EthIpv4},
+    policy,
+    verdict::{deny, drop_with, PASS},
+};
+
+/// Deliver `hdr`'s packet from another node to local pod `peer`.
+#[inline(always)]
+pub fn deliver(ctx: &TcContext, hdr: &EthIpv4, peer: &EndpointInfo) -> i32 {
+    let peer = *peer;
+    let hdr = *hdr;
+    if peer.flags & ENDPOINT_F_READY == 0 {
+        return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropNoEndpoint);
+    }
+    let flow = match flow::parse(ctx, &hdr) {
+        Ok(flow) => flow,
+        Err(reason) => return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, reason),
+    };
+    let cfg = config();
+    let now = ct::now();
+    match known(&flow, &cfg, now) {
+        Known::Current => {}
+        // Up the host stack, which translates them back if their flow was NATed, then hands
+        // them to `from_host`.
+        Known::ReplyViaHost | Known::Related => {
+            count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::ForwardHost);
+            return PASS;
+        }
+        Known::Unknown => {
+            if let Err(reason) = policy::judge(&flow.key, None, Some(&peer)) {
+                return deny(ctx, reason, None, Some(&peer));
+            }
+            ct::open(&flow.key, 0, cfg.policy_epoch, now);
+        }
+    }
+    if packet::set_macs(ctx, peer.pod_mac, peer.host_mac).is_none() {
+        return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
+    }
+    count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::FromRemote);
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(peer.host_ifindex, 0) as i32 }
+}
