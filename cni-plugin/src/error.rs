@@ -11,7 +11,9 @@ use std::{error::Error as _, io, path::PathBuf};
 use serde_json::json;
 use weir_agent_api::ClientError;
 
-use crate::{ipam::IpamError, netlink::NetlinkError, types::CniVersion};
+use weir_netlink::NetlinkError;
+
+use crate::{ipam::IpamError, types::CniVersion};
 
 /// The numeric codes this plugin returns.
 pub mod codes {

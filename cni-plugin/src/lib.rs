@@ -8,7 +8,7 @@
 //! is down, DELs are spooled for it to replay at start-up.
 //!
 //! Layout: [`skel`] turns `CNI_*` and stdin into a [`skel::Command`]; one module per verb under
-//! [`cmd`]; [`netlink`] is the only code that speaks rtnetlink or enters namespaces; [`types`] holds
+//! [`cmd`]; the kernel is reached through `weir-netlink` (Weir's one netlink vocabulary, shared with the agent); [`types`] holds
 //! the configuration and the per-version result formats; [`error`] maps failures to spec codes.
 //! [`execute`] ties them together and is what the binary runs.
 
@@ -24,7 +24,6 @@ pub mod cmd;
 pub mod error;
 pub mod ipam;
 mod logging;
-pub mod netlink;
 pub mod skel;
 pub mod types;
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The netlink vocabulary against a real kernel, inside throwaway namespaces: a "node" namespace
+//! Weir's netlink vocabulary (`weir-netlink`), driven as the plugin drives it, against a real kernel, inside throwaway namespaces: a "node" namespace
 //! whose thread runs the calls, and a "pod" namespace that receives the veth peer. Results are
 //! checked with `ip -j`. Skipped (loudly) when not root.
 
@@ -9,7 +9,7 @@ use std::{net::Ipv4Addr, path::Path};
 
 use common::{has_flag, in_netns, privileged, TestNetns};
 use ipnet::Ipv4Net;
-use weir_cni::netlink::{NetlinkError, Netns, RouteV4, Runtime};
+use weir_netlink::{blocking::Runtime, LinkUpdate, NetlinkError, Netns, RouteV4};
 
 const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
@@ -26,27 +26,30 @@ fn veth_is_created_with_its_peer_inside_the_pod_netns_and_configured_there() {
         let pod_ns = Netns::open(&pod_path).unwrap();
         let rt = Runtime::new().unwrap();
         let host = rt.connect().unwrap();
-        host.create_veth_into_netns("weirtest0", "eth0", &pod_ns, 1400)
+        host.run(|nl| nl.create_veth_into_netns("weirtest0", "eth0", &pod_ns, 1400))
             .unwrap();
-        let host_link = host.link_by_name("weirtest0").unwrap().unwrap();
+        let host_link = host
+            .run(|nl| nl.link_by_name("weirtest0"))
+            .unwrap()
+            .unwrap();
         assert!(host_link.up, "host end is up");
         assert!(host_link.is_veth());
         assert_eq!(host_link.mtu, Some(1400));
         assert!(host_link.mac.is_some());
         assert_eq!(
-            host.link_by_name("eth0").unwrap(),
+            host.run(|nl| nl.link_by_name("eth0")).unwrap(),
             None,
             "the peer never shows up on the node"
         );
 
         let inside = rt.connect_in(&pod_ns).unwrap();
-        inside.set_up_by_name("lo").unwrap();
-        let pod_link = inside.link_by_name("eth0").unwrap().unwrap();
+        inside.run(|nl| nl.set_up_by_name("lo")).unwrap();
+        let pod_link = inside.run(|nl| nl.link_by_name("eth0")).unwrap().unwrap();
         assert!(!pod_link.up, "pod end is created down");
-        inside.set_up(pod_link.index).unwrap();
+        inside.run(|nl| nl.set_up(pod_link.index)).unwrap();
         assert_eq!(pod_link.mtu, Some(1400));
         let addr: Ipv4Net = "10.244.1.5/32".parse().unwrap();
-        inside.add_addr(pod_link.index, addr).unwrap();
+        inside.run(|nl| nl.add_addr(pod_link.index, addr)).unwrap();
         let on_link = RouteV4 {
             dst: Ipv4Net::from(GW),
             gateway: None,
@@ -59,15 +62,21 @@ fn veth_is_created_with_its_peer_inside_the_pod_netns_and_configured_there() {
             oif: Some(pod_link.index),
             link_scope: false,
         };
-        inside.add_route(&on_link).unwrap();
-        inside.add_route(&default).unwrap();
+        inside.run(|nl| nl.add_route(&on_link)).unwrap();
+        inside.run(|nl| nl.add_route(&default)).unwrap();
 
-        assert_eq!(inside.addrs(pod_link.index).unwrap(), vec![addr]);
-        let routes = inside.routes().unwrap();
+        assert_eq!(
+            inside.run(|nl| nl.addrs(pod_link.index)).unwrap(),
+            vec![addr]
+        );
+        let routes = inside.run(|nl| nl.routes()).unwrap();
         assert!(routes.contains(&on_link), "{routes:?}");
         assert!(routes.contains(&default), "{routes:?}");
         assert_eq!(
-            inside.default_route_mtu().unwrap(),
+            inside
+                .run(|nl| nl.default_route_link())
+                .unwrap()
+                .and_then(|l| l.mtu),
             Some(1400),
             "the default route's device MTU"
         );
@@ -111,9 +120,9 @@ fn veth_is_created_with_its_peer_inside_the_pod_netns_and_configured_there() {
     in_netns(&node, || {
         let rt = Runtime::new().unwrap();
         let host = rt.connect().unwrap();
-        assert!(host.del_link("weirtest0").unwrap());
-        assert!(!host.del_link("weirtest0").unwrap());
-        assert_eq!(host.link_by_name("weirtest0").unwrap(), None);
+        assert!(host.run(|nl| nl.del_link("weirtest0")).unwrap());
+        assert!(!host.run(|nl| nl.del_link("weirtest0")).unwrap());
+        assert_eq!(host.run(|nl| nl.link_by_name("weirtest0")).unwrap(), None);
     });
     assert!(node.link("weirtest0").is_none());
     assert!(pod.link("eth0").is_none());
@@ -131,33 +140,40 @@ fn existing_names_are_reported_as_eexist_and_missing_links_as_none() {
         let pod_ns = Netns::open(&pod_path).unwrap();
         let rt = Runtime::new().unwrap();
         let host = rt.connect().unwrap();
-        assert_eq!(host.link_by_name("weirnothere").unwrap(), None);
-        assert_eq!(host.link_by_index(999_999).unwrap(), None);
-        host.create_veth_into_netns("weirtest1", "eth0", &pod_ns, 1500)
+        assert_eq!(host.run(|nl| nl.link_by_name("weirnothere")).unwrap(), None);
+        assert_eq!(host.run(|nl| nl.link_by_index(999_999)).unwrap(), None);
+        host.run(|nl| nl.create_veth_into_netns("weirtest1", "eth0", &pod_ns, 1500))
             .unwrap();
 
         // Same host name.
         let err = host
-            .create_veth_into_netns("weirtest1", "eth1", &pod_ns, 1500)
+            .run(|nl| nl.create_veth_into_netns("weirtest1", "eth1", &pod_ns, 1500))
             .unwrap_err();
         assert!(err.is_exists(), "{err:?}");
         // Same pod name, other host name.
         let err = host
-            .create_veth_into_netns("weirtest2", "eth0", &pod_ns, 1500)
+            .run(|nl| nl.create_veth_into_netns("weirtest2", "eth0", &pod_ns, 1500))
             .unwrap_err();
         assert!(err.is_exists(), "{err:?}");
         assert_eq!(
-            host.link_by_name("weirtest2").unwrap(),
+            host.run(|nl| nl.link_by_name("weirtest2")).unwrap(),
             None,
             "a failed create leaves nothing"
         );
         // An address twice.
         let inside = rt.connect_in(&pod_ns).unwrap();
-        let index = inside.link_by_name("eth0").unwrap().unwrap().index;
+        let index = inside
+            .run(|nl| nl.link_by_name("eth0"))
+            .unwrap()
+            .unwrap()
+            .index;
         let addr: Ipv4Net = "10.0.0.2/32".parse().unwrap();
-        inside.add_addr(index, addr).unwrap();
-        assert!(inside.add_addr(index, addr).unwrap_err().is_exists());
-        let links = host.links().unwrap();
+        inside.run(|nl| nl.add_addr(index, addr)).unwrap();
+        assert!(inside
+            .run(|nl| nl.add_addr(index, addr))
+            .unwrap_err()
+            .is_exists());
+        let links = host.run(|nl| nl.links()).unwrap();
         assert!(links.iter().any(|l| l.name == "weirtest1" && l.is_veth()));
         assert!(links.iter().any(|l| l.name == "lo" && !l.is_veth()));
     });
@@ -176,23 +192,34 @@ fn default_route_mtu_follows_the_device_of_the_default_route() {
         let rt = Runtime::new().unwrap();
         let host = rt.connect().unwrap();
         assert_eq!(
-            host.default_route_mtu().unwrap(),
+            host.run(|nl| nl.default_route_link())
+                .unwrap()
+                .and_then(|l| l.mtu),
             None,
             "no default route yet"
         );
-        host.create_veth_into_netns("uplink0", "peer0", &pod_ns, 1234)
+        host.run(|nl| nl.create_veth_into_netns("uplink0", "peer0", &pod_ns, 1234))
             .unwrap();
-        let index = host.link_by_name("uplink0").unwrap().unwrap().index;
-        host.add_addr(index, "192.0.2.1/24".parse().unwrap())
+        let index = host
+            .run(|nl| nl.link_by_name("uplink0"))
+            .unwrap()
+            .unwrap()
+            .index;
+        host.run(|nl| nl.add_addr(index, "192.0.2.1/24".parse().unwrap()))
             .unwrap();
-        host.add_route(&RouteV4 {
+        let default = RouteV4 {
             dst: Ipv4Net::default(),
             gateway: Some(Ipv4Addr::new(192, 0, 2, 254)),
             oif: Some(index),
             link_scope: false,
-        })
-        .unwrap();
-        assert_eq!(host.default_route_mtu().unwrap(), Some(1234));
+        };
+        host.run(|nl| nl.add_route(&default)).unwrap();
+        assert_eq!(
+            host.run(|nl| nl.default_route_link())
+                .unwrap()
+                .and_then(|l| l.mtu),
+            Some(1234)
+        );
     });
 }
 
@@ -213,4 +240,76 @@ fn netns_open_rejects_missing_paths_files_and_the_own_namespace() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[test]
+fn node_devices_routes_and_managed_neighbours_as_the_agent_makes_them() {
+    if !privileged("node_devices_routes_and_managed_neighbours") {
+        return;
+    }
+    let node = TestNetns::new("node");
+    in_netns(&node, || {
+        let rt = Runtime::new().unwrap();
+        let host = rt.connect().unwrap();
+        // weir0's shape: a veth pair in the node, the host end without ARP, both up.
+        host.run(|nl| nl.create_veth("weirt0", "weirt1", 1450))
+            .unwrap();
+        for (dev, arp) in [("weirt1", true), ("weirt0", false)] {
+            let update = LinkUpdate::up().arp(arp);
+            host.run(|nl| nl.ensure_link(dev, &update)).unwrap();
+        }
+        let update = LinkUpdate::up().mtu(1400);
+        let weir0 = host.run(|nl| nl.ensure_link("weirt0", &update)).unwrap();
+        assert!(weir0.up && weir0.is_veth());
+        assert_eq!(weir0.mtu, Some(1400));
+        assert!(host
+            .run(|nl| nl.create_veth("weirt0", "weirt2", 1450))
+            .unwrap_err()
+            .is_exists());
+
+        // A flow-based VXLAN device with a fixed MAC.
+        let mac = [0x02, 0x77, 0x65, 0x69, 0x72, 0x00];
+        host.run(|nl| nl.create_vxlan("weirtvx", 8472, mac, 1400))
+            .unwrap();
+        let update = LinkUpdate::up().mtu(1400).mac(mac);
+        let vxlan = host.run(|nl| nl.ensure_link("weirtvx", &update)).unwrap();
+        assert_eq!(vxlan.kind.as_deref(), Some("vxlan"));
+        assert_eq!(vxlan.mac, Some(mac));
+        assert!(vxlan.up);
+
+        // Routes to weir0: replace is idempotent, delete reports whether there was one.
+        let route = RouteV4::on_link("10.244.2.0/24".parse().unwrap(), weir0.index);
+        host.run(|nl| nl.replace_route(&route)).unwrap();
+        host.run(|nl| nl.replace_route(&route)).unwrap();
+        let via: Vec<_> = host
+            .run(|nl| nl.routes())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.oif == Some(weir0.index))
+            .collect();
+        assert_eq!(via, vec![route.clone()]);
+        assert!(host.run(|nl| nl.del_route(&route)).unwrap());
+        assert!(!host.run(|nl| nl.del_route(&route)).unwrap());
+
+        // Addresses of every device, loopback's included.
+        host.run(|nl| nl.set_up_by_name("lo")).unwrap();
+        host.run(|nl| nl.add_addr(weir0.index, "192.0.2.10/24".parse().unwrap()))
+            .unwrap();
+        let addresses = host.run(|nl| nl.addresses()).unwrap();
+        assert!(addresses
+            .iter()
+            .any(|a| a.index == weir0.index && a.net.to_string() == "192.0.2.10/24"));
+        assert!(addresses
+            .iter()
+            .any(|a| a.net.addr() == Ipv4Addr::LOCALHOST));
+
+        // A managed neighbour entry, then its removal (twice: the second finds nothing).
+        let peer = Ipv4Addr::new(192, 0, 2, 11);
+        host.run(|nl| nl.replace_managed_neighbour(peer, weir0.index))
+            .unwrap();
+        assert!(host.run(|nl| nl.del_neighbour(peer, weir0.index)).unwrap());
+        assert!(!host.run(|nl| nl.del_neighbour(peer, weir0.index)).unwrap());
+    });
+    let neighbours = node.ip_json(&["-4", "neigh", "show", "dev", "weirt0"]);
+    assert_eq!(neighbours, serde_json::json!([]), "{neighbours}");
 }

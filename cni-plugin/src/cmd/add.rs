@@ -25,6 +25,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use weir_agent_api::{format_mac, Endpoint, Request, Response};
+use weir_netlink::{
+    blocking::{Netlink, Runtime},
+    Netns, RouteV4,
+};
 
 use super::del;
 use crate::{
@@ -32,7 +36,6 @@ use crate::{
     error::CniError,
     host_veth_name,
     ipam::Ipam,
-    netlink::{Netlink, Netns, RouteV4, Runtime},
     skel::{AddArgs, Step},
     types::{defaults, CniResult, Interface, IpConfig, NetConf, Route},
 };
@@ -57,7 +60,10 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
     let host = rt.connect()?;
     let mtu = match conf.mtu {
         Some(mtu) => mtu,
-        None => host.default_route_mtu()?.unwrap_or(defaults::MTU),
+        None => host
+            .run(|nl| nl.default_route_link())?
+            .and_then(|link| link.mtu)
+            .unwrap_or(defaults::MTU),
     };
     let ipam = Ipam::new(&conf.data_dir, &conf.name, conf.pod_cidr, conf.gateway);
     let _lifecycle = ipam.lifecycle_lock(false)?;
@@ -77,7 +83,7 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
     tracing::debug!(%ip, fresh = allocation.fresh, "address reserved");
     fail_after(Step::Ipam)?;
 
-    if let Err(e) = host.create_veth_into_netns(&host_name, &id.ifname, &netns, mtu) {
+    if let Err(e) = host.run(|nl| nl.create_veth_into_netns(&host_name, &id.ifname, &netns, mtu)) {
         return Err(if e.is_exists() {
             explain_exists(&host, &host_name, args)
         } else {
@@ -85,9 +91,11 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
         });
     }
     undo.push("the veth pair", || {
-        host.del_link(&host_name).map(drop).map_err(Into::into)
+        host.run(|nl| nl.del_link(&host_name))
+            .map(drop)
+            .map_err(Into::into)
     });
-    let host_link = host.link_by_name(&host_name)?.ok_or_else(|| {
+    let host_link = host.run(|nl| nl.link_by_name(&host_name))?.ok_or_else(|| {
         CniError::Internal(format!("host veth {host_name} vanished after creation"))
     })?;
     let host_mac = host_link
@@ -159,8 +167,8 @@ fn configure_pod(
     fail_after: &dyn Fn(Step) -> Result<(), CniError>,
 ) -> Result<(u32, [u8; 6]), CniError> {
     let ifname = &args.attachment.ifname;
-    pod.set_up_by_name("lo")?;
-    let link = pod.link_by_name(ifname)?.ok_or_else(|| {
+    pod.run(|nl| nl.set_up_by_name("lo"))?;
+    let link = pod.run(|nl| nl.link_by_name(ifname))?.ok_or_else(|| {
         CniError::Internal(format!(
             "{ifname} is missing in {} right after its creation",
             args.netns.display()
@@ -170,13 +178,13 @@ fn configure_pod(
         .mac
         .ok_or_else(|| CniError::Internal(format!("{ifname} has no MAC address")))?;
     if !link.up {
-        pod.set_up(link.index)?;
+        pod.run(|nl| nl.set_up(link.index))?;
     }
-    pod.add_addr(link.index, host_prefix(ip))?;
+    pod.run(|nl| nl.add_addr(link.index, host_prefix(ip)))?;
     fail_after(Step::Address)?;
 
     for route in pod_routes(conf.gateway, link.index) {
-        pod.add_route(&route)?;
+        pod.run(|nl| nl.add_route(&route))?;
     }
     fail_after(Step::Route)?;
     Ok((link.index, mac))
@@ -222,7 +230,7 @@ fn register(connection: Connection, endpoint: Endpoint) -> Result<(), CniError> 
 
 /// The kernel said EEXIST: say which end is taken.
 fn explain_exists(host: &Netlink<'_>, host_name: &str, args: &AddArgs) -> CniError {
-    match host.link_by_name(host_name) {
+    match host.run(|nl| nl.link_by_name(host_name)) {
         Ok(Some(_)) => CniError::AttachmentExists {
             host: host_name.to_owned(),
             container_id: args.attachment.container_id.clone(),

@@ -12,6 +12,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use weir_agent_api::{format_mac, AttachmentId, Request, Response};
+use weir_netlink::{
+    blocking::{Netlink, Runtime},
+    Link, Netns, RouteV4,
+};
 
 use crate::{
     agent::{describe, timeouts, Agent},
@@ -19,7 +23,6 @@ use crate::{
     error::CniError,
     host_veth_name,
     ipam::Ipam,
-    netlink::{describe_route, Link, Netlink, Netns, RouteV4, Runtime},
     skel::CheckArgs,
     types::{CniResult, NetConf},
 };
@@ -71,14 +74,14 @@ pub fn run(conf: &NetConf, args: &CheckArgs) -> Result<(), CniError> {
     let rt = Runtime::new()?;
     let host = rt.connect()?;
     let host_name = host_veth_name(&id.container_id, &id.ifname);
-    match host.link_by_name(&host_name)? {
+    match host.run(|nl| nl.link_by_name(&host_name))? {
         None => problems.push(format!("host veth {host_name} is missing")),
         Some(link) if !link.up => problems.push(format!("host veth {host_name} is down")),
         Some(_) => {}
     }
 
     let pod = rt.connect_in(&netns)?;
-    match pod.link_by_name(&id.ifname)? {
+    match pod.run(|nl| nl.link_by_name(&id.ifname))? {
         None => problems.push(format!(
             "interface {} is missing in {}",
             id.ifname,
@@ -137,16 +140,17 @@ fn check_pod(
         }
     }
     if let Some(want) = expected.address {
-        if !pod.addrs(link.index)?.contains(&want) {
+        if !pod.run(|nl| nl.addrs(link.index))?.contains(&want) {
             problems.push(format!("address {want} is missing on {ifname}"));
         }
     }
-    let routes = pod.routes()?;
+    let routes = pod.run(|nl| nl.routes())?;
     for want in pod_routes(conf.gateway, link.index) {
         if !routes.iter().any(|have| route_matches(have, &want)) {
             problems.push(format!(
                 "route {} is missing",
-                describe_route(&want).replace(&format!("#{}", link.index), ifname)
+                want.to_string()
+                    .replace(&format!("#{}", link.index), ifname)
             ));
         }
     }

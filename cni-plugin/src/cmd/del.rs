@@ -20,6 +20,7 @@ use std::{
 };
 
 use weir_agent_api::{AttachmentId, Request, Response};
+use weir_netlink::blocking::Runtime;
 
 use crate::{
     agent::{describe, timeouts, Agent},
@@ -27,7 +28,6 @@ use crate::{
     error::CniError,
     host_veth_name,
     ipam::Ipam,
-    netlink::Runtime,
     skel::DelArgs,
     types::NetConf,
 };
@@ -45,10 +45,14 @@ pub fn run(conf: &NetConf, args: &DelArgs) -> Result<(), CniError> {
         Err(e) => errors.push(e),
     }
 
-    let host = host_veth_name(&id.container_id, &id.ifname);
-    match Runtime::new().and_then(|rt| rt.connect().and_then(|nl| nl.del_link(&host))) {
-        Ok(true) => tracing::debug!(host, "deleted the veth pair"),
-        Ok(false) => tracing::debug!(host, "veth pair already gone"),
+    let host_name = host_veth_name(&id.container_id, &id.ifname);
+    let deleted = Runtime::new().and_then(|rt| {
+        rt.connect()
+            .and_then(|host| host.run(|nl| nl.del_link(&host_name)))
+    });
+    match deleted {
+        Ok(true) => tracing::debug!(host = host_name, "deleted the veth pair"),
+        Ok(false) => tracing::debug!(host = host_name, "veth pair already gone"),
         Err(e) => errors.push(e.into()),
     }
 

@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 
 use weir_agent_api::{AttachmentId, Request, Response};
+use weir_netlink::blocking::Runtime;
 
 use crate::{
     agent::{describe, timeouts, Agent},
@@ -23,7 +24,6 @@ use crate::{
     host_veth_name,
     ipam::Ipam,
     is_host_veth_name,
-    netlink::Runtime,
     skel::GcArgs,
     types::NetConf,
 };
@@ -91,11 +91,11 @@ fn delete_stale_veths(
 ) -> Result<(), CniError> {
     let rt = Runtime::new()?;
     let host = rt.connect()?;
-    for link in host.links()? {
+    for link in host.run(|nl| nl.links())? {
         if !is_host_veth_name(&link.name) || !link.is_veth() || valid_veths.contains(&link.name) {
             continue;
         }
-        match host.del_link(&link.name) {
+        match host.run(|nl| nl.del_link(&link.name)) {
             Ok(true) => tracing::info!(host = link.name, "deleted stale veth"),
             Ok(false) => {}
             Err(e) => errors.push(e.into()),

@@ -14,7 +14,7 @@ use std::{
     thread,
 };
 
-use weir_cni::netlink::{Netns, NetnsGuard};
+use weir_netlink::{Netns, NetnsGuard};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
