@@ -1,13 +1,14 @@
 //! The agent's settings and every path it owns, in one place.
+//!
+//! Layer: the bottom of the agent (every layer reads it).
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::{
-    datapath::{AttachMode, Attachments},
-    routing::Routing,
-};
+use weir_agent_api::Routing;
+
+use crate::kernel::datapath::{AttachMode, Attachments};
 
 /// The link-local gateway every pod routes through; answered by eBPF on each host-side veth.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);

@@ -176,8 +176,6 @@ pub enum ParseError {
     Proto(String),
     #[error("{0:?} is not a served port like tcp:3306 (tcp, udp or sctp; port 1-65535)")]
     Serve(String),
-    #[error("{0:?} is not a routing mode: use native or vxlan")]
-    Routing(String),
 }
 
 /// Lowercase letters, digits, '-' and '.', not starting or ending with '-' or '.', at most 253

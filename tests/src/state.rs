@@ -21,7 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    names::{self, PodRef},
+    names::PodRef,
     process::ProcessRef,
     service::{self, ServePort},
 };
@@ -31,36 +31,9 @@ pub const STATE_VERSION: u32 = 1;
 pub const STATE_FILE: &str = "state.json";
 pub const LOCK_FILE: &str = "lock";
 
-/// How pod traffic crosses between nodes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Routing {
-    #[default]
-    Native,
-    Vxlan,
-}
-
-impl Routing {
-    /// The name `--routing` takes (the agent's and the lab's).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Vxlan => "vxlan",
-        }
-    }
-}
-
-impl std::str::FromStr for Routing {
-    type Err = names::ParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "native" => Ok(Self::Native),
-            "vxlan" => Ok(Self::Vxlan),
-            _ => Err(names::ParseError::Routing(s.to_owned())),
-        }
-    }
-}
+/// How pod traffic crosses between nodes: the product's own type (the lab passes it to every
+/// agent as `--routing`).
+pub use weir_agent_api::Routing;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -282,6 +255,7 @@ impl StateLock {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::names;
 
     pub(crate) fn sample_state() -> LabState {
         let id = "0a1b2c".to_owned();

@@ -660,7 +660,7 @@ fn the_conntrack_sweeper_frees_expired_entries() {
         proto: 17,
         _pad: [0; 3],
     };
-    let now = weir_agent::conntrack::monotonic_ns();
+    let now = weir_agent::kernel::conntrack::monotonic_ns();
     let value = |last_seen_ns| CtValue {
         last_seen_ns,
         epoch: 0,
@@ -674,7 +674,7 @@ fn the_conntrack_sweeper_frees_expired_entries() {
         .insert(key(1), value(now - 3_600_000_000_000), 0)
         .unwrap();
     table.insert(key(2), value(now), 0).unwrap();
-    let swept = weir_agent::conntrack::sweep(&pin_dir).unwrap();
+    let swept = weir_agent::kernel::conntrack::sweep(&pin_dir).unwrap();
     let (_, any) = swept.iter().find(|(name, _)| *name == CT_ANY).unwrap();
     assert!(any.removed >= 1, "{swept:?}");
     assert!(

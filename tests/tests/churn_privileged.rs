@@ -296,10 +296,10 @@ fn leaks(lab: &Lab, live: &BTreeMap<usize, Live>) -> Vec<String> {
         run_dir: node.run_dir.clone(),
         bpffs_dir: node.bpffs_dir.clone(),
         cni_log_file: node.cni_log_file.clone(),
-        attach_mode: weir_agent::datapath::AttachMode::Auto,
+        attach_mode: weir_agent::kernel::datapath::AttachMode::Auto,
     };
     let attached: BTreeSet<String> =
-        weir_agent::datapath::attached_interfaces(&paths.attachments())
+        weir_agent::kernel::datapath::attached_interfaces(&paths.attachments())
             .unwrap()
             .into_iter()
             .filter(|i| weir_agent_api::is_host_veth_name(i))

@@ -79,3 +79,31 @@ pub const PROG_FROM_TUNNEL: &str = "tc_from_tunnel";
 pub const PROG_FROM_UPLINK: &str = "tc_from_uplink";
 /// The socket filter the agent's iptables rules run (pinned under `progs/` in the pin directory).
 pub const PROG_EGRESS_AFTER_DNAT: &str = "sk_egress_after_dnat";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_has_one_declared_kind() {
+        let names = [
+            ENDPOINTS,
+            CONFIG,
+            COUNTERS,
+            POLICY_PEERS,
+            POLICY_PORTS,
+            CT_TCP,
+            CT_ANY,
+            FRAGS,
+            HOST_IPS,
+            REMOTES,
+        ];
+        assert_eq!(MAP_KINDS.len(), names.len());
+        for name in names {
+            let declared = MAP_KINDS.iter().filter(|(n, _)| *n == name).count();
+            assert_eq!(declared, 1, "{name}");
+        }
+        assert_eq!(kind_of(COUNTERS), Some(MapKind::LruPerCpuHash));
+        assert_eq!(kind_of("WEIR_NOT_A_MAP"), None);
+    }
+}

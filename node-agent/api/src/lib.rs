@@ -1,4 +1,7 @@
-//! The CNI ↔ agent protocol.
+//! What the agent shares with its clients (the CNI plugin, the lab): the CNI ↔ agent protocol,
+//! the names it derives from an attachment, and the cluster's [`Routing`] mode.
+//!
+//! Layer: the bottom; it imports nothing of Weir's.
 //!
 //! One request per connection on the agent's root-only unix socket: the client writes one JSON
 //! [`Request`] followed by a newline, the agent answers with one JSON [`Response`] and closes. It is
@@ -189,6 +192,50 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
+/// How packets reach other nodes' pods; every node of a cluster uses the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Straight to the other node over a network all nodes share at L2 (kind, most labs).
+    #[default]
+    Native,
+    /// Through a flow-based VXLAN device, for underlays that route between nodes.
+    Vxlan,
+}
+
+impl Routing {
+    /// The name `--routing` takes (the agent's and the lab's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Native => "native",
+            Routing::Vxlan => "vxlan",
+        }
+    }
+}
+
+impl std::fmt::Display for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A routing mode name that is neither `native` nor `vxlan`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown routing mode {0:?} (native or vxlan)")]
+pub struct UnknownRouting(pub String);
+
+impl std::str::FromStr for Routing {
+    type Err = UnknownRouting;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "native" => Ok(Routing::Native),
+            "vxlan" => Ok(Routing::Vxlan),
+            other => Err(UnknownRouting(other.to_owned())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +269,14 @@ mod tests {
             r#"{"op":"del","attachment":{"container_id":"abc","ifname":"eth0"}}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+    }
+
+    #[test]
+    fn routing_modes_parse_their_names_only_and_serialize_as_them() {
+        assert_eq!("vxlan".parse::<Routing>(), Ok(Routing::Vxlan));
+        assert_eq!("native".parse::<Routing>(), Ok(Routing::Native));
+        assert!("VXLAN".parse::<Routing>().is_err());
+        assert_eq!(serde_json::to_string(&Routing::Vxlan).unwrap(), "\"vxlan\"");
+        assert_eq!(Routing::Native.to_string(), "native");
     }
 }

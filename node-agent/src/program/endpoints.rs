@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use weir_agent_api::{parse_mac, AttachmentId, Endpoint};
 use weir_common::{endpoint::ENDPOINT_F_READY, policy::TABLE_FAIL_CLOSED, EndpointInfo};
 
-use crate::datapath::{Datapath, DatapathError, Hook};
+use crate::kernel::datapath::{Datapath, DatapathError, Hook};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
@@ -343,10 +343,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EndpointError> {
     fs::rename(&tmp, path).map_err(store_err(path))
 }
 
+/// The pod (`namespace/name`) behind each host-side interface index, from the endpoint records
+/// in `endpoints_dir`, read without the agent (for `weir-agent counters`).
+pub fn pod_names(endpoints_dir: &Path) -> BTreeMap<u32, String> {
+    let Ok(entries) = fs::read_dir(endpoints_dir) else {
+        return BTreeMap::new();
+    };
+    let mut pods = BTreeMap::new();
+    for entry in entries.flatten() {
+        let record = fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<EndpointRecord>(&b).ok());
+        if let Some(record) = record {
+            let ep = record.endpoint;
+            if let (Some(ns), Some(name)) = (ep.pod_namespace, ep.pod_name) {
+                pods.insert(ep.host_ifindex, format!("{ns}/{name}"));
+            }
+        }
+    }
+    pods
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::fake::FakeDatapath;
+    use crate::kernel::datapath::fake::FakeDatapath;
 
     fn endpoint(container: &str, ip: [u8; 4], veth: &str) -> Endpoint {
         Endpoint {

@@ -1,47 +1,11 @@
 //! Routing between nodes, planned from the model: which prefixes go to which other node. Pure; the
-//! agent writes the plan into `WEIR_REMOTES` and the kernel's routes (see `agent.rs`).
+//! daemon writes the plan into `WEIR_REMOTES` and the kernel's routes (`daemon/routes.rs`).
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
+use weir_agent_api::Routing;
 use weir_policy::model::NodeInfo;
-
-/// How packets reach other nodes' pods.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Routing {
-    /// Straight to the other node over a network all nodes share at L2 (kind, most labs).
-    #[default]
-    Native,
-    /// Through a flow-based VXLAN device, for underlays that route between nodes.
-    Vxlan,
-}
-
-impl Routing {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Routing::Native => "native",
-            Routing::Vxlan => "vxlan",
-        }
-    }
-}
-
-impl fmt::Display for Routing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Routing {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "native" => Ok(Routing::Native),
-            "vxlan" => Ok(Routing::Vxlan),
-            other => Err(format!("unknown routing mode {other:?} (native or vxlan)")),
-        }
-    }
-}
 
 /// What the agent programs for the other nodes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -125,42 +89,6 @@ pub fn plan<'a>(
     }
     plan.kernel_routes.sort();
     plan
-}
-
-/// One `WEIR_REMOTES` entry, as `weir-agent remotes` prints it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct RemoteRow {
-    /// `10.244.2.0/24`.
-    pub prefix: String,
-    pub node_ip: Ipv4Addr,
-}
-
-/// Read the routes to other nodes from the map pinned in `pin_dir`.
-pub fn read_pinned(pin_dir: &std::path::Path) -> anyhow::Result<Vec<RemoteRow>> {
-    use anyhow::Context;
-    use aya::maps::{lpm_trie::LpmTrie, Map, MapData};
-    use weir_common::{maps::REMOTES, RemoteKey, RemoteNode};
-
-    let path = pin_dir.join(REMOTES);
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let map: LpmTrie<_, RemoteKey, RemoteNode> = LpmTrie::try_from(Map::LpmTrie(data))?;
-    let mut rows = Vec::new();
-    for item in map.iter() {
-        let (key, value) = item?;
-        let prefix = Ipv4Net::new(
-            Ipv4Addr::from(key.data().ip),
-            key.prefix_len().min(32) as u8,
-        )?;
-        rows.push((prefix, Ipv4Addr::from(u32::from_be(value.node_ip_be))));
-    }
-    rows.sort();
-    Ok(rows
-        .into_iter()
-        .map(|(prefix, node_ip)| RemoteRow {
-            prefix: prefix.to_string(),
-            node_ip,
-        })
-        .collect())
 }
 
 #[cfg(test)]
@@ -258,12 +186,5 @@ mod tests {
         assert!(plan.entries.is_empty());
         assert_eq!(plan.skipped.len(), 1);
         assert!(plan.skipped[0].contains("allocates from 10.244.1.0/24"));
-    }
-
-    #[test]
-    fn routing_mode_parses_its_names_only() {
-        assert_eq!("vxlan".parse::<Routing>(), Ok(Routing::Vxlan));
-        assert_eq!("native".parse::<Routing>(), Ok(Routing::Native));
-        assert!("VXLAN".parse::<Routing>().is_err());
     }
 }

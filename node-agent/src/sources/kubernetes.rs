@@ -1,5 +1,5 @@
-//! The agent's side of the Kubernetes API source: connecting, waiting for the first full list,
-//! and the Events about what the agent cannot program.
+//! The Kubernetes API source: connecting, waiting for the first full list (`weir-kube` does the
+//! watching), and the Events about what the agent cannot program.
 
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;

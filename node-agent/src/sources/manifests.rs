@@ -1,5 +1,5 @@
-//! Where the agent's Kubernetes objects come from. Standalone: a directory of manifests, re-read
-//! when it changes. (The Kubernetes API source feeds the same [`Cluster`] model.)
+//! A directory of manifests, re-read when it changes: the standalone source of objects (the lab,
+//! the demo). It keeps the same [`Cluster`] model the Kubernetes API source does.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

@@ -1,5 +1,5 @@
-//! NetworkPolicy at the edge: objects from the source go through the pure compiler
-//! (`weir-policy`), and the resulting plan is written into the datapath's maps.
+//! [`PolicyMaps`]: the model goes through the pure compiler (`weir-policy`), and the resulting
+//! plan is written into the datapath's policy maps.
 //!
 //! Order of writes, so that no packet is judged by a half-written policy more permissively than
 //! by either the old or the new one: new port sets, then new and changed table entries, then the
@@ -7,61 +7,54 @@
 //! If a write fails (a map is full), every endpoint that should be isolated is pointed at the
 //! deny-all table: fail closed, logged, counted.
 
-use std::{net::Ipv4Addr, path::Path, sync::Arc, time::Instant};
+use std::{collections::BTreeSet, net::Ipv4Addr, time::Instant};
 
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use tracing::{debug, error, info, warn};
 use weir_agent_api::{Endpoint, Rejected};
 use weir_common::{
     policy::{TABLE_ALLOW_ALL, TABLE_FAIL_CLOSED},
     PortKey,
 };
-use weir_kube::KubeSource;
 use weir_policy::{
     compile::{compile_excluding, Compiled, DirectionRules, PortPrefix},
     model::{Cluster, PodKey},
     plan::{self, Plan, Programmer},
 };
 
-use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
+use super::endpoints::{EndpointError, Endpoints, Tables, TABLES_UNKNOWN};
+use crate::kernel::datapath::{Datapath, DatapathError, PeerEntry, PortEntry};
 
-use crate::{
-    datapath::{Datapath, DatapathError, PeerEntry, PortEntry},
-    endpoints::{EndpointError, Endpoints, Tables},
-    source::ManifestDir,
-};
-
-/// Where the objects come from.
-enum Source {
-    /// None: no pod is isolated, or a model set by [`PolicyEngine::set_cluster`].
-    None,
-    Manifests(ManifestDir),
-    Kubernetes {
-        source: KubeSource,
-        /// The generation of the snapshot taken last.
-        taken: Option<u64>,
-    },
+/// What programming policy reports (the daemon hands in the ones `/metrics` exposes).
+#[derive(Clone, Debug)]
+pub struct PolicyMetrics {
+    /// Times programming failed and the node failed closed.
+    pub failures: Counter,
+    /// Seconds from an object change to the maps that enforce it.
+    pub latency: Histogram,
 }
 
-pub struct PolicyEngine {
-    source: Source,
-    /// The model when the source is not a manifest directory (which keeps its own).
-    cluster: Arc<Cluster>,
-    /// Objects such a source could not use.
-    source_rejected: Vec<Rejected>,
+impl Default for PolicyMetrics {
+    fn default() -> Self {
+        Self {
+            failures: Counter::default(),
+            latency: Histogram::new(std::iter::empty()),
+        }
+    }
+}
+
+/// The node's policy maps and what was last written into them.
+pub struct PolicyMaps {
+    programmer: Programmer,
     /// Policies the compiler could not fully use (their pods are isolated).
     problems: Vec<Rejected>,
     /// Local endpoints whose Pod the model lacks (closed where their namespace isolates).
-    unknown_pods: std::collections::BTreeSet<PodKey>,
-    programmer: Programmer,
-    /// Times programming failed and the node failed closed.
-    pub failures: Counter,
-    /// The last programming failed: the next sync retries even if the source did not change.
+    unknown_pods: BTreeSet<PodKey>,
+    /// The last programming failed: the next sync retries even if the model did not change.
     retry: bool,
-    /// When the oldest object change not yet programmed happened (Kubernetes source).
-    changed_at: Option<Instant>,
-    /// Seconds from an object change in the API to the maps that enforce it (shared with the
-    /// telemetry that exposes it).
-    pub latency: Histogram,
+    /// When the oldest object change not yet enforced happened (as the source saw it).
+    pending_since: Option<Instant>,
+    pub metrics: PolicyMetrics,
 }
 
 fn port_entry(portset: u32, prefix: &PortPrefix) -> PortEntry {
@@ -80,44 +73,21 @@ fn table_id(rules: &DirectionRules, programmed: u32) -> u32 {
     }
 }
 
-impl PolicyEngine {
-    pub fn new(manifest_dir: Option<&Path>) -> std::io::Result<Self> {
-        let source = match manifest_dir {
-            Some(dir) => Source::Manifests(ManifestDir::new(dir)?),
-            None => Source::None,
-        };
-        Ok(Self::with_source(source))
+impl Default for PolicyMaps {
+    fn default() -> Self {
+        Self::new(PolicyMetrics::default())
     }
+}
 
-    /// Objects from the Kubernetes API. The source should have listed every kind
-    /// ([`KubeSource::synced`]) before the first program, or pods would be judged by part of
-    /// the cluster's policies.
-    pub fn kubernetes(source: KubeSource) -> Self {
-        Self::with_source(Source::Kubernetes {
-            source,
-            taken: None,
-        })
-    }
-
-    /// Count failures and programming latency in `telemetry`'s metrics.
-    pub fn reporting_to(mut self, telemetry: &crate::metrics::Telemetry) -> Self {
-        self.failures = telemetry.policy_failures.clone();
-        self.latency = telemetry.programming_seconds.clone();
-        self
-    }
-
-    fn with_source(source: Source) -> Self {
+impl PolicyMaps {
+    pub fn new(metrics: PolicyMetrics) -> Self {
         Self {
-            source,
-            cluster: Arc::default(),
-            source_rejected: Vec::new(),
-            problems: Vec::new(),
-            unknown_pods: Default::default(),
             programmer: Programmer::new(),
-            failures: Counter::default(),
+            problems: Vec::new(),
+            unknown_pods: BTreeSet::new(),
             retry: false,
-            changed_at: None,
-            latency: crate::metrics::latency_histogram(),
+            pending_since: None,
+            metrics,
         }
     }
 
@@ -147,51 +117,11 @@ impl PolicyEngine {
         Ok(())
     }
 
-    /// Replace the model wholesale: for sources that build a [`Cluster`] themselves (the
-    /// Kubernetes API source, tests).
-    pub fn set_cluster(&mut self, cluster: Cluster, rejected: Vec<Rejected>) {
-        self.cluster = Arc::new(cluster);
-        self.source_rejected = rejected;
-    }
-
-    /// Re-read the source. Returns whether anything changed.
-    pub fn refresh(&mut self) -> bool {
-        match &mut self.source {
-            Source::None => false,
-            Source::Manifests(source) => match source.refresh() {
-                Ok(changed) => changed,
-                Err(e) => {
-                    // Keep enforcing the last good state: an unreadable directory opens nothing.
-                    warn!(dir = %source.dir().display(), error = %e, "reading manifests failed; keeping the last state");
-                    false
-                }
-            },
-            Source::Kubernetes { source, taken } => {
-                if *taken == Some(source.generation()) {
-                    return false;
-                }
-                let snapshot = source.snapshot();
-                *taken = Some(snapshot.generation);
-                self.cluster = snapshot.cluster;
-                self.source_rejected = snapshot.rejected;
-                if self.changed_at.is_none() {
-                    self.changed_at = snapshot.changed_at;
-                }
-                true
-            }
-        }
-    }
-
-    pub fn change_fd(&self) -> Option<std::os::fd::OwnedFd> {
-        match &self.source {
-            Source::Manifests(source) => source.change_fd(),
-            _ => None,
-        }
-    }
-
-    pub fn request_full_scan(&mut self) {
-        if let Source::Manifests(source) = &mut self.source {
-            source.request_full_scan();
+    /// An object changed at `at` (the oldest change not yet enforced is kept): the next
+    /// successful programming observes the time it took.
+    pub fn note_change(&mut self, at: Option<Instant>) {
+        if self.pending_since.is_none() {
+            self.pending_since = at;
         }
     }
 
@@ -205,29 +135,9 @@ impl PolicyEngine {
         self.retry
     }
 
-    pub fn generation(&self) -> u64 {
-        match &self.source {
-            Source::None => 0,
-            Source::Manifests(source) => source.generation(),
-            Source::Kubernetes { taken, .. } => taken.unwrap_or(0),
-        }
-    }
-
-    pub fn rejected(&self) -> Vec<Rejected> {
-        let mut rejected = match &self.source {
-            Source::Manifests(source) => source.rejected(),
-            _ => self.source_rejected.clone(),
-        };
-        rejected.extend(self.problems.iter().cloned());
-        rejected
-    }
-
-    /// The model the source describes (nodes included).
-    pub fn cluster(&self) -> &Cluster {
-        match &self.source {
-            Source::Manifests(source) => source.cluster(),
-            _ => &self.cluster,
-        }
+    /// Policies that could not be programmed whole (the pods they select are isolated).
+    pub fn problems(&self) -> &[Rejected] {
+        &self.problems
     }
 
     /// Compile for this node's endpoints (plus `new`, about to be added) and program the maps.
@@ -235,12 +145,14 @@ impl PolicyEngine {
     /// Returns whether any verdict may have changed (the caller then bumps the policy epoch).
     pub fn program<D: Datapath>(
         &mut self,
+        cluster: &Cluster,
         endpoints: &mut Endpoints<D>,
         new: Option<Endpoint>,
     ) -> Result<bool, EndpointError> {
         let started = Instant::now();
         let local = local_endpoints(endpoints, new.as_ref());
-        let (compiled, plan) = self.plan_within(endpoints.datapath().policy_capacity(), &local);
+        let capacity = endpoints.datapath().policy_capacity();
+        let (compiled, plan) = self.plan_within(cluster, capacity, &local);
         let planned_at = started.elapsed();
         self.note_problems(&compiled);
         let changed = !plan.is_empty();
@@ -261,13 +173,13 @@ impl PolicyEngine {
                     .commit(plan.id)
                     .expect("the plan just made is outstanding");
                 self.retry = false;
-                if let Some(at) = self.changed_at.take() {
-                    self.latency.observe(at.elapsed().as_secs_f64());
+                if let Some(at) = self.pending_since.take() {
+                    self.metrics.latency.observe(at.elapsed().as_secs_f64());
                 }
                 Ok(changed)
             }
             Err(e) => {
-                self.failures.inc();
+                self.metrics.failures.inc();
                 self.retry = true;
                 error!(error = %e, "programming policy failed; isolating the pods it selects");
                 self.programmer
@@ -286,12 +198,13 @@ impl PolicyEngine {
     /// pods, not the node.
     fn plan_within(
         &mut self,
+        cluster: &Cluster,
         capacity: (usize, usize),
         local: &[(Ipv4Addr, Option<PodKey>)],
     ) -> (Compiled, Plan) {
-        let mut left_out = std::collections::BTreeSet::new();
+        let mut left_out = BTreeSet::new();
         loop {
-            let compiled = compile_excluding(self.cluster(), local, &left_out);
+            let compiled = compile_excluding(cluster, local, &left_out);
             let plan = self.programmer.plan(&compiled);
             // While a plan is applied, new entries are written before old ones go.
             let (peers, ports) = self.programmer.entry_counts();
@@ -332,8 +245,7 @@ impl PolicyEngine {
         for p in &self.problems {
             warn!(object = %p.object, reason = %p.reason, "policy rejected; the pods it selects are isolated");
         }
-        let unknown: std::collections::BTreeSet<PodKey> =
-            compiled.unknown_pods.values().cloned().collect();
+        let unknown: BTreeSet<PodKey> = compiled.unknown_pods.values().cloned().collect();
         for pod in unknown.difference(&self.unknown_pods) {
             warn!(%pod, "an endpoint's Pod is not known (not seen yet, or rejected): it is closed wherever its namespace's policies isolate until the Pod appears");
         }
@@ -395,7 +307,7 @@ fn apply<D: Datapath>(
         let tables = endpoints
             .tables(endpoint.ip)
             .or_else(|| closed_unless_unisolated(compiled, endpoint.ip))
-            .unwrap_or(crate::endpoints::TABLES_UNKNOWN);
+            .unwrap_or(TABLES_UNKNOWN);
         endpoints.add(endpoint, tables)?;
     }
     for (table, net) in &plan.peer_deletes {
@@ -455,7 +367,7 @@ mod tests {
     use weir_policy::model::PodInfo;
 
     use super::*;
-    use crate::datapath::fake::FakeDatapath;
+    use crate::kernel::datapath::fake::FakeDatapath;
 
     fn endpoint(name: &str, last: u8) -> Endpoint {
         Endpoint {
@@ -500,10 +412,12 @@ mod tests {
     fn a_new_endpoint_is_published_with_its_tables_and_joins_peer_sets() {
         let dir = tempfile::tempdir().unwrap();
         let mut eps = Endpoints::open(FakeDatapath::default(), dir.path()).unwrap();
-        let mut engine = PolicyEngine::new(None).unwrap();
-        engine.set_cluster(cluster(B_FROM_A), Vec::new());
+        let mut maps = PolicyMaps::default();
+        let mut model = cluster(B_FROM_A);
 
-        assert!(engine.program(&mut eps, Some(endpoint("b", 3))).unwrap());
+        assert!(maps
+            .program(&model, &mut eps, Some(endpoint("b", 3)))
+            .unwrap());
         let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
         assert_eq!(b.egress_table, TABLE_ALLOW_ALL);
         // Isolated for ingress, and a (not yet on the node) is a peer through its manifest IP.
@@ -515,18 +429,22 @@ mod tests {
             .any(|p| p.table == b.ingress_table && p.net == "10.244.1.2/32".parse().unwrap()));
 
         // a arrives: unisolated both ways; b's table is unchanged (a was already its peer).
-        engine.program(&mut eps, Some(endpoint("a", 2))).unwrap();
+        maps.program(&model, &mut eps, Some(endpoint("a", 2)))
+            .unwrap();
         let a = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 2)];
         assert_eq!((a.ingress_table, a.egress_table), (0, 0));
 
         // The policy goes: b is open again and nothing is left in the maps.
-        engine.set_cluster(cluster(""), Vec::new());
-        assert!(engine.program(&mut eps, None).unwrap());
+        model = cluster("");
+        assert!(maps.program(&model, &mut eps, None).unwrap());
         let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
         assert_eq!((b.ingress_table, b.egress_table), (0, 0));
         assert!(eps.datapath().peers.is_empty());
         assert!(eps.datapath().ports.is_empty());
-        assert!(!engine.program(&mut eps, None).unwrap(), "nothing changed");
+        assert!(
+            !maps.program(&model, &mut eps, None).unwrap(),
+            "nothing changed"
+        );
     }
 
     #[test]
@@ -537,32 +455,34 @@ mod tests {
             ..FakeDatapath::default()
         };
         let mut eps = Endpoints::open(datapath, dir.path()).unwrap();
-        let mut engine = PolicyEngine::new(None).unwrap();
-        engine.set_cluster(cluster(""), Vec::new());
-        engine.program(&mut eps, Some(endpoint("a", 2))).unwrap();
-        engine.program(&mut eps, Some(endpoint("b", 3))).unwrap();
+        let mut maps = PolicyMaps::default();
+        let mut model = cluster("");
+        maps.program(&model, &mut eps, Some(endpoint("a", 2)))
+            .unwrap();
+        maps.program(&model, &mut eps, Some(endpoint("b", 3)))
+            .unwrap();
 
         // No room for b-from-a's table: the policy is left out, not written half.
-        engine.set_cluster(cluster(B_FROM_A), Vec::new());
-        engine.program(&mut eps, None).unwrap();
-        assert_eq!(engine.failures.get(), 0, "no write failed");
+        model = cluster(B_FROM_A);
+        maps.program(&model, &mut eps, None).unwrap();
+        assert_eq!(maps.metrics.failures.get(), 0, "no write failed");
         let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
         assert_eq!(b.ingress_table, TABLE_FAIL_CLOSED, "isolated, never opened");
         assert_eq!(b.egress_table, TABLE_ALLOW_ALL, "egress is not selected");
         let a = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 2)];
         assert_eq!((a.ingress_table, a.egress_table), (0, 0));
-        assert!(engine
-            .rejected()
+        assert!(maps
+            .problems()
             .iter()
             .any(|r| r.object == "NetworkPolicy x/b-from-a" && r.reason.contains("do not fit")));
 
         // Room again: the next pass programs the policy for real.
         eps.datapath_mut().peers_capacity = None;
-        engine.program(&mut eps, None).unwrap();
+        maps.program(&model, &mut eps, None).unwrap();
         let b = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, 3)];
         assert!(b.ingress_table != TABLE_FAIL_CLOSED && b.ingress_table != TABLE_DENY_ALL);
         assert!(!eps.datapath().peers.is_empty());
-        assert!(engine.rejected().is_empty());
+        assert!(maps.problems().is_empty());
     }
 
     #[test]
@@ -594,16 +514,15 @@ mod tests {
             ..FakeDatapath::default()
         };
         let mut eps = Endpoints::open(datapath, dir.path()).unwrap();
-        let mut engine = PolicyEngine::new(None).unwrap();
-        engine.set_cluster(cluster, Vec::new());
+        let mut maps = PolicyMaps::default();
+        let model = cluster;
         for (name, last) in [("a", 2), ("b", 3)] {
-            engine
-                .program(&mut eps, Some(endpoint(name, last)))
+            maps.program(&model, &mut eps, Some(endpoint(name, last)))
                 .unwrap();
         }
         let mut c = endpoint("c", 4);
         c.pod_namespace = Some("y".into());
-        engine.program(&mut eps, Some(c)).unwrap();
+        maps.program(&model, &mut eps, Some(c)).unwrap();
 
         let tables = |last| {
             let e = eps.datapath().endpoints[&Ipv4Addr::new(10, 244, 1, last)];
@@ -624,8 +543,8 @@ mod tests {
             .peers
             .keys()
             .any(|p| p.table == b && p.net == "10.244.1.2/32".parse().unwrap()));
-        assert_eq!(engine.failures.get(), 0);
-        let rejected = engine.rejected();
+        assert_eq!(maps.metrics.failures.get(), 0);
+        let rejected = maps.problems();
         assert_eq!(rejected.len(), 1, "{rejected:?}");
         assert_eq!(rejected[0].object, "NetworkPolicy y/big");
     }
@@ -669,10 +588,14 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let mut eps = Endpoints::open(FakeDatapath::default(), dir.path()).unwrap();
-        let mut engine = PolicyEngine::kubernetes(source.clone());
-        assert!(engine.refresh());
-        engine.program(&mut eps, Some(endpoint("a", 2))).unwrap();
-        engine.program(&mut eps, Some(endpoint("b", 3))).unwrap();
+        let mut objects = crate::sources::ObjectSource::kubernetes(source.clone());
+        let mut maps = PolicyMaps::default();
+        assert!(objects.refresh());
+        maps.note_change(objects.take_changed_at());
+        maps.program(objects.cluster(), &mut eps, Some(endpoint("a", 2)))
+            .unwrap();
+        maps.program(objects.cluster(), &mut eps, Some(endpoint("b", 3)))
+            .unwrap();
         let b_ip = Ipv4Addr::new(10, 244, 1, 3);
         let isolated = |eps: &Endpoints<FakeDatapath>| {
             let b = eps.datapath().endpoints[&b_ip];
@@ -682,13 +605,13 @@ mod tests {
                 })
         };
         assert!(isolated(&eps), "b admits only a: {:?}", eps.datapath());
-        assert!(engine.latency.count() >= 1, "the change was timed");
+        assert!(maps.metrics.latency.count() >= 1, "the change was timed");
 
         // The API goes away: nothing changes, b stays isolated.
         api.set_outage(true);
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        assert!(!engine.refresh());
-        assert!(!engine.program(&mut eps, None).unwrap());
+        assert!(!objects.refresh());
+        assert!(!maps.program(objects.cluster(), &mut eps, None).unwrap());
         assert!(isolated(&eps));
 
         // Back, but the policy was deleted meanwhile and the history compacted: only the relist
@@ -698,11 +621,11 @@ mod tests {
         api.compact("NetworkPolicy");
         api.set_outage(false);
         next_generation(&source, generation).await;
-        assert!(engine.refresh());
-        assert!(engine.program(&mut eps, None).unwrap());
+        assert!(objects.refresh());
+        assert!(maps.program(objects.cluster(), &mut eps, None).unwrap());
         let b = eps.datapath().endpoints[&b_ip];
         assert_eq!((b.ingress_table, b.egress_table), (0, 0));
         assert!(eps.datapath().peers.is_empty());
-        assert_eq!(engine.generation(), source.generation());
+        assert_eq!(objects.generation(), source.generation());
     }
 }

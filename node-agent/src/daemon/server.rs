@@ -1,20 +1,21 @@
 //! The root-only unix socket the CNI plugin talks to: one JSON request and one JSON answer per
 //! connection (see `weir-agent-api`).
 
-use std::{fs, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
+use std::{fs, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::Mutex,
+    sync::{mpsc, oneshot},
 };
 use tracing::{debug, warn};
 use weir_agent_api::{Request, Response};
 use weir_kube::KubeSource;
 use weir_policy::model::PodKey;
 
-use crate::agent::Agent;
+/// A request for the daemon's loop, and where its answer goes.
+pub type Call = (Request, oneshot::Sender<Response>);
 
 /// Largest request accepted; an endpoint is a few hundred bytes, a GC list of thousands of pods fits.
 const MAX_REQUEST: u64 = 4 << 20;
@@ -37,16 +38,17 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serve the plugin. With the Kubernetes source (`pods`), an ADD first waits (without holding the
-/// agent) for its Pod to be known, so that it starts with the Pod's own policy.
-pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>, pods: Option<KubeSource>) {
+/// Serve the plugin: each request goes to the daemon's loop (`calls`), which answers requests
+/// one at a time. With the Kubernetes source (`pods`), an ADD first waits (before it queues) for
+/// its Pod to be known, so that it starts with the Pod's own policy.
+pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>, pods: Option<KubeSource>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let agent = agent.clone();
+                let calls = calls.clone();
                 let pods = pods.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle_connection(stream, agent, pods).await {
+                    if let Err(e) = handle_connection(stream, calls, pods).await {
                         debug!(error = %format!("{e:#}"), "connection");
                     }
                 });
@@ -62,7 +64,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>, pods: Optio
 
 async fn handle_connection(
     stream: UnixStream,
-    agent: Arc<Mutex<Agent>>,
+    calls: mpsc::Sender<Call>,
     pods: Option<KubeSource>,
 ) -> Result<()> {
     // The socket is root's (0600); refuse anyone else should its mode ever be loosened.
@@ -89,7 +91,14 @@ async fn handle_connection(
                     }
                 }
             }
-            agent.lock().await.handle(request).await
+            let (answer, answered) = oneshot::channel();
+            calls
+                .send((request, answer))
+                .await
+                .context("the agent's loop has stopped")?;
+            answered
+                .await
+                .context("the agent's loop dropped the request")?
         }
         Err(e) => Response::Error {
             message: format!("malformed request: {e}"),

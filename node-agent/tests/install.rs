@@ -18,7 +18,7 @@ use k8s_openapi::api::{
 use serde::Deserialize;
 use weir_policy::manifest::parse_strict;
 
-use super::{Cli, Command, SourceKind};
+use weir_agent::cli::{Cli, Command, SourceKind};
 
 fn install_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../install"))

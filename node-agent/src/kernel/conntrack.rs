@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, IterableMap};
 use weir_common::{
     maps::{CT_ANY, CT_TCP},
     CtKey, CtValue,
 };
+
+use super::{datapath::DatapathError, pins};
 
 /// Whether an entry last seen at `value.last_seen_ns` is dead at `now_ns` (both on the clock of
 /// `bpf_ktime_get_ns`, CLOCK_MONOTONIC). The datapath treats such an entry as absent already;
@@ -39,11 +40,16 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Sweep one pinned table.
-pub fn sweep_table(pin: &Path, now_ns: u64) -> Result<Swept> {
-    let data = MapData::from_pin(pin).with_context(|| format!("opening {}", pin.display()))?;
-    let capacity = data.info().map(|i| i.max_entries()).unwrap_or(0);
-    let mut map: HashMap<_, CtKey, CtValue> = HashMap::try_from(Map::LruHashMap(data))?;
+/// Sweep the table `name` pinned in `pin_dir`.
+pub fn sweep_table(
+    pin_dir: &Path,
+    name: &'static str,
+    now_ns: u64,
+) -> Result<Swept, DatapathError> {
+    let map_err = |source| DatapathError::Map { name, source };
+    let mut map: HashMap<_, CtKey, CtValue> =
+        HashMap::try_from(pins::open(pin_dir, name)?).map_err(map_err)?;
+    let capacity = map.map().info().map(|i| i.max_entries()).unwrap_or(0);
     let mut seen = 0;
     let dead: Vec<CtKey> = map
         .iter()
@@ -68,11 +74,11 @@ pub fn sweep_table(pin: &Path, now_ns: u64) -> Result<Swept> {
 }
 
 /// Sweep both tables pinned in `pin_dir`: `[(name, what was found)]`.
-pub fn sweep(pin_dir: &Path) -> Result<Vec<(&'static str, Swept)>> {
+pub fn sweep(pin_dir: &Path) -> Result<Vec<(&'static str, Swept)>, DatapathError> {
     let now = monotonic_ns();
     [CT_TCP, CT_ANY]
         .into_iter()
-        .map(|name| Ok((name, sweep_table(&pin_dir.join(name), now)?)))
+        .map(|name| Ok((name, sweep_table(pin_dir, name, now)?)))
         .collect()
 }
 

@@ -1,4 +1,7 @@
-//! The real datapath: the embedded eBPF object, loaded with its maps pinned under bpffs.
+//! The real datapath: the embedded eBPF object, loaded with its maps pinned under bpffs, and its
+//! maps read and written through aya (attachments are in [`attach`]).
+
+mod attach;
 
 use std::{
     collections::BTreeMap,
@@ -14,27 +17,25 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
         Array, HashMap, Map, MapData, MapError, PerCpuHashMap,
     },
-    programs::{
-        links::{FdLink, PinnedLink},
-        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
-        Link as _, LinkOrder, ProgramError, SchedClassifier, SocketFilter, TcAttachType,
-    },
+    programs::{ProgramError, SocketFilter},
     sys::SyscallError,
     Ebpf, EbpfLoader,
 };
-use tracing::{debug, info};
+use tracing::info;
 use weir_common::{
     maps::{
-        CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, HOST_IPS, POLICY_PEERS, POLICY_PORTS,
-        PROG_EGRESS_AFTER_DNAT, PROG_FROM_HOST, PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK,
-        REMOTES,
+        CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, HOST_IPS, MAP_KINDS, POLICY_PEERS,
+        POLICY_PORTS, PROG_EGRESS_AFTER_DNAT, PROG_FROM_HOST, PROG_FROM_POD, PROG_FROM_TUNNEL,
+        PROG_FROM_UPLINK, REMOTES,
     },
     CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey,
     PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
 };
 
 use super::{AttachMode, Attachments, Datapath, DatapathError, Hook, PeerEntry, PortEntry};
-use crate::config::ConntrackSizes;
+use crate::{config::ConntrackSizes, kernel::pins};
+use attach::program;
+pub use attach::{attached_interfaces, detach_clsact};
 
 /// The eBPF object built by build.rs from `bpf-progs`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-bpf.o"));
@@ -46,130 +47,31 @@ pub struct BpfDatapath {
     resolved: Option<AttachMode>,
 }
 
-fn fs_err(path: &Path) -> impl FnOnce(io::Error) -> DatapathError + '_ {
+pub(super) fn fs_err(path: &Path) -> impl FnOnce(io::Error) -> DatapathError + '_ {
     move |source| DatapathError::Fs {
         path: path.display().to_string(),
         source,
     }
 }
 
-/// The clsact filter slot of every hook: a fixed priority and handle, so a restarted agent finds
-/// and replaces its own filter instead of adding a second one. Priority 1 runs before filters
-/// other software adds at the kernel's default priorities.
-const FILTER_PRIORITY: u16 = 1;
-const FILTER_HANDLE: TcHandle = TcHandle::new(0, 1);
-
-/// The file name of an attachment: `<hook>:<ifname>`, with dots (which bpffs rejects in names)
-/// as `%`.
-fn attachment_file(ifname: &str, hook: Hook) -> String {
-    format!("{}:{}", hook.pin_suffix(), ifname.replace('.', "%"))
-}
-
-/// Attachments named by the files of `dir` (missing is empty).
-fn list_attachments(dir: &Path) -> Result<Vec<(String, Hook)>, DatapathError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(fs_err(dir)(e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let file = entry.map_err(fs_err(dir))?.file_name();
-        let file = file.to_string_lossy();
-        let Some((suffix, ifname)) = file.split_once(':') else {
-            continue;
-        };
-        if let Some(hook) = Hook::ALL.into_iter().find(|h| h.pin_suffix() == suffix) {
-            out.push((ifname.replace('%', "."), hook));
-        }
-    }
-    Ok(out)
-}
-
-/// Every interface that has an attachment of either mode, without loading anything (for
-/// `weir-agent cleanup`).
-pub fn attached_interfaces(attachments: &Attachments) -> Result<Vec<String>, DatapathError> {
-    let mut names: Vec<String> = list_attachments(&attachments.link_pin_dir)?
-        .into_iter()
-        .chain(list_attachments(&attachments.filter_dir)?)
-        .map(|(ifname, _)| ifname)
-        .collect();
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
-/// Remove Weir's clsact filter of `hook` on `ifname` if a marker says there is one (also for
-/// `weir-agent cleanup`, which loads nothing).
-pub fn detach_clsact(
-    attachments: &Attachments,
-    ifname: &str,
-    hook: Hook,
-) -> Result<(), DatapathError> {
-    let marker = attachments.filter_dir.join(attachment_file(ifname, hook));
-    if !marker.exists() {
-        return Ok(());
-    }
-    let (_, attach_type) = hook_program(hook);
-    match SchedClassifierLink::attached(ifname, attach_type, FILTER_PRIORITY, FILTER_HANDLE, None) {
-        Ok(link) => match link.detach() {
-            Ok(()) => {}
-            // Gone already: with the interface, or never made (a crash after the marker).
-            Err(e)
-                if matches!(
-                    os_error(&e),
-                    Some(libc::ENOENT | libc::ENODEV | libc::EINVAL)
-                ) => {}
-            Err(e) => {
-                return Err(DatapathError::Filter {
-                    what: attachment_file(ifname, hook),
-                    message: format!("removing: {e}"),
-                })
-            }
-        },
-        // No such interface: its filters went with it.
-        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-        Err(e) => {
-            return Err(DatapathError::Filter {
-                what: attachment_file(ifname, hook),
-                message: e.to_string(),
-            })
-        }
-    }
-    remove_if_present(&marker)?;
-    Ok(())
-}
-
-fn remove_if_present(path: &Path) -> Result<bool, DatapathError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(fs_err(path)(e)),
-    }
-}
-
-/// The errno behind an aya program error, where there is one.
-fn os_error(err: &ProgramError) -> Option<i32> {
-    match err {
-        ProgramError::SyscallError(SyscallError { io_error, .. })
-        | ProgramError::IOError(io_error)
-        | ProgramError::TcError(TcError::IoError(io_error)) => io_error.raw_os_error(),
-        ProgramError::TcError(TcError::NetlinkError(e)) | ProgramError::NetlinkError(e) => {
-            e.raw_os_error()
-        }
-        _ => None,
-    }
-}
-
-/// What a kernel without tcx (before 6.6) answers to a tcx link: an unknown attach type.
-/// `ENOTSUPP` (524) is the kernel-internal code some paths leak.
-fn is_tcx_unsupported(err: &ProgramError) -> bool {
-    matches!(os_error(err), Some(libc::EINVAL | libc::EOPNOTSUPP | 524))
-}
-
 /// Where the iptables socket filter is pinned, under the datapath's pin directory.
 pub fn egress_after_dnat_pin(pin_dir: &Path) -> PathBuf {
     pin_dir.join("progs").join(PROG_EGRESS_AFTER_DNAT)
+}
+
+/// Every map of the object is of the kind `weir-common` declares, which is how readers without
+/// the object ([`pins`]) open them.
+fn check_map_kinds(ebpf: &Ebpf) -> Result<(), DatapathError> {
+    for (name, kind) in MAP_KINDS {
+        let map = ebpf.map(name).ok_or(missing_map(name))?;
+        if !pins::is_kind(map, *kind) {
+            return Err(DatapathError::MapKind {
+                name,
+                declared: *kind,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Copy every entry of `old` into `ebpf`'s map `name` (as many as fit).
@@ -233,6 +135,7 @@ impl BpfDatapath {
             loader.map_max_entries(name, size);
         }
         let mut ebpf = loader.load(BPF_OBJECT)?;
+        check_map_kinds(&ebpf)?;
         for (name, old) in resized {
             // Conntrack entries are copied; policy is written afresh by the first programming.
             if name == POLICY_PEERS {
@@ -303,129 +206,6 @@ impl BpfDatapath {
     /// been probed by a first attach yet.
     pub fn attach_mode(&self) -> Option<AttachMode> {
         self.resolved
-    }
-
-    fn link_pin(&self, ifname: &str, hook: Hook) -> PathBuf {
-        self.attachments
-            .link_pin_dir
-            .join(attachment_file(ifname, hook))
-    }
-
-    fn filter_marker(&self, ifname: &str, hook: Hook) -> PathBuf {
-        self.attachments
-            .filter_dir
-            .join(attachment_file(ifname, hook))
-    }
-
-    fn attach_tcx(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
-        let pin = self.link_pin(ifname, hook);
-        let link_err = |message: String| DatapathError::Link {
-            path: pin.display().to_string(),
-            message,
-        };
-        let (name, attach_type) = hook_program(hook);
-        let prog = program(&mut self.ebpf, name)?;
-        let prog_err = |source| DatapathError::Program { name, source };
-        let existing = if pin.exists() {
-            Some(
-                PinnedLink::from_pin(&pin)
-                    .map_err(|e| link_err(format!("{e}: {:?}", std::error::Error::source(&e))))?,
-            )
-        } else {
-            None
-        };
-        match existing {
-            Some(existing) => {
-                // Swap the program behind the pinned link in one syscall (bpf_link_update).
-                let link = SchedClassifierLink::try_from(FdLink::from(existing))
-                    .map_err(|e| link_err(format!("not a tcx link: {e}")))?;
-                let id = prog.attach_to_link(link).map_err(prog_err)?;
-                // Dropping our handle closes the fd; the pin keeps the link attached.
-                drop(prog.take_link(id).map_err(prog_err)?);
-                debug!(ifname, ?hook, "replaced program on pinned link");
-            }
-            None => {
-                let id = prog
-                    .attach_with_options(
-                        ifname,
-                        attach_type,
-                        TcAttachOptions::TcxOrder(LinkOrder::default()),
-                    )
-                    .map_err(prog_err)?;
-                let link: FdLink = prog
-                    .take_link(id)
-                    .map_err(prog_err)?
-                    .try_into()
-                    .map_err(|e| link_err(format!("not an fd link: {e}")))?;
-                link.pin(&pin).map_err(|e| link_err(e.to_string()))?;
-                debug!(ifname, ?hook, "attached and pinned");
-            }
-        }
-        // A clsact filter of an earlier agent: tcx runs first, so it has judged nothing since
-        // the link went in.
-        self.detach_clsact(ifname, hook)
-    }
-
-    fn attach_clsact(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
-        let filter_err = |message: String| DatapathError::Filter {
-            what: attachment_file(ifname, hook),
-            message,
-        };
-        // The marker first: a crash between the two leaves a marker without a filter, which
-        // detach handles, never a filter nobody knows of.
-        let marker = self.filter_marker(ifname, hook);
-        let existed = marker.exists();
-        if !existed {
-            fs::write(&marker, b"").map_err(fs_err(&marker))?;
-        }
-        match tc::qdisc_add_clsact(ifname) {
-            Ok(()) => {}
-            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(filter_err(format!("adding the clsact qdisc: {e}"))),
-        }
-        let (name, attach_type) = hook_program(hook);
-        let prog = program(&mut self.ebpf, name)?;
-        let prog_err = |source| DatapathError::Program { name, source };
-        // Our filter already there (an earlier agent's): change its program in place, which
-        // cls_bpf does atomically. Otherwise create it, exclusively at our slot. The marker says
-        // which to try first, so a new interface costs one request per hook.
-        let ours = || {
-            SchedClassifierLink::attached(ifname, attach_type, FILTER_PRIORITY, FILTER_HANDLE, None)
-                .map_err(|e| filter_err(e.to_string()))
-        };
-        let options = || {
-            TcAttachOptions::Netlink(NlOptions {
-                priority: FILTER_PRIORITY,
-                handle: FILTER_HANDLE,
-                classid: None,
-            })
-        };
-        let id = if existed {
-            match prog.attach_to_link(ours()?) {
-                Err(e) if os_error(&e) == Some(libc::ENOENT) => {
-                    prog.attach_with_options(ifname, attach_type, options())
-                }
-                other => other,
-            }
-        } else {
-            match prog.attach_with_options(ifname, attach_type, options()) {
-                Err(e) if os_error(&e) == Some(libc::EEXIST) => prog.attach_to_link(ours()?),
-                other => other,
-            }
-        }
-        .map_err(prog_err)?;
-        debug!(ifname, ?hook, replaced = existed, "clsact filter in place");
-        // The filter must outlive this handle (dropping it would delete the filter): it stays
-        // until detach or until the interface goes.
-        std::mem::forget(prog.take_link(id).map_err(prog_err)?);
-        // A pinned tcx link of an earlier agent: it ran first until now; without it, the filter
-        // judges.
-        remove_if_present(&self.link_pin(ifname, hook))?;
-        Ok(())
-    }
-
-    fn detach_clsact(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
-        detach_clsact(&self.attachments, ifname, hook)
     }
 
     fn peers_map(&self) -> Result<LpmTrie<&MapData, PeerKey, PeerValue>, DatapathError> {
@@ -525,65 +305,17 @@ fn missing_map(name: &'static str) -> DatapathError {
     }
 }
 
-fn program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut SchedClassifier, DatapathError> {
-    let prog = ebpf.program_mut(name).ok_or(DatapathError::Program {
-        name,
-        source: aya::programs::ProgramError::UnexpectedProgramType,
-    })?;
-    prog.try_into()
-        .map_err(|source| DatapathError::Program { name, source })
-}
-
-fn hook_program(hook: Hook) -> (&'static str, TcAttachType) {
-    match hook {
-        Hook::FromPod => (PROG_FROM_POD, TcAttachType::Ingress),
-        Hook::FromHost => (PROG_FROM_HOST, TcAttachType::Egress),
-        Hook::FromTunnel => (PROG_FROM_TUNNEL, TcAttachType::Ingress),
-        Hook::FromUplink => (PROG_FROM_UPLINK, TcAttachType::Ingress),
-    }
-}
-
 impl Datapath for BpfDatapath {
     fn attach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
-        if self.attachments.mode == AttachMode::Auto && hook == Hook::FromPod {
-            return self.attach_clsact(ifname, hook);
-        }
-        match self.resolved {
-            Some(AttachMode::Clsact) => self.attach_clsact(ifname, hook),
-            Some(_) => self.attach_tcx(ifname, hook),
-            // Auto, first attach: it is the probe.
-            None => match self.attach_tcx(ifname, hook) {
-                Ok(()) => {
-                    info!(mode = %AttachMode::Tcx, "tc attach mode (probed: the kernel has tcx)");
-                    self.resolved = Some(AttachMode::Tcx);
-                    Ok(())
-                }
-                Err(DatapathError::Program { source, .. }) if is_tcx_unsupported(&source) => {
-                    info!(mode = %AttachMode::Clsact, error = %source, "tc attach mode (probed: no tcx in this kernel)");
-                    self.resolved = Some(AttachMode::Clsact);
-                    self.attach_clsact(ifname, hook)
-                }
-                Err(e) => Err(e),
-            },
-        }
+        self.attach_hook(ifname, hook)
     }
 
     fn detach(&mut self, ifname: &str, hook: Hook) -> Result<(), DatapathError> {
-        remove_if_present(&self.link_pin(ifname, hook))?;
-        self.detach_clsact(ifname, hook)
+        self.detach_hook(ifname, hook)
     }
 
     fn pinned_links(&self) -> Result<Vec<(String, Hook)>, DatapathError> {
-        let mut out = list_attachments(&self.attachments.link_pin_dir)?;
-        for found in list_attachments(&self.attachments.filter_dir)? {
-            if !out.contains(&found) {
-                out.push(found);
-            }
-        }
-        Ok(out)
+        self.attachments_made()
     }
 
     fn set_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
@@ -652,26 +384,9 @@ impl Datapath for BpfDatapath {
 
     fn counters(&self) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError> {
         let map = self.ebpf.map(COUNTERS).ok_or(missing_map(COUNTERS))?;
-        let map: PerCpuHashMap<_, CounterKey, CounterValue> = PerCpuHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map {
-                name: COUNTERS,
-                source,
-            })?;
-        let mut out = Vec::new();
-        for item in map.iter() {
-            let (key, per_cpu) = item.map_err(|source| DatapathError::Map {
-                name: COUNTERS,
-                source,
-            })?;
-            let total = per_cpu
-                .iter()
-                .fold(CounterValue::default(), |acc, v| CounterValue {
-                    packets: acc.packets + v.packets,
-                    bytes: acc.bytes + v.bytes,
-                });
-            out.push((key, total));
-        }
-        Ok(out)
+        let map: PerCpuHashMap<_, CounterKey, CounterValue> =
+            PerCpuHashMap::try_from(map).map_err(map_err(COUNTERS))?;
+        pins::counters_of(&map)
     }
 
     fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError> {
@@ -811,15 +526,7 @@ impl Datapath for BpfDatapath {
         let map = self.ebpf.map(REMOTES).ok_or(missing_map(REMOTES))?;
         let map: LpmTrie<_, RemoteKey, RemoteNode> =
             LpmTrie::try_from(map).map_err(map_err(REMOTES))?;
-        let mut out = Vec::new();
-        for item in map.iter() {
-            let (key, value) = item.map_err(map_err(REMOTES))?;
-            let len = key.prefix_len().min(32) as u8;
-            let net = Ipv4Net::new(Ipv4Addr::from(key.data().ip), len)
-                .expect("prefix length clamped to 32");
-            out.push((net, Ipv4Addr::from(u32::from_be(value.node_ip_be))));
-        }
-        Ok(out)
+        pins::remotes_of(&map)
     }
 }
 

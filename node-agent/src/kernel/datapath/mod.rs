@@ -1,5 +1,5 @@
-//! The agent's only way into the kernel's eBPF state, behind a trait so the endpoint logic can be
-//! tested without a kernel (see `fake.rs`).
+//! The agent's only way into the kernel's eBPF state, behind a trait so what programs it (the
+//! endpoints, policy) can be tested without a kernel (see `fake.rs`).
 
 mod bpf;
 pub mod fake;
@@ -24,6 +24,11 @@ pub enum DatapathError {
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
+    },
+    #[error("eBPF map {name} is not the {declared:?} weir-common declares it to be")]
+    MapKind {
+        name: &'static str,
+        declared: weir_common::maps::MapKind,
     },
     #[error("tc filter {what}: {message}")]
     Filter { what: String, message: String },

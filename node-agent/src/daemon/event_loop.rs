@@ -1,0 +1,165 @@
+//! The daemon's loop: the one place the [`Agent`] lives. It answers the plugin's requests one at
+//! a time, and keeps the agent in step with its source (the manifest directory's inotify
+//! descriptor, or the Kubernetes source's change channel, wake it; a slow periodic pass covers
+//! what they cannot see and retries a failed programming), the node's own addresses, and the DEL
+//! spool. Each pass publishes the agent's status, which is also the heartbeat `/healthz` reads:
+//! a stuck loop stops it.
+
+use std::{
+    os::fd::{AsRawFd, OwnedFd, RawFd},
+    time::Duration,
+};
+
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+    time::{interval, sleep_until, Instant, Interval, MissedTickBehavior},
+};
+use tracing::warn;
+use weir_agent_api::Rejected;
+use weir_kube::{events::NodeProblem, KubeSource};
+
+use super::{server::Call, Agent};
+use crate::telemetry::HEARTBEAT_EVERY;
+
+/// Several writes usually come together (the lab writes a pod and its service); wait this long
+/// after the first before reading, so they are programmed in one pass.
+const MANIFEST_SETTLE: Duration = Duration::from_millis(5);
+/// A burst of API events (a Deployment rolling out) is programmed in one pass.
+const KUBE_SETTLE: Duration = Duration::from_millis(20);
+/// The periodic full pass over the source.
+const RESYNC: Duration = Duration::from_secs(30);
+/// The periodic pass over a manifest directory that inotify cannot watch.
+const POLL_WITHOUT_INOTIFY: Duration = Duration::from_secs(2);
+/// How often the node's own addresses are re-read.
+const HOST_ADDRESSES_EVERY: Duration = Duration::from_secs(10);
+/// How often the DEL spool is looked at.
+const DEL_SPOOL_EVERY: Duration = Duration::from_secs(2);
+
+/// What the agent could not program, for Events (published by a task of their own, so the API's
+/// latency never holds up the loop).
+pub type Problems = (Vec<Rejected>, Vec<NodeProblem>);
+
+struct ChangeFd(OwnedFd);
+
+impl AsRawFd for ChangeFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Readable when the manifest directory changed.
+fn manifest_changes(agent: &Agent) -> Option<AsyncFd<ChangeFd>> {
+    let fd = agent.objects.change_fd()?;
+    // SAFETY: `ChangeFd` owns its descriptor, which stays open and the same for as long as the
+    // `AsyncFd` that owns the `ChangeFd` lives.
+    match unsafe { AsyncFd::register(ChangeFd(fd)) } {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            warn!(error = %e, "cannot wait on inotify; re-reading manifests periodically only");
+            None
+        }
+    }
+}
+
+fn every(period: Duration) -> Interval {
+    let mut timer = interval(period);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    timer.reset();
+    timer
+}
+
+/// Runs forever: `calls` are the plugin's requests, `kube` the Kubernetes source if the agent
+/// has one, `problems` where what it cannot program goes.
+pub async fn run(
+    mut agent: Agent,
+    mut calls: mpsc::Receiver<Call>,
+    kube: Option<KubeSource>,
+    problems: Option<watch::Sender<Problems>>,
+) {
+    let manifests = manifest_changes(&agent);
+    let mut kube_changes = kube.as_ref().map(KubeSource::changes);
+    let has_source = agent.objects.is_manifests() || kube.is_some();
+    let polls = agent.objects.is_manifests() && manifests.is_none();
+    let mut resync = every(if polls { POLL_WITHOUT_INOTIFY } else { RESYNC });
+    let mut heartbeat = every(HEARTBEAT_EVERY);
+    let mut host_addresses = every(HOST_ADDRESSES_EVERY);
+    let mut del_spool = every(DEL_SPOOL_EVERY);
+    // A change was seen: the pass that programs it runs at this instant (after it settles).
+    let mut pass_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            Some((request, answer)) = calls.recv() => {
+                let _ = answer.send(agent.handle(request).await);
+            }
+            Ok(mut ready) = readable(manifests.as_ref()) => {
+                // Cleared before the pass reads the events: one arriving meanwhile makes the
+                // descriptor readable again, and wakes the loop for another pass.
+                ready.clear_ready();
+                pass_at.get_or_insert_with(|| Instant::now() + MANIFEST_SETTLE);
+            }
+            changed = changed(kube_changes.as_mut()) => {
+                match changed {
+                    Ok(()) => {
+                        pass_at.get_or_insert_with(|| Instant::now() + KUBE_SETTLE);
+                    }
+                    // The source is gone: nothing more will come from it.
+                    Err(_) => kube_changes = None,
+                }
+            }
+            () = at(pass_at) => {
+                pass_at = None;
+                pass(&mut agent, false, problems.as_ref()).await;
+            }
+            _ = resync.tick(), if has_source => pass(&mut agent, true, problems.as_ref()).await,
+            _ = heartbeat.tick() => agent.publish(),
+            _ = host_addresses.tick() => {
+                if let Err(e) = agent.refresh_host_ips().await {
+                    warn!(error = %format!("{e:#}"), "re-reading the node's addresses failed");
+                }
+            }
+            _ = del_spool.tick() => {
+                agent.drain_del_queue();
+            }
+        }
+    }
+}
+
+/// Re-read the source (every file of a manifest directory when `full`) and program what
+/// changed; then hand what could not be programmed to the task that publishes Events.
+async fn pass(agent: &mut Agent, full: bool, problems: Option<&watch::Sender<Problems>>) {
+    if full {
+        agent.objects_mut().request_full_scan();
+    }
+    if let Err(e) = agent.sync().await {
+        warn!(error = %format!("{e:#}"), "programming after a change of the source failed");
+    }
+    if let Some(problems) = problems {
+        problems.send_replace((agent.rejected(), agent.node_problems()));
+    }
+}
+
+async fn readable(
+    fd: Option<&AsyncFd<ChangeFd>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, ChangeFd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn changed(
+    changes: Option<&mut watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match changes {
+        Some(changes) => changes.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
