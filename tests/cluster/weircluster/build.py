@@ -154,6 +154,8 @@ def build_all() -> None:
     build_containerd()
     build_kube()
     check_agnhost_tag()
+    if config.LEAN:
+        shutil.rmtree(go_env()["GOCACHE"], ignore_errors=True)
     images.build_all(build_weir())
     log(f"everything built in {time.monotonic() - t:.0f}s")
 

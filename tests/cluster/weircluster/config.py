@@ -21,6 +21,9 @@ WEIR_IMAGE = "localhost/weir:dev"
 
 # Build outputs and caches live outside the checkout (and survive `down`).
 CACHE = Path(os.environ.get("WEIR_CLUSTER_CACHE", "/var/cache/weir-cluster"))
+# WEIR_CLUSTER_LEAN=1 (CI): drop Go's build cache once the binaries exist (~5 GiB); the next run
+# rebuilds from the module cache.
+LEAN = os.environ.get("WEIR_CLUSTER_LEAN") == "1"
 BIN = CACHE / "bin"
 IMAGES = CACHE / "images"
 # A running cluster's state: certificates, configs, logs, each node's private directories. Not under
