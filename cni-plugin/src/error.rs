@@ -13,7 +13,10 @@ use weir_agent_api::ClientError;
 
 use weir_netlink::NetlinkError;
 
-use crate::{ipam::IpamError, types::CniVersion};
+use crate::{
+    ipam::IpamError,
+    version::{CniVersion, UnsupportedVersion},
+};
 
 /// The numeric codes this plugin returns.
 pub mod codes {
@@ -118,6 +121,14 @@ fn join_messages(errors: &[CniError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl From<UnsupportedVersion> for CniError {
+    fn from(e: UnsupportedVersion) -> Self {
+        Self::IncompatibleVersion {
+            requested: e.requested,
+        }
+    }
 }
 
 impl CniError {

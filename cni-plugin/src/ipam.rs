@@ -125,7 +125,7 @@ pub struct Ipam {
 }
 
 impl Ipam {
-    /// `network` must be a safe directory name (see [`crate::types::is_valid_network_name`]).
+    /// `network` must be a safe directory name (see [`crate::config::is_valid_network_name`]).
     pub fn new(data_dir: &Path, network: &str, range: Ipv4Net, gateway: Ipv4Addr) -> Self {
         Self {
             dir: data_dir.join(network),

@@ -8,8 +8,10 @@
 //! is down, DELs are spooled for it to replay at start-up.
 //!
 //! Layout: [`skel`] turns `CNI_*` and stdin into a [`skel::Command`]; one module per verb under
-//! [`cmd`]; the kernel is reached through `weir-netlink` (Weir's one netlink vocabulary, shared with the agent); [`types`] holds
-//! the configuration and the per-version result formats; [`error`] maps failures to spec codes.
+//! [`cmd`]; the kernel is reached through `weir-netlink` (Weir's one netlink vocabulary, shared
+//! with the agent) and the agent through [`agent`] over `weir-agent-api`. The wire types, each
+//! importing only those before it: [`version`] (spec versions), [`error`] (failures as spec
+//! codes), [`config`] (the validated network configuration), [`result`] (per-version results).
 //! [`execute`] ties them together and is what the binary runs.
 
 use std::{
@@ -21,18 +23,20 @@ use std::{
 
 pub mod agent;
 pub mod cmd;
+pub mod config;
 pub mod error;
 pub mod ipam;
 mod logging;
+pub mod result;
 pub mod skel;
-pub mod types;
+pub mod version;
 
 #[cfg(test)]
 mod test_support;
 
 pub use error::CniError;
 use skel::{Command, Invocation, Verb};
-use types::CniVersion;
+use version::CniVersion;
 
 pub use weir_agent_api::{attachment_digest, host_veth_name, is_host_veth_name, HOST_VETH_PREFIX};
 

@@ -21,12 +21,14 @@
 
 use std::{fmt, path::PathBuf};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use weir_agent_api::AttachmentId;
 
 use crate::{
+    config::{defaults, is_valid_network_name, NetConf},
     error::CniError,
-    types::{defaults, is_valid_network_name, CniResult, CniVersion, NetConf},
+    result::CniResult,
+    version::CniVersion,
 };
 
 /// The fault-injection test hook (see the README): ADD fails right after the named step.
@@ -225,142 +227,158 @@ pub fn parse(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Comma
     parse_inner(env, stdin).map_err(|error| Failure { version, error })
 }
 
+/// Errors are checked in the order the spec's codes suggest: the environment (code 4), then
+/// stdin (code 6), then the version (code 1), and finally the configuration (code 7).
 fn parse_inner(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Command, CniError> {
     let var = |name: &str| env(name).filter(|v| !v.is_empty());
-    let command = var("CNI_COMMAND").ok_or_else(|| missing("CNI_COMMAND"))?;
-
-    // The environment first (code 4) …
-    enum Pending {
-        Add {
-            id: AttachmentId,
-            netns: PathBuf,
-            fail_after: Option<Step>,
-        },
-        Del {
-            id: AttachmentId,
-            netns: Option<PathBuf>,
-        },
-        Check {
-            id: AttachmentId,
-            netns: PathBuf,
-        },
-        Gc,
-        Status,
-    }
-    let required_netns = || {
-        var("CNI_NETNS")
-            .map(PathBuf::from)
-            .ok_or_else(|| missing("CNI_NETNS"))
-    };
-    let pending = match command.as_str() {
-        "VERSION" => return Ok(Command::Version),
-        "ADD" => Pending::Add {
-            id: attachment(&var)?,
-            netns: required_netns()?,
-            fail_after: fail_after(&var)?,
-        },
-        "DEL" => Pending::Del {
-            id: attachment(&var)?,
-            netns: var("CNI_NETNS").map(PathBuf::from),
-        },
-        "CHECK" => Pending::Check {
-            id: attachment(&var)?,
-            netns: required_netns()?,
-        },
-        "GC" => Pending::Gc,
-        "STATUS" => Pending::Status,
-        other => {
-            return Err(CniError::InvalidEnv {
-                var: "CNI_COMMAND",
-                reason: format!(
-                    "unknown command {other:?} (expected ADD, DEL, CHECK, GC, STATUS or VERSION)"
-                ),
-            })
-        }
+    let Some(pending) = Pending::from_env(&var)? else {
+        return Ok(Command::Version);
     };
     let args = CniArgs::parse(&var("CNI_ARGS").unwrap_or_default())?;
+    let obj = config_object(stdin)?;
+    let version = negotiate_version(&obj, &pending)?;
+    let conf = NetConf::from_json(&obj, version)?;
+    let verb = pending.into_verb(args, &conf)?;
+    Ok(Command::Run(Box::new(Invocation { conf, verb })))
+}
 
-    // … then stdin (code 6) …
-    let raw: Value = serde_json::from_slice(stdin).map_err(CniError::Decode)?;
-    let Value::Object(obj) = raw else {
-        return Err(CniError::Decode(serde::de::Error::custom(
-            "the network configuration must be a JSON object",
-        )));
-    };
+/// A verb whose environment has been read, waiting for its configuration.
+enum Pending {
+    Add {
+        id: AttachmentId,
+        netns: PathBuf,
+        fail_after: Option<Step>,
+    },
+    Del {
+        id: AttachmentId,
+        netns: Option<PathBuf>,
+    },
+    Check {
+        id: AttachmentId,
+        netns: PathBuf,
+    },
+    Gc,
+    Status,
+}
 
-    // … then the version (code 1) …
-    let version: CniVersion = match obj.get("cniVersion") {
-        Some(Value::String(v)) => v.parse()?,
-        Some(other) => {
-            return Err(CniError::IncompatibleVersion {
-                requested: other.to_string(),
-            })
-        }
-        None => {
-            return Err(CniError::IncompatibleVersion {
-                requested: String::new(),
-            })
-        }
-    };
-    let verb_in_version = |verb: &'static str, supported: bool| {
-        if supported {
-            Ok(())
-        } else {
-            Err(CniError::VerbNotInVersion { verb, version })
-        }
-    };
-    match &pending {
-        Pending::Check { .. } => verb_in_version("CHECK", version.supports_check())?,
-        Pending::Gc => verb_in_version("GC", version.supports_gc_and_status())?,
-        Pending::Status => verb_in_version("STATUS", version.supports_gc_and_status())?,
-        _ => {}
+impl Pending {
+    /// `None` for VERSION, which needs nothing more.
+    fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, CniError> {
+        let command = var("CNI_COMMAND").ok_or_else(|| missing("CNI_COMMAND"))?;
+        let required_netns = || {
+            var("CNI_NETNS")
+                .map(PathBuf::from)
+                .ok_or_else(|| missing("CNI_NETNS"))
+        };
+        Ok(Some(match command.as_str() {
+            "VERSION" => return Ok(None),
+            "ADD" => Self::Add {
+                id: attachment(var)?,
+                netns: required_netns()?,
+                fail_after: fail_after(var)?,
+            },
+            "DEL" => Self::Del {
+                id: attachment(var)?,
+                netns: var("CNI_NETNS").map(PathBuf::from),
+            },
+            "CHECK" => Self::Check {
+                id: attachment(var)?,
+                netns: required_netns()?,
+            },
+            "GC" => Self::Gc,
+            "STATUS" => Self::Status,
+            other => {
+                return Err(CniError::InvalidEnv {
+                    var: "CNI_COMMAND",
+                    reason: format!(
+                    "unknown command {other:?} (expected ADD, DEL, CHECK, GC, STATUS or VERSION)"
+                ),
+                })
+            }
+        }))
     }
 
-    // … and finally the configuration (code 7).
-    let conf = NetConf::from_json(&obj, version)?;
-    let verb = match pending {
-        Pending::Add {
-            id,
-            netns,
-            fail_after,
-        } => Verb::Add(AddArgs {
-            attachment: id,
-            netns,
-            args,
-            fail_after,
-        }),
-        Pending::Del { id, netns } => Verb::Del(DelArgs {
-            attachment: id,
-            netns,
-            args,
-        }),
-        Pending::Check { id, netns } => {
-            let prev = conf
-                .prev_result
-                .as_ref()
-                .ok_or_else(|| CniError::InvalidConfig {
-                    field: "prevResult".into(),
-                    reason: "is required for CHECK".into(),
-                })?;
-            Verb::Check(CheckArgs {
+    /// The verb's name and whether `version` defines it.
+    fn in_version(&self, version: CniVersion) -> (&'static str, bool) {
+        match self {
+            Self::Add { .. } => ("ADD", true),
+            Self::Del { .. } => ("DEL", true),
+            Self::Check { .. } => ("CHECK", version.supports_check()),
+            Self::Gc => ("GC", version.supports_gc_and_status()),
+            Self::Status => ("STATUS", version.supports_gc_and_status()),
+        }
+    }
+
+    fn into_verb(self, args: CniArgs, conf: &NetConf) -> Result<Verb, CniError> {
+        Ok(match self {
+            Self::Add {
+                id,
+                netns,
+                fail_after,
+            } => Verb::Add(AddArgs {
                 attachment: id,
                 netns,
                 args,
-                prev_result: CniResult::from_prev_result(prev)?,
+                fail_after,
+            }),
+            Self::Del { id, netns } => Verb::Del(DelArgs {
+                attachment: id,
+                netns,
+                args,
+            }),
+            Self::Check { id, netns } => {
+                let prev = conf
+                    .prev_result
+                    .as_ref()
+                    .ok_or_else(|| CniError::InvalidConfig {
+                        field: "prevResult".into(),
+                        reason: "is required for CHECK".into(),
+                    })?;
+                Verb::Check(CheckArgs {
+                    attachment: id,
+                    netns,
+                    args,
+                    prev_result: CniResult::from_prev_result(prev)?,
+                })
+            }
+            Self::Gc => Verb::Gc(GcArgs {
+                valid: conf
+                    .valid_attachments
+                    .clone()
+                    .ok_or_else(|| CniError::InvalidConfig {
+                        field: crate::config::VALID_ATTACHMENTS.into(),
+                        reason: "is required for GC".into(),
+                    })?,
+            }),
+            Self::Status => Verb::Status,
+        })
+    }
+}
+
+/// Stdin as a JSON object (code 6 when it is not one).
+fn config_object(stdin: &[u8]) -> Result<Map<String, Value>, CniError> {
+    match serde_json::from_slice(stdin).map_err(CniError::Decode)? {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(CniError::Decode(serde::de::Error::custom(
+            "the network configuration must be a JSON object",
+        ))),
+    }
+}
+
+/// The caller's `cniVersion` (code 1 when unsupported), and the verb must exist in it.
+fn negotiate_version(obj: &Map<String, Value>, pending: &Pending) -> Result<CniVersion, CniError> {
+    let version: CniVersion = match obj.get("cniVersion") {
+        Some(Value::String(v)) => v.parse()?,
+        other => {
+            return Err(CniError::IncompatibleVersion {
+                requested: other.map(Value::to_string).unwrap_or_default(),
             })
         }
-        Pending::Gc => Verb::Gc(GcArgs {
-            valid: conf
-                .valid_attachments
-                .clone()
-                .ok_or_else(|| CniError::InvalidConfig {
-                    field: crate::types::VALID_ATTACHMENTS.into(),
-                    reason: "is required for GC".into(),
-                })?,
-        }),
-        Pending::Status => Verb::Status,
     };
-    Ok(Command::Run(Box::new(Invocation { conf, verb })))
+    match pending.in_version(version) {
+        (_, true) => Ok(version),
+        (verb, false) => Err(CniError::VerbNotInVersion { verb, version }),
+    }
 }
 
 fn missing(var: &'static str) -> CniError {

@@ -27,11 +27,14 @@ use serde_json::json;
 use tempfile::TempDir;
 use weir_agent_api::{AttachmentId, Endpoint, Request, Response};
 use weir_cni::{
-    cmd, host_veth_name,
+    cmd,
+    config::NetConf,
+    host_veth_name,
     ipam::Ipam,
     is_host_veth_name,
+    result::CniResult,
     skel::{AddArgs, CheckArgs, CniArgs, DelArgs, GcArgs, Step},
-    types::{CniResult, CniVersion, NetConf},
+    version::CniVersion,
     CniError,
 };
 

@@ -33,24 +33,17 @@ use weir_netlink::{
 use super::del;
 use crate::{
     agent::{describe, timeouts, Agent, Connection},
+    config::{defaults, NetConf},
     error::CniError,
     host_veth_name,
     ipam::Ipam,
+    result::{CniResult, Interface, IpConfig, Route},
     skel::{AddArgs, Step},
-    types::{defaults, CniResult, Interface, IpConfig, NetConf, Route},
 };
 
 pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
     let id = &args.attachment;
-    let fail_after = |step: Step| {
-        if args.fail_after == Some(step) {
-            Err(CniError::InjectedFailure {
-                step: step.as_str(),
-            })
-        } else {
-            Ok(())
-        }
-    };
+    let fail_after = |step: Step| injected_failure(args, step);
 
     let agent = Agent::new(&conf.agent_socket);
     let connection = agent.connect().map_err(CniError::AgentUnavailable)?;
@@ -58,13 +51,7 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
     let netns = Netns::open(&args.netns)?;
     let rt = Runtime::new()?;
     let host = rt.connect()?;
-    let mtu = match conf.mtu {
-        Some(mtu) => mtu,
-        None => host
-            .run(|nl| nl.default_route_link())?
-            .and_then(|link| link.mtu)
-            .unwrap_or(defaults::MTU),
-    };
+    let mtu = pod_mtu(conf, &host)?;
     let ipam = Ipam::new(&conf.data_dir, &conf.name, conf.pod_cidr, conf.gateway);
     let _lifecycle = ipam.lifecycle_lock(false)?;
     let host_name = host_veth_name(&id.container_id, &id.ifname);
@@ -95,13 +82,8 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
             .map(drop)
             .map_err(Into::into)
     });
-    let host_link = host.run(|nl| nl.link_by_name(&host_name))?.ok_or_else(|| {
-        CniError::Internal(format!("host veth {host_name} vanished after creation"))
-    })?;
-    let host_mac = host_link
-        .mac
-        .ok_or_else(|| CniError::Internal(format!("host veth {host_name} has no MAC address")))?;
-    tracing::debug!(host = %host_name, ifindex = host_link.index, mtu, "veth pair created");
+    let (host_index, host_mac) = host_end(&host, &host_name)?;
+    tracing::debug!(host = %host_name, ifindex = host_index, mtu, "veth pair created");
     fail_after(Step::Veth)?;
 
     let pod = rt.connect_in(&netns)?;
@@ -115,7 +97,7 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
         ip,
         pod_mac: format_mac(pod_mac),
         host_ifname: host_name.clone(),
-        host_ifindex: host_link.index,
+        host_ifindex: host_index,
         host_mac: format_mac(host_mac),
     };
     // Registered before the call: a timed-out ADD may still have been applied by the agent.
@@ -130,16 +112,63 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
     fail_after(Step::Agent)?;
 
     undo.commit();
-    Ok(CniResult {
+    Ok(add_result(
+        conf, args, ip, mtu, &host_name, host_mac, pod_mac,
+    ))
+}
+
+/// `WEIR_TEST_FAIL_AFTER`: fail right after `step` when the test hook asks for it.
+fn injected_failure(args: &AddArgs, step: Step) -> Result<(), CniError> {
+    if args.fail_after == Some(step) {
+        return Err(CniError::InjectedFailure {
+            step: step.as_str(),
+        });
+    }
+    Ok(())
+}
+
+/// The configured MTU, else that of the host's default-route interface, else 1500.
+fn pod_mtu(conf: &NetConf, host: &Netlink<'_>) -> Result<u32, CniError> {
+    Ok(match conf.mtu {
+        Some(mtu) => mtu,
+        None => host
+            .run(|nl| nl.default_route_link())?
+            .and_then(|link| link.mtu)
+            .unwrap_or(defaults::MTU),
+    })
+}
+
+/// The host end's index and MAC, read back after its creation.
+fn host_end(host: &Netlink<'_>, host_name: &str) -> Result<(u32, [u8; 6]), CniError> {
+    let link = host.run(|nl| nl.link_by_name(host_name))?.ok_or_else(|| {
+        CniError::Internal(format!("host veth {host_name} vanished after creation"))
+    })?;
+    let mac = link
+        .mac
+        .ok_or_else(|| CniError::Internal(format!("host veth {host_name} has no MAC address")))?;
+    Ok((link.index, mac))
+}
+
+/// What ADD prints: both veth ends, the /32 through the gateway, the default route and DNS.
+fn add_result(
+    conf: &NetConf,
+    args: &AddArgs,
+    ip: Ipv4Addr,
+    mtu: u32,
+    host_name: &str,
+    host_mac: [u8; 6],
+    pod_mac: [u8; 6],
+) -> CniResult {
+    CniResult {
         interfaces: vec![
             Interface {
-                name: host_name,
+                name: host_name.to_owned(),
                 mac: Some(format_mac(host_mac)),
                 mtu: Some(mtu),
                 sandbox: None,
             },
             Interface {
-                name: id.ifname.clone(),
+                name: args.attachment.ifname.clone(),
                 mac: Some(format_mac(pod_mac)),
                 mtu: Some(mtu),
                 sandbox: Some(args.netns.display().to_string()),
@@ -155,7 +184,7 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
             gw: Some(IpAddr::V4(conf.gateway)),
         }],
         dns: conf.dns.clone(),
-    })
+    }
 }
 
 /// Step 5, inside the pod: returns the pod interface's index and MAC.

@@ -20,11 +20,12 @@ use weir_netlink::{
 use crate::{
     agent::{describe, timeouts, Agent},
     cmd::add::pod_routes,
+    config::NetConf,
     error::CniError,
     host_veth_name,
     ipam::Ipam,
+    result::CniResult,
     skel::CheckArgs,
-    types::{CniResult, NetConf},
 };
 
 /// What `prevResult` says the pod side should look like.
@@ -204,7 +205,7 @@ fn check_agent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::CniVersion;
+    use crate::version::CniVersion;
 
     fn prev(json: &str) -> CniResult {
         CniResult::from_prev_result(&serde_json::from_str(json).unwrap()).unwrap()
@@ -213,7 +214,7 @@ mod tests {
     #[test]
     fn expectations_come_from_the_sandbox_interface() {
         for version in CniVersion::SUPPORTED {
-            let golden = crate::types::tests_support::golden_result(version);
+            let golden = crate::result::tests_support::golden_result(version);
             let mut problems = Vec::new();
             let e = expected(&prev(golden), "eth0", &mut problems);
             assert!(problems.is_empty(), "{version}: {problems:?}");

@@ -25,11 +25,11 @@ use weir_netlink::blocking::Runtime;
 use crate::{
     agent::{describe, timeouts, Agent},
     attachment_digest,
+    config::NetConf,
     error::CniError,
     host_veth_name,
     ipam::Ipam,
     skel::DelArgs,
-    types::NetConf,
 };
 
 pub fn run(conf: &NetConf, args: &DelArgs) -> Result<(), CniError> {

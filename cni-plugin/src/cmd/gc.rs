@@ -20,12 +20,12 @@ use weir_netlink::blocking::Runtime;
 
 use crate::{
     agent::{describe, timeouts, Agent},
+    config::NetConf,
     error::CniError,
     host_veth_name,
     ipam::Ipam,
     is_host_veth_name,
     skel::GcArgs,
-    types::NetConf,
 };
 
 pub fn run(conf: &NetConf, args: &GcArgs) -> Result<(), CniError> {

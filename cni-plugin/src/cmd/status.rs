@@ -5,8 +5,8 @@ use weir_agent_api::{Request, Response};
 
 use crate::{
     agent::{describe, timeouts, Agent},
+    config::NetConf,
     error::CniError,
-    types::NetConf,
 };
 
 /// `Ok(())` when weir-agent is ready; otherwise code 50 with the reason.

@@ -3,5 +3,5 @@
 
 /// The VERSION answer: `{"cniVersion":"1.1.0","supportedVersions":[…]}`.
 pub fn run() -> String {
-    crate::types::version_info().to_string()
+    crate::version::version_info().to_string()
 }

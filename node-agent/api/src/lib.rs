@@ -150,26 +150,59 @@ pub enum ClientError {
 
 /// Send one request and wait for its answer.
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
-    let path = socket.display().to_string();
-    let stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
-        path: path.clone(),
-        source,
-    })?;
-    let io = |source| ClientError::Io {
-        path: path.clone(),
-        source,
-    };
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let mut line = serde_json::to_vec(request)?;
-    line.push(b'\n');
-    (&stream).write_all(&line).map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    if answer.trim().is_empty() {
-        return Err(ClientError::NoAnswer);
+    Connection::open(socket)?.call(request, timeout)
+}
+
+/// A connection to the agent's socket, opened ahead of its one request. The agent binds its
+/// socket only once it is ready, so opening one is already a readiness check.
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+    path: String,
+}
+
+impl Connection {
+    pub fn open(socket: &Path) -> Result<Self, ClientError> {
+        let path = socket.display().to_string();
+        match UnixStream::connect(socket) {
+            Ok(stream) => Ok(Self { stream, path }),
+            Err(source) => Err(ClientError::Unreachable { path, source }),
+        }
     }
-    Ok(serde_json::from_str(&answer)?)
+
+    /// Send `request` and wait up to `timeout` for the answer: one JSON line each way.
+    pub fn call(self, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+        let io = |source| ClientError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let stream = &self.stream;
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        (&*stream).write_all(&line).map_err(io)?;
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+        if answer.trim().is_empty() {
+            return Err(ClientError::NoAnswer);
+        }
+        Ok(serde_json::from_str(&answer)?)
+    }
+}
+
+impl Request {
+    /// The CNI verb (or agent call) this request carries, for messages.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Request::Status => "STATUS",
+            Request::Add { .. } => "ADD",
+            Request::Del { .. } => "DEL",
+            Request::Get { .. } => "GET",
+            Request::Gc { .. } => "GC",
+            Request::Sync => "SYNC",
+        }
+    }
 }
 
 /// Format a MAC address the way `ip link` does.

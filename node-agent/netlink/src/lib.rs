@@ -188,12 +188,8 @@ impl Netlink {
     /// `ip link set <index> …`.
     pub async fn update_link(&self, index: u32, update: &LinkUpdate) -> Result<(), NetlinkError> {
         let msg = update.message(LinkUnspec::new_with_index(index));
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, || format!("setting link #{index}: {update:?}"))
             .await
-            .map_err(request(|| format!("setting link #{index}: {update:?}")))
     }
 
     /// `ip link set <index> up`.
@@ -213,12 +209,21 @@ impl Netlink {
         update: &LinkUpdate,
     ) -> Result<(), NetlinkError> {
         let msg = update.message(LinkUnspec::new_with_name(name));
+        self.set_link(msg, || format!("setting link {name}: {update:?}"))
+            .await
+    }
+
+    async fn set_link(
+        &self,
+        msg: LinkMessage,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), NetlinkError> {
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(request(|| format!("setting link {name}: {update:?}")))
+            .map_err(request(what))
     }
 
     /// Apply `update` to the device `name` unless it already looks so; returns the device as it

@@ -114,21 +114,7 @@ impl BpfDatapath {
             (CT_ANY, conntrack.any),
             (POLICY_PEERS, policy_peers),
         ];
-        let mut resized = Vec::new();
-        for (name, size) in sizes {
-            let pin = pin_dir.join(name);
-            let Ok(old) = MapData::from_pin(&pin) else {
-                continue;
-            };
-            let old_size = old.info().map(|i| i.max_entries()).unwrap_or(size);
-            if old_size != size {
-                info!(map = name, from = old_size, to = size, "resizing a map");
-                // The old map lives on in `old` (and in the programs still attached) until what
-                // it holds is carried over below; the loader then creates and pins the new size.
-                fs::remove_file(&pin).map_err(fs_err(&pin))?;
-                resized.push((name, old));
-            }
-        }
+        let resized = unpin_resized(pin_dir, &sizes)?;
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(pin_dir);
         for (name, size) in sizes {
@@ -158,36 +144,7 @@ impl BpfDatapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        // The socket filter the node's iptables run, pinned afresh: a rule holds the program it
-        // was made with, so the agent's iptables rules are rewritten after this.
-        let filter: &mut SocketFilter = ebpf
-            .program_mut(PROG_EGRESS_AFTER_DNAT)
-            .ok_or(DatapathError::Program {
-                name: PROG_EGRESS_AFTER_DNAT,
-                source: ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: PROG_EGRESS_AFTER_DNAT,
-                source,
-            })?;
-        filter.load().map_err(|source| DatapathError::Program {
-            name: PROG_EGRESS_AFTER_DNAT,
-            source,
-        })?;
-        let pinned = egress_after_dnat_pin(pin_dir);
-        if let Some(dir) = pinned.parent() {
-            fs::create_dir_all(dir).map_err(fs_err(dir))?;
-        }
-        match fs::remove_file(&pinned) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(fs_err(&pinned)(e)),
-        }
-        filter.pin(&pinned).map_err(|e| DatapathError::Link {
-            path: pinned.display().to_string(),
-            message: e.to_string(),
-        })?;
+        pin_egress_after_dnat(&mut ebpf, pin_dir)?;
         let resolved = match attachments.mode {
             AttachMode::Auto => None,
             mode => {
@@ -208,61 +165,107 @@ impl BpfDatapath {
         self.resolved
     }
 
+    /// Map `name`, as the typed view `T`.
+    fn typed<'a, T>(&'a self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a Map, Error = MapError>,
+    {
+        let map = self.ebpf.map(name).ok_or(missing_map(name))?;
+        T::try_from(map).map_err(map_err(name))
+    }
+
+    /// Map `name`, as the writable typed view `T`.
+    fn typed_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a mut Map, Error = MapError>,
+    {
+        let map = self.ebpf.map_mut(name).ok_or(missing_map(name))?;
+        T::try_from(map).map_err(map_err(name))
+    }
+
     fn peers_map(&self) -> Result<LpmTrie<&MapData, PeerKey, PeerValue>, DatapathError> {
-        let map = self
-            .ebpf
-            .map(POLICY_PEERS)
-            .ok_or(missing_map(POLICY_PEERS))?;
-        LpmTrie::try_from(map).map_err(map_err(POLICY_PEERS))
+        self.typed(POLICY_PEERS)
     }
 
     fn peers_map_mut(
         &mut self,
     ) -> Result<LpmTrie<&mut MapData, PeerKey, PeerValue>, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(POLICY_PEERS)
-            .ok_or(missing_map(POLICY_PEERS))?;
-        LpmTrie::try_from(map).map_err(map_err(POLICY_PEERS))
+        self.typed_mut(POLICY_PEERS)
     }
 
     fn ports_map(&self) -> Result<LpmTrie<&MapData, PortKey, PortValue>, DatapathError> {
-        let map = self
-            .ebpf
-            .map(POLICY_PORTS)
-            .ok_or(missing_map(POLICY_PORTS))?;
-        LpmTrie::try_from(map).map_err(map_err(POLICY_PORTS))
+        self.typed(POLICY_PORTS)
     }
 
     fn ports_map_mut(
         &mut self,
     ) -> Result<LpmTrie<&mut MapData, PortKey, PortValue>, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(POLICY_PORTS)
-            .ok_or(missing_map(POLICY_PORTS))?;
-        LpmTrie::try_from(map).map_err(map_err(POLICY_PORTS))
+        self.typed_mut(POLICY_PORTS)
     }
 
-    fn endpoints_map(
-        &self,
-    ) -> Result<HashMap<&aya::maps::MapData, EndpointKey, EndpointInfo>, DatapathError> {
-        let map = self.ebpf.map(ENDPOINTS).ok_or(missing_map(ENDPOINTS))?;
-        HashMap::try_from(map).map_err(|source| DatapathError::Map {
-            name: ENDPOINTS,
-            source,
-        })
+    fn endpoints_map(&self) -> Result<HashMap<&MapData, EndpointKey, EndpointInfo>, DatapathError> {
+        self.typed(ENDPOINTS)
     }
 
     fn endpoints_map_mut(
         &mut self,
-    ) -> Result<HashMap<&mut aya::maps::MapData, EndpointKey, EndpointInfo>, DatapathError> {
-        let map = self.ebpf.map_mut(ENDPOINTS).ok_or(missing_map(ENDPOINTS))?;
-        HashMap::try_from(map).map_err(|source| DatapathError::Map {
-            name: ENDPOINTS,
-            source,
-        })
+    ) -> Result<HashMap<&mut MapData, EndpointKey, EndpointInfo>, DatapathError> {
+        self.typed_mut(ENDPOINTS)
     }
+}
+
+/// Unpin each map in `sizes` whose pinned copy has another size, so the loader creates it anew;
+/// the old maps are returned, still alive, for their entries to be carried over.
+fn unpin_resized(
+    pin_dir: &Path,
+    sizes: &[(&'static str, u32)],
+) -> Result<Vec<(&'static str, MapData)>, DatapathError> {
+    let mut resized = Vec::new();
+    for &(name, size) in sizes {
+        let pin = pin_dir.join(name);
+        let Ok(old) = MapData::from_pin(&pin) else {
+            continue;
+        };
+        let old_size = old.info().map(|i| i.max_entries()).unwrap_or(size);
+        if old_size != size {
+            info!(map = name, from = old_size, to = size, "resizing a map");
+            // The old map lives on in `old` (and in the programs still attached) until what
+            // it holds is carried over; the loader then creates and pins the new size.
+            fs::remove_file(&pin).map_err(fs_err(&pin))?;
+            resized.push((name, old));
+        }
+    }
+    Ok(resized)
+}
+
+/// The socket filter the node's iptables run, pinned afresh: a rule holds the program it was
+/// made with, so the agent's iptables rules are rewritten after this.
+fn pin_egress_after_dnat(ebpf: &mut Ebpf, pin_dir: &Path) -> Result<(), DatapathError> {
+    let name = PROG_EGRESS_AFTER_DNAT;
+    let filter: &mut SocketFilter = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::Program {
+            name,
+            source: ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })?;
+    filter
+        .load()
+        .map_err(|source| DatapathError::Program { name, source })?;
+    let pinned = egress_after_dnat_pin(pin_dir);
+    if let Some(dir) = pinned.parent() {
+        fs::create_dir_all(dir).map_err(fs_err(dir))?;
+    }
+    match fs::remove_file(&pinned) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fs_err(&pinned)(e)),
+    }
+    filter.pin(&pinned).map_err(|e| DatapathError::Link {
+        path: pinned.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
