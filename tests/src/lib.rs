@@ -32,7 +32,7 @@ pub mod probe;
 pub mod process;
 pub mod sctp;
 pub mod serve;
-pub mod service;
+
 pub mod state;
 
 pub use crate::{

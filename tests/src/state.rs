@@ -21,9 +21,9 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    lab::services::{self, ServePort},
     names::PodRef,
     process::ProcessRef,
-    service::{self, ServePort},
 };
 
 /// Bumped on incompatible changes to [`LabState`].
@@ -70,7 +70,7 @@ pub struct LabState {
 }
 
 fn default_service_cidr() -> String {
-    service::SERVICE_CIDR.to_owned()
+    services::SERVICE_CIDR.to_owned()
 }
 
 /// The "internet": a bridge joining every node's uplink, and an outside host on its loopback.
@@ -270,7 +270,7 @@ pub(crate) mod tests {
             routing: Routing::Native,
             cluster_cidr: names::CLUSTER_CIDR.to_owned(),
             manifest_dir: dir.join("manifests"),
-            service_cidr: service::SERVICE_CIDR.to_owned(),
+            service_cidr: services::SERVICE_CIDR.to_owned(),
             last_service_index: 1,
             ext: ExtState {
                 netns: names::ext_netns(&id),
@@ -310,7 +310,7 @@ pub(crate) mod tests {
                 ip: Ipv4Addr::new(10, 244, 1, 5),
                 mac: Some("0a:58:0a:f4:01:05".to_owned()),
                 labels: [("role".to_owned(), "web".to_owned())].into(),
-                ports: service::default_ports(),
+                ports: services::default_ports(),
                 cluster_ip: Some(Ipv4Addr::new(10, 96, 0, 1)),
                 server: None,
                 server_log: dir.join("pods/web.log"),

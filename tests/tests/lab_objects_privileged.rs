@@ -11,9 +11,10 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use serde_json::Value;
 use weir_tests::{
     in_netns, ip_in,
+    lab::services,
     lab::{LabError, MatrixOptions, ProbeOptions, ProbeTarget},
     manifest::NAMESPACE_NAME_LABEL,
-    service, Lab, LabOptions, PodSpec, Proto,
+    Lab, LabOptions, PodSpec, Proto,
 };
 
 use crate::common::{fake_bin_dir, leftovers, root_netns_snapshot};
@@ -131,7 +132,7 @@ fn objects_services_and_sctp_work_and_vanish_with_the_lab() {
     }
     let vip_a = lab.service_ip("x", "a").unwrap();
     let vip_b = lab.service_ip("x", "b").unwrap();
-    assert!(service::in_service_cidr(vip_a) && vip_a != vip_b);
+    assert!(services::in_service_cidr(vip_a) && vip_a != vip_b);
     assert_eq!(a.cluster_ip, Some(vip_a));
     let svc = read_yaml(&manifests.join("service.x.b.yaml"));
     assert_eq!(svc["spec"]["clusterIP"], vip_b.to_string());

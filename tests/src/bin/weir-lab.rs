@@ -9,7 +9,7 @@
 use std::{
     io::{Read, Write},
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::atomic::AtomicBool,
     time::Duration,
@@ -19,13 +19,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir_tests::{
     demo::demo,
+    lab::services::{parse_serve_list, ServePort},
     lab::{self, Lab, LabError, LabOptions, MatrixOptions, PodSpec, ProbeOptions},
     names::{parse_labels, parse_ports, Endpoint, PodRef},
     netns::open_netns,
     paths,
     probe::Proto,
     serve::{ServeConfig, ServerSockets},
-    service::{parse_serve_list, ServePort},
     state::Routing,
 };
 
@@ -314,21 +314,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             println!("{ip}");
         }
-        Cmd::Apply { file } => {
-            let text = if file.as_os_str() == "-" {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .context("reading stdin")?;
-                text
-            } else {
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?
-            };
-            Lab::open(&dir)?
-                .apply_yaml(&text)
-                .with_context(|| format!("applying {}", file.display()))?;
-        }
+        Cmd::Apply { file } => Lab::open(&dir)?
+            .apply_yaml(&read_file_or_stdin(&file)?)
+            .with_context(|| format!("applying {}", file.display()))?,
         Cmd::Delete {
             kind: DeleteKind::Networkpolicy,
             object,
@@ -337,22 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             kind,
             target,
             changes,
-        } => {
-            let changes: Vec<&str> = changes.iter().map(String::as_str).collect();
-            let lab = Lab::open(&dir)?;
-            match kind {
-                LabelKind::Pod => {
-                    let pod: PodRef = target.parse()?;
-                    lab.label_pod(&pod.namespace, &pod.name, &changes)?;
-                }
-                LabelKind::Ns => {
-                    if !weir_tests::names::is_dns_name(&target) {
-                        bail!("{target:?} is not a namespace name");
-                    }
-                    lab.label_namespace(&target, &changes)?;
-                }
-            }
-        }
+        } => label(&Lab::open(&dir)?, kind, &target, &changes)?,
         Cmd::Probe { from, to, probe } => {
             let state = Lab::open(&dir)?.state()?;
             let result = lab::probe_via(&state, &from, &to, &probe.options())?;
@@ -362,16 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Matrix { probe, pods } => {
-            let base = probe.options();
-            let mut opts = MatrixOptions {
-                via_service: base.via_service,
-                timeout: base.timeout,
-                ..MatrixOptions::new(base.proto, base.port)
-            };
-            if let Some(pods) = pods {
-                opts = opts.pods(&pods.iter().map(PodRef::to_string).collect::<Vec<_>>());
-            }
-            let matrix = Lab::open(&dir)?.matrix_with(&opts)?;
+            let matrix = Lab::open(&dir)?.matrix_with(&matrix_options(&probe, pods.as_deref()))?;
             print_json(&matrix)?;
             eprint!("{}", matrix.table());
         }
@@ -386,6 +350,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Serve(args) => serve(&args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `-` reads stdin.
+fn read_file_or_stdin(file: &Path) -> Result<String> {
+    if file.as_os_str() != "-" {
+        return std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()));
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading stdin")?;
+    Ok(text)
+}
+
+fn label(lab: &Lab, kind: LabelKind, target: &str, changes: &[String]) -> Result<()> {
+    let changes: Vec<&str> = changes.iter().map(String::as_str).collect();
+    match kind {
+        LabelKind::Pod => {
+            let pod: PodRef = target.parse()?;
+            lab.label_pod(&pod.namespace, &pod.name, &changes)
+        }
+        LabelKind::Ns => {
+            if !weir_tests::names::is_dns_name(target) {
+                bail!("{target:?} is not a namespace name");
+            }
+            lab.label_namespace(target, &changes)
+        }
+    }
+}
+
+fn matrix_options(probe: &ProbeArgs, pods: Option<&[PodRef]>) -> MatrixOptions {
+    let base = probe.options();
+    let opts = MatrixOptions {
+        via_service: base.via_service,
+        timeout: base.timeout,
+        ..MatrixOptions::new(base.proto, base.port)
+    };
+    match pods {
+        Some(pods) => opts.pods(&pods.iter().map(PodRef::to_string).collect::<Vec<_>>()),
+        None => opts,
+    }
 }
 
 /// Enter the netns (this process is single-threaded here, so the whole process moves), bind, say
