@@ -32,6 +32,7 @@ pub mod probe;
 pub mod process;
 pub mod sctp;
 pub mod serve;
+pub mod services;
 
 pub mod state;
 

@@ -28,8 +28,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    lab::services::ServePort,
     names::{is_dns_name, PodRef},
+    services::ServePort,
 };
 
 /// Name of the manifest directory inside the lab directory.

@@ -21,9 +21,9 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    lab::services::{self, ServePort},
     names::PodRef,
     process::ProcessRef,
+    services::{self, ServePort},
 };
 
 /// Bumped on incompatible changes to [`LabState`].

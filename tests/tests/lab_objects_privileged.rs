@@ -11,10 +11,9 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use serde_json::Value;
 use weir_tests::{
     in_netns, ip_in,
-    lab::services,
     lab::{LabError, MatrixOptions, ProbeOptions, ProbeTarget},
     manifest::NAMESPACE_NAME_LABEL,
-    Lab, LabOptions, PodSpec, Proto,
+    services, Lab, LabOptions, PodSpec, Proto,
 };
 
 use crate::common::{fake_bin_dir, leftovers, root_netns_snapshot};

@@ -19,13 +19,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir_tests::{
     demo::demo,
-    lab::services::{parse_serve_list, ServePort},
     lab::{self, Lab, LabError, LabOptions, MatrixOptions, PodSpec, ProbeOptions},
     names::{parse_labels, parse_ports, Endpoint, PodRef},
     netns::open_netns,
     paths,
     probe::Proto,
     serve::{ServeConfig, ServerSockets},
+    services::{parse_serve_list, ServePort},
     state::Routing,
 };
 

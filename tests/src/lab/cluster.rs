@@ -12,13 +12,13 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     agent::{start_agent, wait_agent_ready, AgentConfig},
-    lab::services::{self, ServePort},
     manifest::node_object,
     names::{self},
     netns::{create_netns, in_netns, ip_in, list_netns},
     paths::require_bin,
     probe::Proto,
     process::{spawn_detached, ProcessRef, Spawn},
+    services::{self, ServePort},
     state::{ExtState, LabState, NodeState, Phase, StateLock, STATE_VERSION},
 };
 

@@ -25,9 +25,10 @@
 //! them directly. Each takes the lab's lock, so several processes can drive one lab.
 //!
 //! Parts: [`cluster`] (up: plan, namespaces, links, agents), [`pods`] (add, publish, label, del),
-//! [`objects`] (manifests, apply, sync), [`services`] (ports served and the ClusterIP DNAT),
-//! [`probe`] (probes and matrices), [`teardown`] (down). This file holds the [`Lab`] handle
-//! that drives them.
+//! [`objects`] (manifests, apply, sync), [`probe`] (probes and matrices), [`teardown`] (down).
+//! This file holds the [`Lab`] handle that drives them. Below the lab, and imported by it (never
+//! the other way): [`crate::state`], [`crate::manifest`], [`crate::services`] (ports served and
+//! the ClusterIP DNAT), [`crate::probe`], [`crate::cni`], [`crate::agent`], [`crate::netns`].
 
 use std::{
     net::Ipv4Addr,
@@ -53,7 +54,6 @@ mod cluster;
 mod objects;
 mod pods;
 mod probe;
-pub mod services;
 mod teardown;
 
 pub use cluster::{ensure_bpffs, plan, up};

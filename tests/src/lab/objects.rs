@@ -7,10 +7,10 @@ use weir_agent_api::Rejected;
 
 use crate::{
     agent::{agent_sync, AgentConfig},
-    lab::services::ServePort,
     manifest::{parse_documents, Kind, ManifestDir, Object, ObjectRef, NAMESPACE_NAME_LABEL},
     names::PodRef,
     probe::Proto,
+    services::ServePort,
     state::{LabState, StateLock},
 };
 

@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use crate::{
     cni::{parse_add_result, plugin_config_from_dir, run_cni, with_prev_result, AddResult, CniEnv},
-    lab::services::{self, ServePort},
     manifest::{
         namespace_object, pod_object, service_object, Kind, ManifestDir, Object, ObjectRef,
     },
@@ -18,6 +17,7 @@ use crate::{
     netns::{delete_netns, netns_exists, netns_path, Netns},
     paths::require_bin,
     probe::Proto,
+    services::{self, ServePort},
     state::{LabState, NodeState, PodState, StateLock},
 };
 

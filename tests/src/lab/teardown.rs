@@ -10,11 +10,11 @@ use anyhow::{bail, Result};
 
 use crate::{
     agent::{run_agent_cleanup, AgentConfig},
-    lab::services::{self},
     names::{self},
     netns::{delete_netns, list_netns, netns_exists, netns_inode, pids_in_netns},
     paths::{self},
     process::ProcessRef,
+    services::{self},
     state::{LabState, StateLock},
 };
 

@@ -4,10 +4,12 @@
 mod bpf;
 pub mod fake;
 
-use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr};
+use std::net::Ipv4Addr;
 
-pub use bpf::{attached_interfaces, detach_clsact, egress_after_dnat_pin, BpfDatapath};
 use weir_common::{CounterKey, CounterValue, EndpointInfo};
+
+pub use crate::config::{AttachMode, Attachments};
+pub use bpf::{attached_interfaces, detach_clsact, egress_after_dnat_pin, BpfDatapath};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -75,66 +77,6 @@ impl Hook {
             Hook::FromUplink => "from-uplink",
         }
     }
-}
-
-/// How the tc programs are attached to interfaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// Pod veths get clsact filters; the node's devices (`weir0`, the uplink, the tunnel) get tcx
-    /// links when the kernel has them (6.6+, probed by the first attach), clsact otherwise. A pod
-    /// veth is Weir's alone, so tcx's ordering among several programs buys nothing there, while
-    /// each tcx attach waits for an RCU grace period (about 14 ms): with a filter, CNI ADD takes
-    /// a fraction of that. Both survive agent restarts and are replaced in place.
-    Auto,
-    /// tcx links (`bpf_link`), pinned under `<pin dir>/links` so they outlive the agent.
-    Tcx,
-    /// Netlink `cls_bpf` filters on a `clsact` qdisc, at a fixed priority and handle per hook.
-    /// They are not links and cannot be pinned: they stay while the interface exists, and a
-    /// restarted agent replaces its own filter in place. A marker file per attachment under the
-    /// run directory records them.
-    Clsact,
-}
-
-impl AttachMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::Auto => "auto",
-            AttachMode::Tcx => "tcx",
-            AttachMode::Clsact => "clsact",
-        }
-    }
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AttachMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(AttachMode::Auto),
-            "tcx" => Ok(AttachMode::Tcx),
-            "clsact" => Ok(AttachMode::Clsact),
-            other => Err(format!(
-                "unknown attach mode {other:?} (auto, tcx or clsact)"
-            )),
-        }
-    }
-}
-
-/// Where and how the datapath attaches its programs: the requested mode, the directory of tcx
-/// link pins (on bpffs) and the directory of clsact filter markers (on the run directory's tmpfs,
-/// since bpffs holds no regular files). Both directories are emptied by a reboot, as is what
-/// they describe.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attachments {
-    pub mode: AttachMode,
-    pub link_pin_dir: PathBuf,
-    pub filter_dir: PathBuf,
 }
 
 pub trait Datapath: Send {
