@@ -118,12 +118,8 @@ impl Netlink {
     /// Create the veth pair `name` ↔ `peer` in this namespace, both ends with `mtu`, both down.
     pub async fn create_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<(), NetlinkError> {
         let msg = LinkVeth::new(name, peer).mtu(mtu).build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
+        self.add_link(msg, || format!("creating veth {name} with peer {peer}"))
             .await
-            .map_err(request(|| format!("creating veth {name} with peer {peer}")))
     }
 
     /// Create the veth pair `host` ↔ `peer`, with `peer` created directly inside `peer_netns`;
@@ -177,12 +173,8 @@ impl Netlink {
             .mtu(mtu)
             .address(mac.to_vec())
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
+        self.add_link(msg, || format!("creating VXLAN device {name}"))
             .await
-            .map_err(request(|| format!("creating VXLAN device {name}")))
     }
 
     /// `ip link set <index> …`.
@@ -211,6 +203,19 @@ impl Netlink {
         let msg = update.message(LinkUnspec::new_with_name(name));
         self.set_link(msg, || format!("setting link {name}: {update:?}"))
             .await
+    }
+
+    async fn add_link(
+        &self,
+        msg: LinkMessage,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(request(what))
     }
 
     async fn set_link(
