@@ -52,13 +52,7 @@ fn a_pod_cannot_forge_an_identity_through_the_vxlan_tunnel() {
             .unwrap();
     }
     // x/b admits app=a only (x/a on node 1, x/d on node 3); x/c (node 3) is the attacker.
-    lab.apply_yaml(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
-         metadata: {name: b-from-a, namespace: x}\n\
-         spec:\n  podSelector: {matchLabels: {app: b}}\n  \
-         ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n",
-    )
-    .unwrap();
+    lab.apply_yaml(B_FROM_A).unwrap();
     let ip = |name: &str| lab.pod("x", name).unwrap().ip;
     let netns = |name: &str| lab.pod("x", name).unwrap().netns;
     let target = listen_udp(&netns("b"), ip("b"), 9999);
@@ -268,13 +262,7 @@ fn a_pod_cannot_reach_an_isolated_pod_with_forged_icmp_errors() {
         lab.add_pod_with(&PodSpec::new("x", name).label("app", name).on_node(node))
             .unwrap();
     }
-    lab.apply_yaml(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
-         metadata: {name: b-from-a, namespace: x}\n\
-         spec:\n  podSelector: {matchLabels: {app: b}}\n  \
-         ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n",
-    )
-    .unwrap();
+    lab.apply_yaml(B_FROM_A).unwrap();
     let ip = |name: &str| lab.pod("x", name).unwrap().ip;
     let netns = |name: &str| lab.pod("x", name).unwrap().netns;
 
@@ -509,6 +497,12 @@ fn a_node_with_hundreds_of_addresses_keeps_its_network() {
     ));
 }
 
+/// x/b admits pods labelled app=a only: the policy most attacks try to get past.
+const B_FROM_A: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+    metadata: {name: b-from-a, namespace: x}\n\
+    spec:\n  podSelector: {matchLabels: {app: b}}\n  \
+    ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n";
+
 /// A TCP SYN from `src:sport` to `dst:dport` (checksum left out: the datapath tracks the flow
 /// before anyone checks it).
 fn tcp_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
@@ -521,35 +515,13 @@ fn tcp_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     pkt
 }
 
-/// Send every packet of `packets` (whole IPv4 packets) on one raw socket from inside `netns`.
-fn flood(netns: &str, packets: impl Iterator<Item = Vec<u8>> + Send) {
-    in_netns(netns, || {
-        // SAFETY: socket(2) and sendto(2) with buffers we own; the fd is closed below.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            assert!(fd >= 0);
-            for pkt in packets {
-                let addr = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as u16,
-                    sin_port: 0,
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]),
-                    },
-                    sin_zero: [0; 8],
-                };
-                libc::sendto(
-                    fd,
-                    pkt.as_ptr().cast(),
-                    pkt.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as u32,
-                );
-            }
-            libc::close(fd);
-        }
-    })
-    .unwrap();
+/// Send every packet of `packets` (whole IPv4 packets) on one raw socket from inside `netns`;
+/// what the kernel refuses (a full queue) is left unsent, as a flood would.
+fn flood(netns: &str, packets: impl Iterator<Item = Vec<u8>>) {
+    let socket = common::RawIpv4::open_in(netns);
+    for pkt in packets {
+        let _ = socket.send(&pkt);
+    }
 }
 
 /// Hole 6: one conntrack table for the whole node let one pod's junk flows evict other pods'
@@ -700,13 +672,7 @@ fn one_tenants_oversized_policy_isolates_only_its_own_pods() {
     let agent = lab.state().unwrap().node(1).unwrap().agent.unwrap();
     let _agent = common::restart_agent(&lab, 1, agent, false, &["--policy-peers-max", "64"]);
     // Tenant x: b admits a.
-    lab.apply_yaml(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
-         metadata: {name: b-from-a, namespace: x}\n\
-         spec:\n  podSelector: {matchLabels: {app: b}}\n  \
-         ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]\n",
-    )
-    .unwrap();
+    lab.apply_yaml(B_FROM_A).unwrap();
     // Tenant y: c admits d and 100 networks.
     let blocks: String = (0..100)
         .map(|i| format!("{{ipBlock: {{cidr: 198.18.{i}.0/24}}}}, "))

@@ -175,33 +175,55 @@ pub fn send_spoofed_udp(netns: &str, src: std::net::Ipv4Addr, dst: std::net::Ipv
 
 /// Send a whole IPv4 packet, header included, on a raw socket from inside `netns`.
 pub fn send_raw_ipv4(netns: &str, pkt: &[u8]) {
-    let dst = std::net::Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-    weir_tests::in_netns(netns, || {
-        // SAFETY: plain socket(2)/sendto(2) with a buffer we own; the fd is closed below.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            assert!(fd >= 0);
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(dst).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let n = libc::sendto(
-                fd,
+    let sent = RawIpv4::open_in(netns).send(pkt);
+    assert_eq!(sent.expect("sendto"), pkt.len());
+}
+
+/// A raw IPv4 socket (the header is the caller's) made inside a netns: it sends from there
+/// wherever it is used.
+pub struct RawIpv4(std::os::fd::OwnedFd);
+
+impl RawIpv4 {
+    pub fn open_in(netns: &str) -> Self {
+        let fd = weir_tests::in_netns(netns, || {
+            // SAFETY: socket(2) takes no pointers.
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) }
+        })
+        .unwrap();
+        assert!(
+            fd >= 0,
+            "raw socket in {netns}: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a descriptor socket(2) just returned, owned by nobody else.
+        Self(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+
+    /// Send a whole IPv4 packet to the destination address in its header.
+    pub fn send(&self, pkt: &[u8]) -> Result<usize, std::io::Error> {
+        use std::os::fd::AsRawFd;
+        let dst = std::net::Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(dst).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: the buffer and address are ours and outlive the call; the fd is open.
+        let n = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
                 pkt.as_ptr().cast(),
                 pkt.len(),
                 0,
                 (&addr as *const libc::sockaddr_in).cast(),
                 std::mem::size_of::<libc::sockaddr_in>() as u32,
-            );
-            libc::close(fd);
-            assert_eq!(n as usize, pkt.len());
-        }
-    })
-    .unwrap();
+            )
+        };
+        usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+    }
 }
 
 /// From pod `(sender_netns, sender_ip)` to `receiver_ip:9999` in `receiver_netns`: three UDP
