@@ -21,7 +21,7 @@ use k8s_openapi::api::{
 };
 use kube::runtime::watcher;
 use weir_agent_api::Rejected;
-use weir_policy::model::{Cluster, Labels, NodeInfo, PodInfo, PodKey, PolicyKey};
+use weir_policy::model::{Cluster, Labels, NodeInfo, PodInfo, PodKey, Policy, PolicyKey};
 
 use crate::trim;
 
@@ -373,22 +373,14 @@ impl State {
                 }
             }
             Item::NetworkPolicy(policy) => {
-                let policy_key = PolicyKey::new(key.namespace.clone(), key.name.clone());
-                let same = self.cluster.policy(&policy_key).is_some_and(|p| {
-                    policy
-                        .spec
-                        .as_ref()
-                        .map_or(p.spec == Default::default(), |spec| *spec == p.spec)
-                });
-                if same {
-                    false
-                } else {
-                    match Arc::make_mut(&mut self.cluster).upsert_policy(*policy) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            self.rejected.insert(key.clone(), e.to_string());
-                            true
-                        }
+                // Checked before it is stored: an update that changes nothing the compiler
+                // reads (a new resourceVersion, an annotation) is not a change.
+                match Policy::from_k8s(&policy) {
+                    Ok(policy) if self.cluster.policy(policy.key()) == Some(&policy) => false,
+                    Ok(policy) => Arc::make_mut(&mut self.cluster).insert_policy(policy),
+                    Err(e) => {
+                        self.rejected.insert(key.clone(), e.to_string());
+                        true
                     }
                 }
             }
@@ -534,7 +526,7 @@ mod tests {
         state
             .cluster()
             .policies()
-            .map(|p| p.key.to_string())
+            .map(|p| p.key().to_string())
             .collect()
     }
 

@@ -60,7 +60,7 @@ fn seed(api: &FakeApi) {
 }
 
 fn policy_names(cluster: &Cluster) -> Vec<String> {
-    cluster.policies().map(|p| p.key.to_string()).collect()
+    cluster.policies().map(|p| p.key().to_string()).collect()
 }
 
 fn pod_names(cluster: &Cluster) -> Vec<String> {

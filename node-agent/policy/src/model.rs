@@ -1,5 +1,5 @@
 //! The cluster as the agent sees it: namespaces with their labels, pods with their labels, address
-//! and named ports, NetworkPolicies (trimmed to their spec), and nodes with their address and pod
+//! and named ports, NetworkPolicies (checked once, kept in the compiler's form), and nodes with their address and pod
 //! CIDRs (for routing between nodes).
 //!
 //! The model is filled from the Kubernetes API or from manifests ([`Cluster::apply`]) and read by
@@ -10,16 +10,23 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{IpAddr, Ipv4Addr},
+    sync::Arc,
 };
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::{
     core::v1::{Namespace, Node, Pod},
-    networking::v1::{NetworkPolicy, NetworkPolicySpec},
+    networking::v1::NetworkPolicy,
 };
 use thiserror::Error;
 
-use crate::manifest::Object;
+use crate::{
+    compile::{
+        policy::{parse_policy, ParsedPolicy},
+        Problem,
+    },
+    manifest::Object,
+};
 
 /// Labels of a pod or namespace.
 pub type Labels = BTreeMap<String, String>;
@@ -124,11 +131,33 @@ pub struct PodInfo {
     pub ports: Vec<NamedPort>,
 }
 
-/// A NetworkPolicy as the model keeps it: its key and spec (metadata and status dropped).
-#[derive(Clone, Debug, PartialEq)]
+/// A NetworkPolicy as the model keeps it: checked when stored and kept in the compiler's form
+/// (a third of the spec's size at scale, and never parsed again), with what checking found.
+#[derive(Debug, PartialEq)]
 pub struct Policy {
-    pub key: PolicyKey,
-    pub spec: NetworkPolicySpec,
+    pub(crate) parsed: ParsedPolicy,
+    pub(crate) problems: Vec<Problem>,
+}
+
+impl Policy {
+    /// Checks a NetworkPolicy (namespace and name required). A policy without a spec is the
+    /// default spec, which is what the API server would have stored.
+    pub fn from_k8s(policy: &NetworkPolicy) -> Result<Policy, ModelError> {
+        let (namespace, name) = namespaced("NetworkPolicy", &policy.metadata)?;
+        let key = PolicyKey::new(namespace, name);
+        let default = Default::default();
+        let (parsed, problems) = parse_policy(key, policy.spec.as_ref().unwrap_or(&default));
+        Ok(Policy { parsed, problems })
+    }
+
+    pub fn key(&self) -> &PolicyKey {
+        &self.parsed.key
+    }
+
+    /// What is wrong with the policy (the pods it selects deny more than it asks).
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
 }
 
 /// What routing needs to know about a node: where to send its pods' traffic.
@@ -312,13 +341,14 @@ fn named_ports(pod: &Pod) -> Vec<NamedPort> {
     ports
 }
 
-/// Everything the compiler reads. Cheap to clone relative to its size (plain data, no handles).
+/// Everything the compiler reads. Cheap to clone: pods and policies are shared (`Arc`), which
+/// also lets [`crate::compile::Incremental`] see what changed by pointer.
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
     /// Namespaces that have a Namespace object, with that object's labels.
     namespaces: BTreeMap<String, Labels>,
-    pods: BTreeMap<PodKey, PodInfo>,
-    policies: BTreeMap<PolicyKey, Policy>,
+    pods: BTreeMap<PodKey, Arc<PodInfo>>,
+    policies: BTreeMap<PolicyKey, Arc<Policy>>,
     nodes: BTreeMap<String, NodeInfo>,
 }
 
@@ -353,7 +383,7 @@ impl Cluster {
     }
 
     pub fn upsert_pod(&mut self, pod: PodInfo) {
-        self.pods.insert(pod.key.clone(), pod);
+        self.pods.insert(pod.key.clone(), Arc::new(pod));
     }
 
     pub fn delete_pod(&mut self, key: &PodKey) -> bool {
@@ -364,21 +394,28 @@ impl Cluster {
     pub fn set_pod_ip(&mut self, key: &PodKey, ip: Option<Ipv4Addr>) -> bool {
         match self.pods.get_mut(key) {
             Some(pod) => {
-                pod.ip = ip;
+                if pod.ip != ip {
+                    Arc::make_mut(pod).ip = ip;
+                }
                 true
             }
             None => false,
         }
     }
 
-    /// Stores a NetworkPolicy's spec under its namespace and name (both required). A policy without
-    /// a spec is stored with the default spec, which is what the API server would have done.
+    /// Checks and stores a NetworkPolicy under its namespace and name (see [`Policy::from_k8s`]).
     pub fn upsert_policy(&mut self, policy: NetworkPolicy) -> Result<(), ModelError> {
-        let (namespace, name) = namespaced("NetworkPolicy", &policy.metadata)?;
-        let key = PolicyKey::new(namespace, name);
-        let spec = policy.spec.unwrap_or_default();
-        self.policies.insert(key.clone(), Policy { key, spec });
+        self.insert_policy(Policy::from_k8s(&policy)?);
         Ok(())
+    }
+
+    /// Stores a checked policy unless an equal one is stored; returns whether it was stored.
+    pub fn insert_policy(&mut self, policy: Policy) -> bool {
+        if self.policy(policy.key()) == Some(&policy) {
+            return false;
+        }
+        self.policies.insert(policy.key().clone(), Arc::new(policy));
+        true
     }
 
     pub fn delete_policy(&mut self, key: &PolicyKey) -> bool {
@@ -386,19 +423,29 @@ impl Cluster {
     }
 
     pub fn pod(&self, key: &PodKey) -> Option<&PodInfo> {
-        self.pods.get(key)
+        self.pods.get(key).map(|p| &**p)
     }
 
     pub fn pods(&self) -> impl Iterator<Item = &PodInfo> {
-        self.pods.values()
+        self.pods.values().map(|p| &**p)
+    }
+
+    /// Pods as shared, for the incremental compiler.
+    pub(crate) fn pod_entries(&self) -> &BTreeMap<PodKey, Arc<PodInfo>> {
+        &self.pods
     }
 
     pub fn policy(&self, key: &PolicyKey) -> Option<&Policy> {
-        self.policies.get(key)
+        self.policies.get(key).map(|p| &**p)
     }
 
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
-        self.policies.values()
+        self.policies.values().map(|p| &**p)
+    }
+
+    /// Policies as shared, for the incremental compiler.
+    pub(crate) fn policy_entries(&self) -> &BTreeMap<PolicyKey, Arc<Policy>> {
+        &self.policies
     }
 
     /// Names of the namespaces that have a Namespace object or a pod.
@@ -577,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn policy_needs_namespace_and_name_and_keeps_only_its_spec() {
+    fn policy_needs_namespace_and_name_and_is_kept_checked() {
         let mut cluster = Cluster::default();
         let mut policy = NetworkPolicy::default();
         policy.metadata.name = Some("p".into());
@@ -586,7 +633,13 @@ mod tests {
         policy.metadata.annotations = Some([("a".to_owned(), "b".to_owned())].into());
         cluster.upsert_policy(policy).unwrap();
         let stored = cluster.policy(&PolicyKey::new("prod", "p")).unwrap();
-        assert_eq!(stored.spec, NetworkPolicySpec::default());
+        assert_eq!(stored.key(), &PolicyKey::new("prod", "p"));
+        assert!(stored.problems().is_empty());
+        // An equal policy is not stored again.
+        let mut again = NetworkPolicy::default();
+        again.metadata.namespace = Some("prod".into());
+        again.metadata.name = Some("p".into());
+        assert!(!cluster.insert_policy(Policy::from_k8s(&again).unwrap()));
     }
 
     #[test]

@@ -25,8 +25,10 @@ pub enum SelectorError {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Operator {
-    In(BTreeSet<String>),
-    NotIn(BTreeSet<String>),
+    /// Sorted values (a slice rather than a set: most selectors have one value, and a tree node
+    /// per selector would be most of a policy's memory).
+    In(Box<[String]>),
+    NotIn(Box<[String]>),
     Exists,
     DoesNotExist,
 }
@@ -41,9 +43,9 @@ impl Requirement {
     fn matches(&self, labels: &Labels) -> bool {
         let value = labels.get(&self.key);
         match (&self.operator, value) {
-            (Operator::In(values), Some(v)) => values.contains(v),
+            (Operator::In(values), Some(v)) => values.binary_search(v).is_ok(),
             (Operator::In(_), None) => false,
-            (Operator::NotIn(values), Some(v)) => !values.contains(v),
+            (Operator::NotIn(values), Some(v)) => values.binary_search(v).is_err(),
             (Operator::NotIn(_), None) => true,
             (Operator::Exists, v) => v.is_some(),
             (Operator::DoesNotExist, v) => v.is_none(),
@@ -70,7 +72,7 @@ impl Selector {
         for (key, value) in selector.match_labels.iter().flatten() {
             requirements.push(Requirement {
                 key: checked_key(key)?,
-                operator: Operator::In(BTreeSet::from([value.clone()])),
+                operator: Operator::In(Box::new([value.clone()])),
             });
         }
         for expr in selector.match_expressions.iter().flatten() {
@@ -81,6 +83,8 @@ impl Selector {
         }
         requirements.sort();
         requirements.dedup();
+        // Kept as long as the policy is: no spare room.
+        requirements.shrink_to_fit();
         Ok(Self { requirements })
     }
 
@@ -127,8 +131,12 @@ fn operator(key: &str, name: &str, values: BTreeSet<String>) -> Result<Operator,
         }
     };
     match name {
-        "In" => Ok(Operator::In(needs_values("In", values)?)),
-        "NotIn" => Ok(Operator::NotIn(needs_values("NotIn", values)?)),
+        "In" => Ok(Operator::In(
+            needs_values("In", values)?.into_iter().collect(),
+        )),
+        "NotIn" => Ok(Operator::NotIn(
+            needs_values("NotIn", values)?.into_iter().collect(),
+        )),
         "Exists" => no_values("Exists", &values).map(|()| Operator::Exists),
         "DoesNotExist" => no_values("DoesNotExist", &values).map(|()| Operator::DoesNotExist),
         _ => Err(SelectorError::UnknownOperator {

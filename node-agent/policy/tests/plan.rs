@@ -271,7 +271,7 @@ fn agent_endpoint_rows(maps: &mut FakeMaps, compiled: &Compiled) {
 /// One random change to the cluster.
 fn mutate(rng: &mut StdRng, cluster: &mut Cluster, step: usize) {
     let pods: Vec<PodKey> = cluster.pods().map(|p| p.key.clone()).collect();
-    let policies: Vec<PolicyKey> = cluster.policies().map(|p| p.key.clone()).collect();
+    let policies: Vec<PolicyKey> = cluster.policies().map(|p| p.key().clone()).collect();
     match rng.random_range(0..6) {
         0 => {
             let pod = random_pod(rng, cluster, &format!("new{step}"));

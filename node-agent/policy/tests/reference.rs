@@ -5,7 +5,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{all_local, random_cluster};
+use common::{all_local, random_world};
 use ipnet::Ipv4Net;
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
@@ -194,19 +194,6 @@ fn reference_allows(
     egress_ok && ingress_ok
 }
 
-fn as_k8s(cluster: &Cluster) -> Vec<NetworkPolicy> {
-    cluster
-        .policies()
-        .map(|p| {
-            let mut np = NetworkPolicy::default();
-            np.metadata.namespace = Some(p.key.namespace.clone());
-            np.metadata.name = Some(p.key.name.clone());
-            np.spec = Some(p.spec.clone());
-            np
-        })
-        .collect()
-}
-
 #[test]
 fn compiled_tables_decide_every_flow_like_the_api_definition() {
     let mut rng = StdRng::seed_from_u64(2024);
@@ -222,8 +209,7 @@ fn compiled_tables_decide_every_flow_like_the_api_definition() {
     ];
     let (mut checked, mut denied) = (0usize, 0usize);
     for round in 0..400 {
-        let cluster = random_cluster(&mut rng);
-        let policies = as_k8s(&cluster);
+        let (cluster, policies) = random_world(&mut rng);
         let local = all_local(&cluster);
         let compiled = compile(&cluster, &local);
         assert!(

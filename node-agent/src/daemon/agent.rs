@@ -44,6 +44,8 @@ pub struct Agent {
     pub(super) host_addresses_left_out: usize,
     /// Where the agent publishes what `/metrics` and `/healthz` report.
     pub(super) telemetry: Arc<Telemetry>,
+    /// When freed heap was last given back to the system.
+    pub(super) heap_trimmed: Option<std::time::Instant>,
     /// Held for the agent's lifetime: one agent per node.
     pub(super) _lock: fs::File,
 }
@@ -74,6 +76,7 @@ impl Agent {
     pub async fn sync(&mut self) -> Result<()> {
         let policy = self.sync_policy();
         let routes = self.reconcile_routes().await;
+        super::memory::release_free_heap(&mut self.heap_trimmed);
         self.publish();
         policy.and(routes)
     }
@@ -152,7 +155,28 @@ impl Agent {
                 ),
             });
         }
+        if self.policy.self_check_failed() {
+            problems.push(NodeProblem {
+                reason: "PolicySelfCheckFailed",
+                note: "the incremental policy compiler disagreed with a compilation from nothing \
+                       (a bug in weir-agent, please report it with the agent's log); everything \
+                       was recompiled and reprogrammed"
+                    .to_owned(),
+            });
+        }
         problems
+    }
+
+    /// Compare the incremental policy compiler with a compilation from nothing (see
+    /// [`PolicyMaps::self_check`]); on a difference, reprogram from scratch at once.
+    pub fn policy_self_check(&mut self) -> Result<()> {
+        if self
+            .policy
+            .self_check(self.objects.cluster(), &self.endpoints)
+        {
+            return Ok(());
+        }
+        self.reprogram(None)
     }
 
     /// Write the conflist: from now on runtimes may call the plugin.

@@ -35,6 +35,9 @@ const POLL_WITHOUT_INOTIFY: Duration = Duration::from_secs(2);
 const HOST_ADDRESSES_EVERY: Duration = Duration::from_secs(10);
 /// How often the DEL spool is looked at.
 const DEL_SPOOL_EVERY: Duration = Duration::from_secs(2);
+/// How often the incremental policy compiler is checked against a compilation from nothing
+/// (a full compilation: ~0.6 s of CPU at 10 000 pods x 10 000 policies).
+const POLICY_SELF_CHECK_EVERY: Duration = Duration::from_secs(300);
 
 /// What the agent could not program, for Events (published by a task of their own, so the API's
 /// latency never holds up the loop).
@@ -85,6 +88,7 @@ pub async fn run(
     let mut heartbeat = every(HEARTBEAT_EVERY);
     let mut host_addresses = every(HOST_ADDRESSES_EVERY);
     let mut del_spool = every(DEL_SPOOL_EVERY);
+    let mut self_check = every(POLICY_SELF_CHECK_EVERY);
     // A change was seen: the pass that programs it runs at this instant (after it settles).
     let mut pass_at: Option<Instant> = None;
     loop {
@@ -120,6 +124,14 @@ pub async fn run(
             }
             _ = del_spool.tick() => {
                 agent.drain_del_queue();
+            }
+            _ = self_check.tick(), if has_source => {
+                if let Err(e) = agent.policy_self_check() {
+                    warn!(error = %format!("{e:#}"), "reprogramming after the policy self-check failed");
+                }
+                if let Some(problems) = problems.as_ref() {
+                    problems.send_replace((agent.rejected(), agent.node_problems()));
+                }
             }
         }
     }

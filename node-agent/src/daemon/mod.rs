@@ -13,6 +13,7 @@
 mod agent;
 mod cleanup;
 mod event_loop;
+mod memory;
 mod requests;
 mod routes;
 mod server;

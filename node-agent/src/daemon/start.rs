@@ -77,6 +77,7 @@ impl Agent {
         let mut policy = PolicyMaps::new(PolicyMetrics {
             failures: telemetry.policy_failures.clone(),
             latency: telemetry.programming_seconds.clone(),
+            self_check_failures: telemetry.policy_self_check_failures.clone(),
         });
         policy.resume(endpoints.datapath())?;
         let mut agent = Self {
@@ -90,6 +91,7 @@ impl Agent {
             host_dev_index: host_dev.index,
             remotes: None,
             host_addresses_left_out,
+            heap_trimmed: None,
             telemetry,
             _lock: lock,
         };

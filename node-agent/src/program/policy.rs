@@ -1,6 +1,10 @@
 //! [`PolicyMaps`]: the model goes through the pure compiler (`weir-policy`), and the resulting
 //! plan is written into the datapath's policy maps.
 //!
+//! The compiler is incremental (it keeps its work and redoes what a change reaches);
+//! [`PolicyMaps::self_check`], run periodically, compiles from nothing and compares: a difference
+//! is counted, logged, reported on the Node, and repaired by starting the compiler afresh.
+//!
 //! Order of writes, so that no packet is judged by a half-written policy more permissively than
 //! by either the old or the new one: new port sets, then new and changed table entries, then the
 //! endpoints' table pointers (one atomic map update each), then the entries nothing uses any more.
@@ -17,8 +21,8 @@ use weir_common::{
     PortKey,
 };
 use weir_policy::{
-    compile::{compile_excluding, Compiled, DirectionRules, PortPrefix},
-    model::{Cluster, PodKey},
+    compile::{compile_excluding, Compiled, DirectionRules, Incremental, PortPrefix},
+    model::{Cluster, PodKey, PolicyKey},
     plan::{self, Plan, Programmer},
 };
 
@@ -32,6 +36,8 @@ pub struct PolicyMetrics {
     pub failures: Counter,
     /// Seconds from an object change to the maps that enforce it.
     pub latency: Histogram,
+    /// Times the incremental compiler disagreed with a compilation from nothing.
+    pub self_check_failures: Counter,
 }
 
 impl Default for PolicyMetrics {
@@ -39,12 +45,18 @@ impl Default for PolicyMetrics {
         Self {
             failures: Counter::default(),
             latency: Histogram::new(std::iter::empty()),
+            self_check_failures: Counter::default(),
         }
     }
 }
 
 /// The node's policy maps and what was last written into them.
 pub struct PolicyMaps {
+    compiler: Incremental,
+    /// The policies the last programming left out (they did not fit the maps).
+    left_out: BTreeSet<PolicyKey>,
+    /// The last self-check found the incremental compiler wrong (reported on the Node).
+    self_check_failed: bool,
     programmer: Programmer,
     /// Policies the compiler could not fully use (their pods are isolated).
     problems: Vec<Rejected>,
@@ -82,6 +94,9 @@ impl Default for PolicyMaps {
 impl PolicyMaps {
     pub fn new(metrics: PolicyMetrics) -> Self {
         Self {
+            compiler: Incremental::default(),
+            left_out: BTreeSet::new(),
+            self_check_failed: false,
             programmer: Programmer::new(),
             problems: Vec::new(),
             unknown_pods: BTreeSet::new(),
@@ -204,7 +219,7 @@ impl PolicyMaps {
     ) -> (Compiled, Plan) {
         let mut left_out = BTreeSet::new();
         loop {
-            let compiled = compile_excluding(cluster, local, &left_out);
+            let compiled = self.compiler.compile(cluster, local, &left_out);
             let plan = self.programmer.plan(&compiled);
             // While a plan is applied, new entries are written before old ones go.
             let (peers, ports) = self.programmer.entry_counts();
@@ -225,9 +240,50 @@ impl PolicyMaps {
                 }
                 // Fits, or nothing left to leave out (then the writes fail and the node fails
                 // closed, the last resort).
-                _ => return (compiled, plan),
+                _ => {
+                    self.left_out = left_out;
+                    return (compiled, plan);
+                }
             }
         }
+    }
+
+    /// Compile from nothing and compare with what the incremental compiler gives for the same
+    /// input. On a difference (a bug: it is counted, logged and reported on the Node), start the
+    /// compiler afresh and ask for a reprogramming. Returns whether they agreed.
+    pub fn self_check<D: Datapath>(&mut self, cluster: &Cluster, endpoints: &Endpoints<D>) -> bool {
+        let started = Instant::now();
+        let local = local_endpoints(endpoints, None);
+        let fresh = compile_excluding(cluster, &local, &self.left_out);
+        let kept = self.compiler.compile(cluster, &local, &self.left_out);
+        let agree = fresh == kept;
+        if agree {
+            debug!(
+                took_ms = started.elapsed().as_millis(),
+                "policy self-check passed"
+            );
+        } else {
+            let differing = fresh
+                .endpoints
+                .iter()
+                .filter(|(ip, rules)| kept.endpoints.get(ip) != Some(rules))
+                .count();
+            error!(
+                differing_endpoints = differing,
+                "policy self-check: the incremental compiler disagrees with a compilation from \
+                 nothing; recompiling everything"
+            );
+            self.metrics.self_check_failures.inc();
+            self.compiler = Incremental::default();
+            self.retry = true;
+        }
+        self.self_check_failed = !agree;
+        agree
+    }
+
+    /// Whether the last self-check found a difference.
+    pub fn self_check_failed(&self) -> bool {
+        self.self_check_failed
     }
 
     fn note_problems(&mut self, compiled: &Compiled) {
@@ -445,6 +501,34 @@ mod tests {
             !maps.program(&model, &mut eps, None).unwrap(),
             "nothing changed"
         );
+    }
+
+    #[test]
+    fn the_self_check_agrees_with_the_incremental_compiler_across_changes_and_left_out_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for one table entry: b-from-a fits, a second policy's table does not.
+        let datapath = FakeDatapath {
+            peers_capacity: Some(1),
+            ..FakeDatapath::default()
+        };
+        let mut eps = Endpoints::open(datapath, dir.path()).unwrap();
+        let mut maps = PolicyMaps::default();
+        let mut model = cluster(B_FROM_A);
+        maps.program(&model, &mut eps, Some(endpoint("a", 2)))
+            .unwrap();
+        maps.program(&model, &mut eps, Some(endpoint("b", 3)))
+            .unwrap();
+        assert!(maps.self_check(&model, &eps));
+        let a_from_b = B_FROM_A
+            .replace("b-from-a", "a-from-b")
+            .replace("{app: b}}\n", "{app: a}}\n")
+            .replace("{app: a}}}]", "{app: b}}}]");
+        model = cluster(&format!("{B_FROM_A}---\n{a_from_b}"));
+        maps.program(&model, &mut eps, None).unwrap();
+        assert!(!maps.problems().is_empty(), "one policy is left out");
+        assert!(maps.self_check(&model, &eps));
+        assert!(!maps.self_check_failed());
+        assert_eq!(maps.metrics.self_check_failures.get(), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::{
         unix::fs::MetadataExt,
     },
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -50,11 +51,12 @@ struct ParsedFile {
 /// not a rebuild from every file.
 pub struct ManifestDir {
     dir: PathBuf,
-    files: BTreeMap<PathBuf, ParsedFile>,
+    /// Paths are shared with `owners` (a directory may hold tens of thousands of files).
+    files: BTreeMap<Arc<Path>, ParsedFile>,
     cluster: Cluster,
     /// Which file an object came from last; when two files define one object the last one read
     /// wins, and removing a file removes only what it still owns.
-    owners: HashMap<ObjectKey, PathBuf>,
+    owners: HashMap<ObjectKey, Arc<Path>>,
     /// Names the directory's entries that changed since the last re-read; `None` when inotify is
     /// unusable, and then every re-read stats every file.
     inotify: Option<Inotify>,
@@ -195,16 +197,21 @@ impl ManifestDir {
             match fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => {
                     let stamp = stamp_of(&meta);
-                    if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
+                    if self
+                        .files
+                        .get(path.as_path())
+                        .is_some_and(|f| f.stamp == stamp)
+                    {
                         continue;
                     }
                     self.forget(&path);
+                    let path: Arc<Path> = Arc::from(path);
                     let file = self.read(&path, stamp);
                     self.files.insert(path, file);
                     changed = true;
                 }
                 _ => {
-                    if self.files.contains_key(&path) {
+                    if self.files.contains_key(path.as_path()) {
                         self.forget(&path);
                         changed = true;
                     }
@@ -216,7 +223,7 @@ impl ManifestDir {
 
     /// Every file in the directory, and every file the model still holds (which may be gone).
     fn refresh_all(&mut self) -> std::io::Result<bool> {
-        let mut paths: BTreeSet<PathBuf> = self.files.keys().cloned().collect();
+        let mut paths: BTreeSet<PathBuf> = self.files.keys().map(|p| p.to_path_buf()).collect();
         for entry in fs::read_dir(&self.dir)? {
             paths.insert(entry?.path());
         }
@@ -229,7 +236,7 @@ impl ManifestDir {
             return;
         };
         for key in file.keys {
-            if self.owners.get(&key).map(PathBuf::as_path) != Some(path) {
+            if self.owners.get(&key).map(|p| &**p) != Some(path) {
                 continue;
             }
             self.owners.remove(&key);
@@ -251,7 +258,7 @@ impl ManifestDir {
     }
 
     /// Parse `path` and put its objects into the model.
-    fn read(&mut self, path: &Path, stamp: Stamp) -> ParsedFile {
+    fn read(&mut self, path: &Arc<Path>, stamp: Stamp) -> ParsedFile {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -283,7 +290,7 @@ impl ManifestDir {
             match self.cluster.apply(object) {
                 Ok(()) => {
                     if let Some(key) = key {
-                        self.owners.insert(key.clone(), path.to_owned());
+                        self.owners.insert(key.clone(), path.clone());
                         file.keys.push(key);
                     }
                 }
@@ -293,6 +300,8 @@ impl ManifestDir {
                 }),
             }
         }
+        // Kept for as long as the file exists: no spare room.
+        file.keys.shrink_to_fit();
         file
     }
 

@@ -69,6 +69,7 @@ pub struct Telemetry {
     rejected: Gauge,
     generation: Gauge,
     pub policy_failures: Counter,
+    pub policy_self_check_failures: Counter,
     pub programming_seconds: Histogram,
     map_entries: Family<MapLabels, Gauge>,
     map_capacity: Family<MapLabels, Gauge>,
@@ -124,6 +125,13 @@ impl Telemetry {
             "Times programming policy failed and the node failed closed",
             policy_failures.clone(),
         );
+        let policy_self_check_failures = Counter::default();
+        r.register(
+            "weir_policy_self_check_failures",
+            "Times the incremental policy compiler disagreed with a compilation from nothing \
+             (then everything is recompiled and reprogrammed)",
+            policy_self_check_failures.clone(),
+        );
         let programming_seconds = latency_histogram();
         r.register(
             "weir_policy_programming_seconds",
@@ -142,6 +150,7 @@ impl Telemetry {
             rejected,
             generation,
             policy_failures,
+            policy_self_check_failures,
             programming_seconds,
             map_entries,
             map_capacity,

@@ -1,4 +1,4 @@
-//! A NetworkPolicy checked and turned into the compiler's form, once per compilation.
+//! A NetworkPolicy checked and turned into the compiler's form, once, when the model stores it.
 //!
 //! Everything the API server would reject is caught here and reported as a [`Problem`], failing
 //! closed: an invalid `podSelector` or `policyTypes` makes the pods the policy may select deny the
@@ -7,18 +7,18 @@
 
 use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::{
-    api::networking::v1::{IPBlock, NetworkPolicyPeer, NetworkPolicyPort},
+    api::networking::v1::{IPBlock, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
 use super::{ports::PortSet, Direction, Problem};
 use crate::{
-    model::{Policy, PolicyKey, Protocol},
+    model::{PolicyKey, Protocol},
     selector::Selector,
 };
 
 /// A policy in the compiler's form.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct ParsedPolicy {
     pub key: PolicyKey,
     /// `None` when the pod selector is invalid: every pod of the namespace fails closed.
@@ -32,10 +32,6 @@ pub(crate) struct ParsedPolicy {
 }
 
 impl ParsedPolicy {
-    pub fn namespace(&self) -> &str {
-        &self.key.namespace
-    }
-
     /// Whether pods of the namespace with these labels are selected; `None` if it cannot be known.
     pub fn selects(&self, labels: &crate::model::Labels) -> Option<bool> {
         self.selector.as_ref().map(|s| s.matches(labels))
@@ -43,14 +39,14 @@ impl ParsedPolicy {
 }
 
 /// One ingress or egress rule.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct Rule {
     pub peers: Peers,
     pub ports: RulePorts,
 }
 
 /// The peers of a rule. `all` (no `from`/`to`) means every address and every pod.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct Peers {
     pub all: bool,
     pub pods: Vec<PodPeer>,
@@ -66,7 +62,7 @@ pub(crate) struct PodPeer {
 }
 
 /// An IPv4 `ipBlock`: `cidr` minus every `except`, each strictly inside `cidr`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct IpBlockPeer {
     pub cidr: Ipv4Net,
     pub except: Vec<Ipv4Net>,
@@ -74,16 +70,17 @@ pub(crate) struct IpBlockPeer {
 
 /// The ports of a rule: numeric ones (any protocol when the rule has no `ports`) and named ones,
 /// which are resolved per pod.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct RulePorts {
     pub numeric: PortSet,
     pub named: Vec<(String, Protocol)>,
 }
 
 /// Checks a policy; problems name the policy and the field.
-pub(crate) fn parse_policy(policy: &Policy) -> (ParsedPolicy, Vec<Problem>) {
-    let key = policy.key.clone();
-    let spec = &policy.spec;
+pub(crate) fn parse_policy(
+    key: PolicyKey,
+    spec: &NetworkPolicySpec,
+) -> (ParsedPolicy, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut report = |message: String| {
         problems.push(Problem {
@@ -92,7 +89,7 @@ pub(crate) fn parse_policy(policy: &Policy) -> (ParsedPolicy, Vec<Problem>) {
         });
     };
 
-    let (isolates, types_valid) = isolated_directions(policy, &mut report);
+    let (isolates, types_valid) = isolated_directions(spec, &mut report);
     let selector = match Selector::parse_optional(spec.pod_selector.as_ref()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -138,8 +135,13 @@ pub(crate) fn parse_policy(policy: &Policy) -> (ParsedPolicy, Vec<Problem>) {
             );
         }
     }
+    // A pushed-to `Vec` keeps room for four; the model keeps every policy for as long as it
+    // exists, so they keep exactly what they hold.
+    for rules in &mut rules {
+        rules.shrink_to_fit();
+    }
     let parsed = ParsedPolicy {
-        key: key.clone(),
+        key,
         selector,
         isolates,
         fail_closed: !types_valid,
@@ -159,8 +161,10 @@ fn directions_text(isolates: [bool; 2]) -> &'static str {
 
 /// The directions a policy isolates. Omitted (or empty) `policyTypes`: Ingress, plus Egress when the
 /// policy has egress rules. An unknown type makes both directions isolated and fail closed.
-fn isolated_directions(policy: &Policy, report: &mut impl FnMut(String)) -> ([bool; 2], bool) {
-    let spec = &policy.spec;
+fn isolated_directions(
+    spec: &NetworkPolicySpec,
+    report: &mut impl FnMut(String),
+) -> ([bool; 2], bool) {
     let types = spec.policy_types.as_deref().unwrap_or_default();
     if types.is_empty() {
         let has_egress = spec.egress.as_ref().is_some_and(|e| !e.is_empty());
@@ -243,6 +247,8 @@ fn parse_peers(peers: &[NetworkPolicyPeer]) -> Result<Peers, (usize, String)> {
             }
         }
     }
+    out.pods.shrink_to_fit();
+    out.blocks.shrink_to_fit();
     Ok(out)
 }
 
@@ -272,7 +278,10 @@ fn parse_ip_block(block: &IPBlock) -> Result<Option<IpBlockPeer>, String> {
         }
     }
     Ok(match cidr {
-        IpNet::V4(cidr) => Some(IpBlockPeer { cidr, except }),
+        IpNet::V4(cidr) => {
+            except.shrink_to_fit();
+            Some(IpBlockPeer { cidr, except })
+        }
         IpNet::V6(_) => None,
     })
 }
@@ -302,6 +311,7 @@ fn parse_ports(ports: &[NetworkPolicyPort]) -> Result<RulePorts, (usize, String)
     }
     named.sort();
     named.dedup();
+    named.shrink_to_fit();
     Ok(RulePorts {
         numeric: PortSet::from_ranges(ranges),
         named,

@@ -5,7 +5,7 @@
 //! everything else. Two sets allowing the same traffic are therefore equal, which lets the compiler
 //! and the programmer share them by content.
 
-use std::{collections::BTreeSet, ops::RangeInclusive};
+use std::ops::RangeInclusive;
 
 use weir_common::policy::{PORT_PREFIX_ANY_PORT, PORT_PREFIX_ANY_PROTO};
 
@@ -100,9 +100,10 @@ pub fn range_prefixes(first: u16, last: u16) -> Vec<(u16, u8)> {
     out
 }
 
-/// A canonical, minimal set of [`PortPrefix`]es.
+/// A canonical, minimal set of [`PortPrefix`]es, sorted (a slice: a policy holds several sets, and
+/// a tree node per set would be most of a policy's memory).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PortSet(BTreeSet<PortPrefix>);
+pub struct PortSet(Box<[PortPrefix]>);
 
 impl PortSet {
     /// Allows nothing.
@@ -112,12 +113,12 @@ impl PortSet {
 
     /// Allows every protocol and port (a rule without `ports`).
     pub fn any() -> Self {
-        Self(BTreeSet::from([PortPrefix::ANY]))
+        Self(Box::new([PortPrefix::ANY]))
     }
 
     /// Allows every port of one protocol (a port entry without `port`).
     pub fn all_ports(proto: Protocol) -> Self {
-        Self(BTreeSet::from([PortPrefix::all_ports(proto)]))
+        Self(Box::new([PortPrefix::all_ports(proto)]))
     }
 
     /// The set allowing exactly the given inclusive port ranges.
@@ -128,7 +129,7 @@ impl PortSet {
             .map(|(p, r)| (p, *r.start(), *r.end()))
             .collect();
         per_proto.sort_unstable();
-        let mut prefixes = BTreeSet::new();
+        let mut prefixes = Vec::new();
         for (proto, first, last) in merge_ranges(per_proto) {
             prefixes.extend(range_prefixes(first, last).into_iter().map(|(port, len)| {
                 PortPrefix {
@@ -138,7 +139,9 @@ impl PortSet {
                 }
             }));
         }
-        Self(prefixes)
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        Self(prefixes.into())
     }
 
     /// Everything either set allows.
@@ -158,7 +161,7 @@ impl PortSet {
 
     /// Whether this set allows every protocol and port.
     pub fn is_any(&self) -> bool {
-        self.0.contains(&PortPrefix::ANY)
+        self.0.binary_search(&PortPrefix::ANY).is_ok()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &PortPrefix> + '_ {

@@ -124,6 +124,14 @@ impl PortSets {
         id
     }
 
+    /// [`Self::intern`], cloning the set only when it is new.
+    pub(crate) fn intern_ref(&mut self, set: &PortSet) -> u32 {
+        match self.ids.get(set) {
+            Some(&id) => id,
+            None => self.intern(set.clone()),
+        }
+    }
+
     pub(crate) fn get(&self, id: u32) -> &Arc<PortSet> {
         &self.sets[id as usize]
     }

@@ -46,7 +46,14 @@ pub fn random_ports(rng: &mut StdRng) -> Vec<NamedPort> {
 }
 
 pub fn random_cluster(rng: &mut StdRng) -> Cluster {
+    random_world(rng).0
+}
+
+/// A random cluster and the NetworkPolicies in it, as written (the model keeps only their
+/// compiled form).
+pub fn random_world(rng: &mut StdRng) -> (Cluster, Vec<NetworkPolicy>) {
     let mut cluster = Cluster::default();
+    let mut policies = Vec::new();
     cluster.upsert_namespace("a", [("team".to_owned(), "red".to_owned())].into());
     cluster.upsert_namespace("b", [("team".to_owned(), "blue".to_owned())].into());
     for i in 0..rng.random_range(2..9) {
@@ -54,9 +61,11 @@ pub fn random_cluster(rng: &mut StdRng) -> Cluster {
         cluster.upsert_pod(pod);
     }
     for i in 0..rng.random_range(0..5) {
-        cluster.upsert_policy(random_policy(rng, i)).unwrap();
+        let policy = random_policy(rng, i);
+        cluster.upsert_policy(policy.clone()).unwrap();
+        policies.push(policy);
     }
-    cluster
+    (cluster, policies)
 }
 
 pub fn random_selector(rng: &mut StdRng, label_keys: &[&str]) -> Value {

@@ -1,0 +1,883 @@
+//! [`Incremental`]: the compiler that keeps its work between compilations, so that a change costs
+//! what it touches rather than what the cluster holds.
+//!
+//! # What is kept, and when each piece is redone
+//!
+//! Every compilation first compares the model with what the last one saw (by `Arc` pointer, then by
+//! content), which is a walk over the model's keys and no more:
+//!
+//! - **Policies** get a stable id while they exist. One whose `Arc` changed, or that was left out or
+//!   put back, is *changed*, and so is its namespace.
+//! - **Peer pods** (pods with an address, a local endpoint's address overriding `status.podIP`) get
+//!   a stable id too. One that appeared, went, or whose content or address changed is *changed*,
+//!   with how it looked before and after.
+//! - **Namespaces**' labels as namespace selectors see them; a namespace whose labels changed is
+//!   changed.
+//!
+//! Then what those changes can reach is dropped, and only that is recomputed:
+//!
+//! - A **selector result** (a peer's pod selector in its scope → pod ids) is dropped when a changed
+//!   pod matches it before or after the change (joining, leaving, or moving while selected), or a
+//!   changed namespace's labels flip its namespace selector. A pod that matches neither before nor
+//!   after is in the result neither time, so nothing else can change it.
+//! - A **table** (direction, the policies selecting the endpoint, its named ports where they
+//!   matter) is a function of those policies, the selector results it read and the addresses and
+//!   ports of the pods in them: it is dropped when one of its policies changed or one of its
+//!   selector results was dropped. An egress rule with named ports and address peers reads every
+//!   pod in its blocks, so a table holding one is dropped on any pod change.
+//! - An **endpoint's selection** (which policies isolate it and select it) is redone when its pod
+//!   changed or a policy of its namespace did.
+//!
+//! What a compilation no longer uses is dropped at its end, so what is kept is what this node
+//! needs. When many pods changed at once (a relist), everything derived is rebuilt, which is cheaper
+//! than checking each change against each selector. Tables equal in content share one `Arc`, so the
+//! planner's comparisons stay pointer comparisons.
+//!
+//! [`super::compile`] is this code starting empty; tests compare the two after every change of long
+//! random sequences.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    sync::Arc,
+};
+
+use ipnet::Ipv4Net;
+
+use super::{
+    policy::{block_contains, PodPeer, Rule},
+    table::{self, Block, PortSets, EMPTY},
+    Compiled, Direction, DirectionRules, EndpointRules, Problem, RuleTable,
+};
+use crate::{
+    fast_hash::{FastMap, FastSet},
+    model::{Cluster, Labels, NamedPort, PodInfo, PodKey, Policy, PolicyKey},
+};
+
+/// More changed pods than this in one compilation: rebuild what is derived instead of checking.
+const MASS_CHANGE: usize = 1024;
+
+/// Values under stable `u32` ids; freed ids are reused.
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    fn insert(&mut self, item: T) -> u32 {
+        match self.free.pop() {
+            Some(id) => {
+                self.items[id as usize] = Some(item);
+                id
+            }
+            None => {
+                self.items.push(Some(item));
+                (self.items.len() - 1) as u32
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u32) -> Option<T> {
+        let item = self.items.get_mut(id as usize)?.take();
+        if item.is_some() {
+            self.free.push(id);
+        }
+        item
+    }
+
+    fn get(&self, id: u32) -> &T {
+        self.items[id as usize].as_ref().expect("ids are live")
+    }
+
+    fn get_mut(&mut self, id: u32) -> &mut T {
+        self.items[id as usize].as_mut().expect("ids are live")
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter().flatten()
+    }
+}
+
+struct PolicyEntry {
+    policy: Arc<Policy>,
+    /// Left out of this compilation (it does not fit the maps): its pods fail closed.
+    left_out: bool,
+}
+
+impl PolicyEntry {
+    fn fail_closed(&self) -> bool {
+        self.left_out || self.policy.parsed.fail_closed
+    }
+}
+
+/// A pod that can be a peer: it has an address.
+struct PeerPod {
+    info: Arc<PodInfo>,
+    ip: Ipv4Addr,
+}
+
+/// A pod selector peer in its scope: the policy's namespace when it has no namespace selector.
+type SelectorKey = (Option<String>, PodPeer);
+
+/// Tables are shared between endpoints selected by the same policies (and, when the ingress rules
+/// name ports, having the same named ports).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TableKey {
+    direction: Direction,
+    policies: Vec<u32>,
+    ports: Option<Vec<NamedPort>>,
+}
+
+struct CachedTable {
+    table: Arc<RuleTable>,
+    /// The selector results it was built from.
+    selectors: Vec<SelectorKey>,
+    /// It has an egress rule with named ports and address peers, which reads every pod.
+    reads_every_pod: bool,
+    /// The compilation that last used it.
+    used: u64,
+}
+
+/// What one direction of an endpoint gets, before tables are looked up.
+#[derive(Clone)]
+enum Chosen {
+    Unisolated,
+    FailClosed,
+    Table(TableKey),
+}
+
+struct EndpointState {
+    key: Option<PodKey>,
+    pod: Option<Arc<PodInfo>>,
+    chosen: [Chosen; 2],
+}
+
+/// A peer pod that appeared, went or changed: how it looked before and after.
+struct PodChange {
+    namespace: String,
+    before: Option<Arc<PodInfo>>,
+    after: Option<Arc<PodInfo>>,
+}
+
+#[derive(Default)]
+struct Changes {
+    policies: FastSet<u32>,
+    policy_namespaces: FastSet<String>,
+    pods: Vec<PodChange>,
+    /// Namespaces whose labels changed: (name, before, after).
+    namespaces: Vec<(String, Option<Labels>, Option<Labels>)>,
+}
+
+/// The compiler with its work kept between calls (see the module documentation).
+#[derive(Default)]
+pub struct Incremental {
+    policies: Slab<PolicyEntry>,
+    policy_ids: BTreeMap<PolicyKey, u32>,
+    /// Policy ids per namespace, in key order.
+    policies_by_ns: FastMap<String, Vec<u32>>,
+    pods: Slab<PeerPod>,
+    pod_ids: BTreeMap<PodKey, u32>,
+    pods_by_ns: FastMap<String, BTreeSet<u32>>,
+    /// Every namespace's labels as namespace selectors see them.
+    namespaces: BTreeMap<String, Labels>,
+    selected: FastMap<SelectorKey, Arc<[u32]>>,
+    tables: FastMap<TableKey, CachedTable>,
+    /// Every live table, so that equal contents share one `Arc`.
+    distinct: FastSet<Arc<RuleTable>>,
+    endpoints: FastMap<Ipv4Addr, EndpointState>,
+    generation: u64,
+}
+
+impl Incremental {
+    /// What [`super::compile_excluding`] gives for the same arguments, redoing only what changed
+    /// since the last call.
+    pub fn compile(
+        &mut self,
+        cluster: &Cluster,
+        local: &[(Ipv4Addr, Option<PodKey>)],
+        left_out: &BTreeSet<PolicyKey>,
+    ) -> Compiled {
+        self.generation += 1;
+        let mut changes = Changes::default();
+        self.sync_policies(cluster, left_out, &mut changes);
+        let old_namespaces = self.sync_namespaces(cluster, &mut changes);
+        self.sync_pods(cluster, local, &mut changes);
+        self.invalidate(&changes, &old_namespaces);
+
+        let mut sets = PortSets::new();
+        let endpoints = local
+            .iter()
+            .map(|(ip, key)| {
+                let rules = self.endpoint(cluster, *ip, key.as_ref(), &changes, &mut sets);
+                (*ip, rules)
+            })
+            .collect();
+        let unknown_pods = local
+            .iter()
+            .filter_map(|(ip, key)| Some((*ip, key.clone()?)))
+            .filter(|(_, key)| cluster.pod(key).is_none())
+            .collect();
+        let compiled = Compiled {
+            endpoints,
+            problems: self.problems(),
+            unknown_pods,
+            footprints: self.footprints(local),
+        };
+        self.forget_unused(local);
+        compiled
+    }
+
+    /// Brings the policy ids in line with the model.
+    fn sync_policies(
+        &mut self,
+        cluster: &Cluster,
+        left_out: &BTreeSet<PolicyKey>,
+        changes: &mut Changes,
+    ) {
+        enum Action {
+            Add(Arc<Policy>, bool),
+            Replace(u32, Arc<Policy>, bool),
+            Remove(PolicyKey, u32),
+        }
+        let mut actions = Vec::new();
+        merge_join(
+            cluster.policy_entries().iter(),
+            self.policy_ids.iter(),
+            |key, new, old| match (new, old) {
+                (Some(policy), None) => {
+                    actions.push(Action::Add(policy.clone(), left_out.contains(key)));
+                }
+                (None, Some(&id)) => actions.push(Action::Remove(key.clone(), id)),
+                (Some(policy), Some(&id)) => {
+                    let entry = self.policies.get(id);
+                    let out = left_out.contains(key);
+                    if !Arc::ptr_eq(&entry.policy, policy) || entry.left_out != out {
+                        actions.push(Action::Replace(id, policy.clone(), out));
+                    }
+                }
+                (None, None) => {}
+            },
+        );
+        for action in actions {
+            let (id, namespace) = match action {
+                Action::Add(policy, left_out) => {
+                    let key = policy.key().clone();
+                    let id = self.policies.insert(PolicyEntry { policy, left_out });
+                    self.policy_ids.insert(key.clone(), id);
+                    let ids = self
+                        .policies_by_ns
+                        .entry(key.namespace.clone())
+                        .or_default();
+                    let policies = &self.policies;
+                    let at = ids
+                        .binary_search_by(|&other| policies.get(other).policy.key().cmp(&key))
+                        .unwrap_or_else(|at| at);
+                    ids.insert(at, id);
+                    (id, key.namespace)
+                }
+                Action::Replace(id, policy, left_out) => {
+                    let namespace = policy.key().namespace.clone();
+                    *self.policies.get_mut(id) = PolicyEntry { policy, left_out };
+                    (id, namespace)
+                }
+                Action::Remove(key, id) => {
+                    self.policy_ids.remove(&key);
+                    self.policies.remove(id);
+                    if let Some(ids) = self.policies_by_ns.get_mut(&key.namespace) {
+                        ids.retain(|&other| other != id);
+                        if ids.is_empty() {
+                            self.policies_by_ns.remove(&key.namespace);
+                        }
+                    }
+                    (id, key.namespace)
+                }
+            };
+            changes.policies.insert(id);
+            changes.policy_namespaces.insert(namespace);
+        }
+    }
+
+    /// Takes the namespaces' labels from the model; returns the previous ones.
+    fn sync_namespaces(
+        &mut self,
+        cluster: &Cluster,
+        changes: &mut Changes,
+    ) -> BTreeMap<String, Labels> {
+        let now: BTreeMap<String, Labels> = cluster
+            .namespace_names()
+            .map(|ns| (ns.to_owned(), cluster.namespace_labels(ns)))
+            .collect();
+        merge_join(now.iter(), self.namespaces.iter(), |name, new, old| {
+            if new != old {
+                changes
+                    .namespaces
+                    .push((name.clone(), old.cloned(), new.cloned()));
+            }
+        });
+        std::mem::replace(&mut self.namespaces, now)
+    }
+
+    /// Brings the peer pods in line with the model and this node's endpoints.
+    fn sync_pods(
+        &mut self,
+        cluster: &Cluster,
+        local: &[(Ipv4Addr, Option<PodKey>)],
+        changes: &mut Changes,
+    ) {
+        let mut local_ip: FastMap<&PodKey, Ipv4Addr> = FastMap::default();
+        let mut local_owner: FastMap<Ipv4Addr, Option<&PodKey>> = FastMap::default();
+        for (ip, key) in local {
+            local_owner.insert(*ip, key.as_ref());
+            if let Some(key) = key {
+                local_ip.insert(key, *ip);
+            }
+        }
+        // The address a pod has as a peer: its local one, else its own unless a local endpoint
+        // of another pod holds it (then it is stale).
+        let address = |pod: &PodInfo| match local_ip.get(&pod.key) {
+            Some(ip) => Some(*ip),
+            None => pod.ip.filter(|ip| match local_owner.get(ip) {
+                Some(Some(owner)) => *owner == &pod.key,
+                _ => true,
+            }),
+        };
+        // Each pod that changed, and what it is now (`None`: no longer a peer).
+        let mut actions: Vec<(PodKey, Option<PeerPod>)> = Vec::new();
+        let mut refreshed: Vec<(u32, Arc<PodInfo>)> = Vec::new();
+        merge_join(
+            cluster.pod_entries().iter(),
+            self.pod_ids.iter(),
+            |key, new, old| {
+                let new = new.and_then(|info| Some((info, address(info)?)));
+                let old = old.map(|&id| (id, self.pods.get(id)));
+                match (new, old) {
+                    (None, None) => {}
+                    (Some((info, ip)), Some((id, old))) if old.ip == ip => {
+                        if Arc::ptr_eq(&old.info, info) {
+                            return;
+                        }
+                        if old.info == *info {
+                            // Equal content under a new `Arc`: share the model's.
+                            refreshed.push((id, info.clone()));
+                            return;
+                        }
+                        let info = info.clone();
+                        actions.push((key.clone(), Some(PeerPod { info, ip })));
+                    }
+                    (new, _) => {
+                        let new = new.map(|(info, ip)| PeerPod {
+                            info: info.clone(),
+                            ip,
+                        });
+                        actions.push((key.clone(), new));
+                    }
+                }
+            },
+        );
+        for (id, info) in refreshed {
+            self.pods.get_mut(id).info = info;
+        }
+        for (key, new) in actions {
+            let before = match self.pod_ids.get(&key) {
+                Some(&id) if new.is_some() => Some(self.pods.get(id).info.clone()),
+                Some(&id) => {
+                    self.pod_ids.remove(&key);
+                    if let Some(ids) = self.pods_by_ns.get_mut(&key.namespace) {
+                        ids.remove(&id);
+                        if ids.is_empty() {
+                            self.pods_by_ns.remove(&key.namespace);
+                        }
+                    }
+                    self.pods.remove(id).map(|p| p.info)
+                }
+                None => None,
+            };
+            let after = new.as_ref().map(|pod| pod.info.clone());
+            if let Some(pod) = new {
+                match self.pod_ids.get(&key) {
+                    Some(&id) => *self.pods.get_mut(id) = pod,
+                    None => {
+                        let id = self.pods.insert(pod);
+                        self.pod_ids.insert(key.clone(), id);
+                        self.pods_by_ns
+                            .entry(key.namespace.clone())
+                            .or_default()
+                            .insert(id);
+                    }
+                }
+            }
+            changes.pods.push(PodChange {
+                namespace: key.namespace,
+                before,
+                after,
+            });
+        }
+    }
+
+    /// Drops the selector results and tables the changes can reach.
+    fn invalidate(&mut self, changes: &Changes, old_namespaces: &BTreeMap<String, Labels>) {
+        if changes.pods.len() > MASS_CHANGE {
+            self.selected.clear();
+            self.tables.clear();
+            self.distinct.clear();
+            return;
+        }
+        let mut dirty: FastSet<SelectorKey> = FastSet::default();
+        if !changes.pods.is_empty() || !changes.namespaces.is_empty() {
+            let new_namespaces = &self.namespaces;
+            self.selected.retain(|key, _| {
+                let stale = reaches(key, changes, old_namespaces, new_namespaces);
+                if stale {
+                    dirty.insert(key.clone());
+                }
+                !stale
+            });
+        }
+        if changes.policies.is_empty() && dirty.is_empty() && changes.pods.is_empty() {
+            return;
+        }
+        self.tables.retain(|key, cached| {
+            let stale = key.policies.iter().any(|p| changes.policies.contains(p))
+                || cached.selectors.iter().any(|s| dirty.contains(s))
+                || (cached.reads_every_pod && !changes.pods.is_empty());
+            !stale
+        });
+    }
+
+    fn endpoint(
+        &mut self,
+        cluster: &Cluster,
+        ip: Ipv4Addr,
+        key: Option<&PodKey>,
+        changes: &Changes,
+        sets: &mut PortSets,
+    ) -> EndpointRules {
+        let pod = key.and_then(|k| cluster.pod_entries().get(k)).cloned();
+        let current = self.endpoints.get(&ip).is_some_and(|state| {
+            state.key.as_ref() == key
+                && match (&state.pod, &pod) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+                && key.is_none_or(|k| !changes.policy_namespaces.contains(&k.namespace))
+        });
+        if !current {
+            let chosen = self.choose(key, pod.as_deref());
+            self.endpoints.insert(
+                ip,
+                EndpointState {
+                    key: key.cloned(),
+                    pod,
+                    chosen,
+                },
+            );
+        }
+        let chosen = self.endpoints[&ip].chosen.clone();
+        let [ingress, egress] = chosen.map(|c| match c {
+            Chosen::Unisolated => DirectionRules::Unisolated,
+            Chosen::FailClosed => DirectionRules::FailClosed,
+            Chosen::Table(key) => DirectionRules::Rules(self.table(key, sets)),
+        });
+        EndpointRules { ingress, egress }
+    }
+
+    /// Which policies isolate and select the endpoint, per direction.
+    fn choose(&self, key: Option<&PodKey>, pod: Option<&PodInfo>) -> [Chosen; 2] {
+        let Some(key) = key else {
+            return [Chosen::Unisolated, Chosen::Unisolated];
+        };
+        let in_namespace = self
+            .policies_by_ns
+            .get(&key.namespace)
+            .map_or(&[][..], Vec::as_slice);
+        let Some(pod) = pod else {
+            // Unknown labels: closed wherever a policy of the namespace isolates, as any of
+            // them might select the pod.
+            return Direction::ALL.map(|d| {
+                let isolated = in_namespace
+                    .iter()
+                    .any(|&id| self.policies.get(id).policy.parsed.isolates[d.index()]);
+                if isolated {
+                    Chosen::FailClosed
+                } else {
+                    Chosen::Unisolated
+                }
+            });
+        };
+        let mut fail = [false; 2];
+        let mut selecting: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        for &id in in_namespace {
+            let entry = self.policies.get(id);
+            let policy = &entry.policy.parsed;
+            let selected = policy.selects(&pod.labels);
+            if selected == Some(false) {
+                continue;
+            }
+            for d in Direction::ALL {
+                if !policy.isolates[d.index()] {
+                    continue;
+                }
+                if selected.is_none() || entry.fail_closed() {
+                    fail[d.index()] = true;
+                } else {
+                    selecting[d.index()].push(id);
+                }
+            }
+        }
+        Direction::ALL.map(|d| {
+            let policies = std::mem::take(&mut selecting[d.index()]);
+            if fail[d.index()] {
+                Chosen::FailClosed
+            } else if policies.is_empty() {
+                Chosen::Unisolated
+            } else {
+                let names_ports = d == Direction::Ingress
+                    && policies.iter().any(|&id| {
+                        self.policies.get(id).policy.parsed.rules[d.index()]
+                            .iter()
+                            .any(|r| !r.ports.named.is_empty())
+                    });
+                Chosen::Table(TableKey {
+                    direction: d,
+                    policies,
+                    ports: names_ports.then(|| pod.ports.clone()),
+                })
+            }
+        })
+    }
+
+    fn table(&mut self, key: TableKey, sets: &mut PortSets) -> Arc<RuleTable> {
+        if let Some(cached) = self.tables.get_mut(&key) {
+            cached.used = self.generation;
+            return cached.table.clone();
+        }
+        let mut built = self.build_table(&key, sets);
+        built.table = match self.distinct.get(&built.table) {
+            Some(existing) => existing.clone(),
+            None => {
+                self.distinct.insert(built.table.clone());
+                built.table
+            }
+        };
+        let table = built.table.clone();
+        self.tables.insert(key, built);
+        table
+    }
+
+    fn build_table(&mut self, key: &TableKey, sets: &mut PortSets) -> CachedTable {
+        let d = key.direction;
+        let policies: Vec<Arc<Policy>> = key
+            .policies
+            .iter()
+            .map(|&id| self.policies.get(id).policy.clone())
+            .collect();
+        let local_ports = key.ports.as_deref().unwrap_or_default();
+        let mut selectors = FastSet::default();
+        let mut reads_every_pod = false;
+        let mut blocks: Vec<Block<'_>> = Vec::new();
+        for policy in &policies {
+            let namespace = policy.key().namespace.as_str();
+            for rule in &policy.parsed.rules[d.index()] {
+                let numeric = sets.intern_ref(&rule.ports.numeric);
+                let mut pods: Vec<u32> = Vec::new();
+                for peer in &rule.peers.pods {
+                    pods.extend(self.selected_pods(namespace, peer, &mut selectors).iter());
+                }
+                pods.sort_unstable();
+                pods.dedup();
+                if d == Direction::Ingress || rule.ports.named.is_empty() {
+                    let ports = resolve(sets, numeric, rule, local_ports);
+                    self.push_uniform(&mut blocks, rule, &pods, ports);
+                } else {
+                    reads_every_pod |= rule.peers.all || !rule.peers.blocks.is_empty();
+                    self.push_per_destination(&mut blocks, rule, &pods, numeric, sets);
+                }
+            }
+        }
+        let table = Arc::new(table::build(&blocks, sets));
+        CachedTable {
+            table,
+            selectors: selectors.into_iter().collect(),
+            reads_every_pod,
+            used: self.generation,
+        }
+    }
+
+    /// Blocks of a rule whose port set is the same for every peer.
+    fn push_uniform<'a>(
+        &self,
+        blocks: &mut Vec<Block<'a>>,
+        rule: &'a Rule,
+        pods: &[u32],
+        ports: u32,
+    ) {
+        if ports == EMPTY {
+            return;
+        }
+        if rule.peers.all {
+            blocks.push(block(Ipv4Net::default(), &[], ports));
+            return;
+        }
+        for b in &rule.peers.blocks {
+            blocks.push(block(b.cidr, &b.except, ports));
+        }
+        for &pod in pods {
+            blocks.push(block(host(self.pods.get(pod).ip), &[], ports));
+        }
+    }
+
+    /// Blocks of an egress rule with named ports: addresses get the numeric ports, and every
+    /// destination pod the rule covers gets a `/32` with the ports its own containers name.
+    fn push_per_destination<'a>(
+        &self,
+        blocks: &mut Vec<Block<'a>>,
+        rule: &'a Rule,
+        pods: &[u32],
+        numeric: u32,
+        sets: &mut PortSets,
+    ) {
+        // Addresses (every one, or the ipBlocks) with the numeric ports...
+        self.push_uniform(blocks, rule, &[], numeric);
+        // ...plus, for the pods among them, what their named ports add;
+        for pod in self.pods.iter() {
+            let in_block = rule.peers.blocks.iter().any(|b| block_contains(b, pod.ip));
+            if rule.peers.all || in_block {
+                let resolved = resolve(sets, numeric, rule, &pod.info.ports);
+                if resolved != numeric {
+                    blocks.push(block(host(pod.ip), &[], resolved));
+                }
+            }
+        }
+        // ...and the pods the selectors match, with their numeric and named ports.
+        for &id in pods {
+            let pod = self.pods.get(id);
+            let resolved = resolve(sets, numeric, rule, &pod.info.ports);
+            if resolved != EMPTY {
+                blocks.push(block(host(pod.ip), &[], resolved));
+            }
+        }
+    }
+
+    /// The pods one selector peer matches, kept until a change reaches them.
+    fn selected_pods(
+        &mut self,
+        policy_ns: &str,
+        peer: &PodPeer,
+        used: &mut FastSet<SelectorKey>,
+    ) -> Arc<[u32]> {
+        let key: SelectorKey = (
+            peer.namespaces.is_none().then(|| policy_ns.to_owned()),
+            peer.clone(),
+        );
+        if let Some(pods) = self.selected.get(&key) {
+            let pods = pods.clone();
+            used.insert(key);
+            return pods;
+        }
+        let namespaces: Vec<&str> = match &peer.namespaces {
+            None => vec![policy_ns],
+            Some(selector) => self
+                .namespaces
+                .iter()
+                .filter(|(_, labels)| selector.matches(labels))
+                .map(|(ns, _)| ns.as_str())
+                .collect(),
+        };
+        let mut pods = Vec::new();
+        for ns in namespaces {
+            let candidates = self.pods_by_ns.get(ns).into_iter().flatten();
+            pods.extend(
+                candidates.filter(|&&id| peer.pods.matches(&self.pods.get(id).info.labels)),
+            );
+        }
+        let pods: Arc<[u32]> = pods.into();
+        self.selected.insert(key.clone(), pods.clone());
+        used.insert(key);
+        pods
+    }
+
+    /// Every policy's problems, in key order, and those left out.
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (key, &id) in &self.policy_ids {
+            let entry = self.policies.get(id);
+            problems.extend(entry.policy.problems.iter().cloned());
+            if entry.left_out {
+                problems.push(Problem {
+                    policy: Some(key.clone()),
+                    message: "its rules do not fit in the datapath's policy maps (with the rest \
+                              of the node's); the pods it selects are isolated"
+                        .to_owned(),
+                });
+            }
+        }
+        problems
+    }
+
+    /// PEERS entries of the distinct tables each policy is part of: each table counted once, for
+    /// the policies of the first endpoint direction (in `local` order) that uses it.
+    fn footprints(&self, local: &[(Ipv4Addr, Option<PodKey>)]) -> BTreeMap<PolicyKey, usize> {
+        let mut seen_keys: FastSet<&TableKey> = FastSet::default();
+        let mut seen_tables: FastSet<*const RuleTable> = FastSet::default();
+        let mut entries: FastMap<u32, usize> = FastMap::default();
+        for (ip, _) in local {
+            let Some(state) = self.endpoints.get(ip) else {
+                continue;
+            };
+            for chosen in &state.chosen {
+                let Chosen::Table(key) = chosen else { continue };
+                if !seen_keys.insert(key) {
+                    continue;
+                }
+                let table = &self.tables[key].table;
+                if !seen_tables.insert(Arc::as_ptr(table)) || table.is_empty() {
+                    continue;
+                }
+                for &id in &key.policies {
+                    *entries.entry(id).or_default() += table.len();
+                }
+            }
+        }
+        entries
+            .into_iter()
+            .map(|(id, n)| (self.policies.get(id).policy.key().clone(), n))
+            .collect()
+    }
+
+    /// Drops what this compilation did not use: endpoints gone, tables nobody points at, and
+    /// selector results no kept table reads.
+    fn forget_unused(&mut self, local: &[(Ipv4Addr, Option<PodKey>)]) {
+        let here: FastSet<Ipv4Addr> = local.iter().map(|(ip, _)| *ip).collect();
+        self.endpoints.retain(|ip, _| here.contains(ip));
+        let generation = self.generation;
+        self.tables.retain(|_, t| t.used == generation);
+        self.distinct.retain(|t| Arc::strong_count(t) > 1);
+        let read: FastSet<&SelectorKey> = self
+            .tables
+            .values()
+            .flat_map(|t| t.selectors.iter())
+            .collect();
+        if read.len() < self.selected.len() {
+            let keep: FastSet<SelectorKey> = read.into_iter().cloned().collect();
+            self.selected.retain(|key, _| keep.contains(key));
+        }
+    }
+}
+
+/// Whether a change can alter what a selector peer matches.
+fn reaches(
+    (scope, peer): &SelectorKey,
+    changes: &Changes,
+    old_namespaces: &BTreeMap<String, Labels>,
+    new_namespaces: &BTreeMap<String, Labels>,
+) -> bool {
+    if let Some(selector) = &peer.namespaces {
+        let matches =
+            |labels: &Option<Labels>| labels.as_ref().is_some_and(|l| selector.matches(l));
+        if changes
+            .namespaces
+            .iter()
+            .any(|(_, before, after)| matches(before) != matches(after))
+        {
+            return true;
+        }
+    }
+    let selects = |namespace: &str, namespaces: &BTreeMap<String, Labels>, pod: &PodInfo| {
+        let in_scope = match (&peer.namespaces, scope) {
+            (Some(selector), _) => namespaces
+                .get(namespace)
+                .is_some_and(|l| selector.matches(l)),
+            (None, Some(scope)) => scope == namespace,
+            (None, None) => false,
+        };
+        in_scope && peer.pods.matches(&pod.labels)
+    };
+    changes.pods.iter().any(|c| {
+        c.before
+            .as_deref()
+            .is_some_and(|p| selects(&c.namespace, old_namespaces, p))
+            || c.after
+                .as_deref()
+                .is_some_and(|p| selects(&c.namespace, new_namespaces, p))
+    })
+}
+
+/// The rule's port set for a destination pod with these named ports.
+fn resolve(sets: &mut PortSets, numeric: u32, rule: &Rule, ports: &[NamedPort]) -> u32 {
+    if rule.ports.named.is_empty() {
+        return numeric;
+    }
+    let named: Vec<_> = ports
+        .iter()
+        .filter(|np| {
+            rule.ports
+                .named
+                .iter()
+                .any(|(name, proto)| *name == np.name && *proto == np.protocol)
+        })
+        .map(|np| (np.protocol, np.port..=np.port))
+        .collect();
+    if named.is_empty() {
+        return numeric;
+    }
+    let named = sets.intern(super::PortSet::from_ranges(named));
+    let mut ids = [numeric, named];
+    ids.sort_unstable();
+    sets.union(&ids)
+}
+
+/// Walks two maps sorted by the same key together, calling `f` once per key with the value each
+/// has.
+fn merge_join<'a, K: Ord + 'a, A: 'a, B: 'a>(
+    a: impl Iterator<Item = (&'a K, &'a A)>,
+    b: impl Iterator<Item = (&'a K, &'a B)>,
+    mut f: impl FnMut(&'a K, Option<&'a A>, Option<&'a B>),
+) {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some(&(ka, va)), None) => {
+                f(ka, Some(va), None);
+                a.next();
+            }
+            (None, Some(&(kb, vb))) => {
+                f(kb, None, Some(vb));
+                b.next();
+            }
+            (Some(&(ka, va)), Some(&(kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    f(ka, Some(va), None);
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    f(kb, None, Some(vb));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    f(ka, Some(va), Some(vb));
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+}
+
+fn block(net: Ipv4Net, except: &[Ipv4Net], ports: u32) -> Block<'_> {
+    Block { net, except, ports }
+}
+
+fn host(ip: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::from(ip)
+}
