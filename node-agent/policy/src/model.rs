@@ -25,6 +25,7 @@ use crate::{
         policy::{parse_policy, ParsedPolicy},
         Problem,
     },
+    fast_hash::FastSet,
     manifest::Object,
 };
 
@@ -123,7 +124,9 @@ pub struct NamedPort {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodInfo {
     pub key: PodKey,
-    pub labels: Labels,
+    /// Shared: the [`Cluster`] keeps one copy of each distinct label set (the pods of one
+    /// ReplicaSet carry the same labels).
+    pub labels: Arc<Labels>,
     /// The pod's IPv4 address; `None` until it has one (and for pods that cannot be a peer, see
     /// [`PodInfo::from_k8s`]). A pod without an address is in no peer set.
     pub ip: Option<Ipv4Addr>,
@@ -271,7 +274,7 @@ impl PodInfo {
             pod_ipv4(pod, &key)?
         };
         Ok(PodInfo {
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels: Arc::new(pod.metadata.labels.clone().unwrap_or_default()),
             ip,
             node: spec.and_then(|s| s.node_name.clone()),
             ports: named_ports(pod),
@@ -348,6 +351,8 @@ pub struct Cluster {
     /// Namespaces that have a Namespace object, with that object's labels.
     namespaces: BTreeMap<String, Labels>,
     pods: BTreeMap<PodKey, Arc<PodInfo>>,
+    /// Every distinct pod label set, shared by the pods carrying it.
+    label_sets: FastSet<Arc<Labels>>,
     policies: BTreeMap<PolicyKey, Arc<Policy>>,
     nodes: BTreeMap<String, NodeInfo>,
 }
@@ -382,12 +387,31 @@ impl Cluster {
         self.namespaces.remove(name).is_some()
     }
 
-    pub fn upsert_pod(&mut self, pod: PodInfo) {
+    pub fn upsert_pod(&mut self, mut pod: PodInfo) {
+        pod.labels = match self.label_sets.get(&pod.labels) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.label_sets.insert(pod.labels.clone());
+                pod.labels
+            }
+        };
         self.pods.insert(pod.key.clone(), Arc::new(pod));
+        self.forget_unused_label_sets();
     }
 
     pub fn delete_pod(&mut self, key: &PodKey) -> bool {
-        self.pods.remove(key).is_some()
+        let deleted = self.pods.remove(key).is_some();
+        self.forget_unused_label_sets();
+        deleted
+    }
+
+    /// Drops label sets no pod carries any more, once they could be as many as the pods (so the
+    /// walk costs O(1) per change, amortized).
+    fn forget_unused_label_sets(&mut self) {
+        if self.label_sets.len() > 2 * self.pods.len() + 64 {
+            self.label_sets
+                .retain(|labels| Arc::strong_count(labels) > 1);
+        }
     }
 
     /// Sets a known pod's address; returns whether the pod is known.
@@ -649,7 +673,7 @@ mod tests {
         assert!(!cluster.set_pod_ip(&key, None));
         cluster.upsert_pod(PodInfo {
             key: key.clone(),
-            labels: Labels::new(),
+            labels: Labels::new().into(),
             ip: None,
             node: None,
             ports: vec![],

@@ -32,11 +32,13 @@ fn big_cluster() -> Cluster {
         let ip = Ipv4Addr::new(10, 244, (i / 250) as u8, (i % 250) as u8 + 1);
         cluster.upsert_pod(PodInfo {
             key: PodKey::new(format!("ns{}", i % NAMESPACES), format!("pod{i}")),
-            labels: [
-                ("app".to_owned(), format!("app{}", i % APPS)),
-                ("tier".to_owned(), format!("{}", i % 3)),
-            ]
-            .into(),
+            labels: std::sync::Arc::new(
+                [
+                    ("app".to_owned(), format!("app{}", i % APPS)),
+                    ("tier".to_owned(), format!("{}", i % 3)),
+                ]
+                .into(),
+            ),
             ip: Some(ip),
             node: Some(format!("node{}", i % 10)),
             ports: vec![NamedPort {

@@ -44,7 +44,7 @@ fn mutate(rng: &mut StdRng, cluster: &mut Cluster, step: usize) {
         2 if !pods.is_empty() => {
             let key = pods.choose(rng).unwrap().clone();
             let mut pod = cluster.pod(&key).unwrap().clone();
-            pod.labels = random_labels(rng);
+            pod.labels = random_labels(rng).into();
             cluster.upsert_pod(pod);
         }
         3 if !pods.is_empty() => {

@@ -470,7 +470,7 @@ fn a_table_shared_by_endpoints_that_diverge_is_not_edited_in_place() {
     .unwrap();
     extra.apply_all(policy).unwrap();
     let mut pod_s1 = extra.pod(&PodKey::new("prod", "s1")).unwrap().clone();
-    pod_s1.labels.insert("x".into(), "1".into());
+    std::sync::Arc::make_mut(&mut pod_s1.labels).insert("x".into(), "1".into());
     extra.upsert_pod(pod_s1);
     let plan = plan_and_commit(&mut programmer, &compile(&extra, &all_local(&extra)));
     // s2..s5 now match the new policy too (no label x), s1 does not: s1 keeps the old content.

@@ -68,11 +68,13 @@ fn policy(i: usize, role: usize) -> k8s_openapi::api::networking::v1::NetworkPol
 fn pod(k: usize, name: String, ip: Ipv4Addr) -> PodInfo {
     PodInfo {
         key: PodKey::new(format!("ns{}", k % NAMESPACES), name),
-        labels: [
-            ("app".to_owned(), format!("app{}", k % APPS)),
-            ("role".to_owned(), format!("r{}", k % ROLES)),
-        ]
-        .into(),
+        labels: std::sync::Arc::new(
+            [
+                ("app".to_owned(), format!("app{}", k % APPS)),
+                ("role".to_owned(), format!("r{}", k % ROLES)),
+            ]
+            .into(),
+        ),
         ip: Some(ip),
         node: None,
         ports: vec![NamedPort {

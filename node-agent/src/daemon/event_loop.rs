@@ -22,10 +22,12 @@ use weir_kube::{events::NodeProblem, KubeSource};
 use super::{server::Call, Agent};
 use crate::telemetry::HEARTBEAT_EVERY;
 
-/// Several writes usually come together (the lab writes a pod and its service); wait this long
-/// after the first before reading, so they are programmed in one pass.
+/// Passes after a manifest change are at least this far apart: a change arriving while the loop
+/// is idle is programmed at once, and the writes that follow it within this time (the lab writes
+/// a pod and then its service) are programmed together in the next pass.
 const MANIFEST_SETTLE: Duration = Duration::from_millis(5);
-/// A burst of API events (a Deployment rolling out) is programmed in one pass.
+/// The same for API events: a burst (a Deployment rolling out) costs one pass per 20 ms, and a
+/// lone change waits for nothing.
 const KUBE_SETTLE: Duration = Duration::from_millis(20);
 /// The periodic full pass over the source.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -89,8 +91,10 @@ pub async fn run(
     let mut host_addresses = every(HOST_ADDRESSES_EVERY);
     let mut del_spool = every(DEL_SPOOL_EVERY);
     let mut self_check = every(POLICY_SELF_CHECK_EVERY);
-    // A change was seen: the pass that programs it runs at this instant (after it settles).
+    // A change was seen: the pass that programs it runs at this instant.
     let mut pass_at: Option<Instant> = None;
+    // When the last pass after a change ended.
+    let mut last_pass: Option<Instant> = None;
     loop {
         tokio::select! {
             Some((request, answer)) = calls.recv() => {
@@ -100,12 +104,12 @@ pub async fn run(
                 // Cleared before the pass reads the events: one arriving meanwhile makes the
                 // descriptor readable again, and wakes the loop for another pass.
                 ready.clear_ready();
-                pass_at.get_or_insert_with(|| Instant::now() + MANIFEST_SETTLE);
+                pass_at.get_or_insert_with(|| next_pass(last_pass, MANIFEST_SETTLE, Instant::now()));
             }
             changed = changed(kube_changes.as_mut()) => {
                 match changed {
                     Ok(()) => {
-                        pass_at.get_or_insert_with(|| Instant::now() + KUBE_SETTLE);
+                        pass_at.get_or_insert_with(|| next_pass(last_pass, KUBE_SETTLE, Instant::now()));
                     }
                     // The source is gone: nothing more will come from it.
                     Err(_) => kube_changes = None,
@@ -114,6 +118,7 @@ pub async fn run(
             () = at(pass_at) => {
                 pass_at = None;
                 pass(&mut agent, false, problems.as_ref()).await;
+                last_pass = Some(Instant::now());
             }
             _ = resync.tick(), if has_source => pass(&mut agent, true, problems.as_ref()).await,
             _ = heartbeat.tick() => agent.publish(),
@@ -134,6 +139,15 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// When to program a change seen `now`: at once, unless the last pass ended less than `settle`
+/// ago; then `settle` after it, so a burst is coalesced into one pass per `settle`.
+fn next_pass(last_pass: Option<Instant>, settle: Duration, now: Instant) -> Instant {
+    match last_pass {
+        Some(last) if last + settle > now => last + settle,
+        _ => now,
     }
 }
 
@@ -173,5 +187,25 @@ async fn at(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_change_is_programmed_at_once_and_a_burst_once_per_settle_time() {
+        let now = Instant::now();
+        let settle = Duration::from_millis(20);
+        assert_eq!(next_pass(None, settle, now), now, "first change ever");
+        let long_ago = now - Duration::from_secs(1);
+        assert_eq!(next_pass(Some(long_ago), settle, now), now, "idle loop");
+        let just = now - Duration::from_millis(5);
+        assert_eq!(
+            next_pass(Some(just), settle, now),
+            just + settle,
+            "during a burst"
+        );
     }
 }

@@ -447,7 +447,7 @@ mod tests {
         for (name, app, last) in [("a", "a", 2), ("b", "b", 3)] {
             cluster.upsert_pod(PodInfo {
                 key: PodKey::new("x", name),
-                labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
+                labels: BTreeMap::from([("app".to_owned(), app.to_owned())]).into(),
                 ip: Some(Ipv4Addr::new(10, 244, 1, last)),
                 node: None,
                 ports: Vec::new(),
@@ -576,7 +576,7 @@ mod tests {
         let mut cluster = cluster(B_FROM_A);
         cluster.upsert_pod(PodInfo {
             key: PodKey::new("y", "c"),
-            labels: BTreeMap::from([("app".to_owned(), "c".to_owned())]),
+            labels: BTreeMap::from([("app".to_owned(), "c".to_owned())]).into(),
             ip: Some(Ipv4Addr::new(10, 244, 1, 4)),
             node: None,
             ports: Vec::new(),

@@ -18,7 +18,7 @@ use manifests::ManifestDir;
 
 enum Kind {
     None,
-    Manifests(ManifestDir),
+    Manifests(Box<ManifestDir>),
     Kubernetes {
         source: KubeSource,
         /// The generation of the snapshot taken last.
@@ -54,7 +54,9 @@ impl ObjectSource {
 
     /// The manifests of `dir` (created if missing), watched for changes.
     pub fn manifests(dir: &Path) -> std::io::Result<Self> {
-        Ok(Self::with(Kind::Manifests(ManifestDir::new(dir)?)))
+        Ok(Self::with(Kind::Manifests(Box::new(ManifestDir::new(
+            dir,
+        )?))))
     }
 
     /// Objects from the Kubernetes API. The source should have listed every kind

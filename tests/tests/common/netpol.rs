@@ -30,7 +30,7 @@ pub fn compile_world(world: &World) -> (Compiled, Vec<String>) {
             .collect();
         cluster.upsert_pod(PodInfo {
             key: PodKey::new(pod.namespace.clone(), pod.name.clone()),
-            labels: pod.labels.clone(),
+            labels: pod.labels.clone().into(),
             ip: Some(pod.ip),
             node: None,
             ports,

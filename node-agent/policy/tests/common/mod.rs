@@ -205,7 +205,7 @@ pub fn random_pod(rng: &mut StdRng, cluster: &Cluster, name: &str) -> PodInfo {
     };
     PodInfo {
         key: PodKey::new(*NAMESPACES.choose(rng).unwrap(), name),
-        labels: random_labels(rng),
+        labels: random_labels(rng).into(),
         ip,
         node: None,
         ports: random_ports(rng),
