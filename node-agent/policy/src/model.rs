@@ -351,6 +351,8 @@ pub struct Cluster {
     /// Namespaces that have a Namespace object, with that object's labels.
     namespaces: BTreeMap<String, Labels>,
     pods: BTreeMap<PodKey, Arc<PodInfo>>,
+    /// How many pods each namespace has (so listing namespaces does not walk the pods).
+    pods_per_namespace: BTreeMap<String, usize>,
     /// Every distinct pod label set, shared by the pods carrying it.
     label_sets: FastSet<Arc<Labels>>,
     policies: BTreeMap<PolicyKey, Arc<Policy>>,
@@ -395,12 +397,23 @@ impl Cluster {
                 pod.labels
             }
         };
-        self.pods.insert(pod.key.clone(), Arc::new(pod));
+        let key = pod.key.clone();
+        if self.pods.insert(key.clone(), Arc::new(pod)).is_none() {
+            *self.pods_per_namespace.entry(key.namespace).or_default() += 1;
+        }
         self.forget_unused_label_sets();
     }
 
     pub fn delete_pod(&mut self, key: &PodKey) -> bool {
         let deleted = self.pods.remove(key).is_some();
+        if deleted {
+            if let Some(count) = self.pods_per_namespace.get_mut(&key.namespace) {
+                *count -= 1;
+                if *count == 0 {
+                    self.pods_per_namespace.remove(&key.namespace);
+                }
+            }
+        }
         self.forget_unused_label_sets();
         deleted
     }
@@ -478,7 +491,7 @@ impl Cluster {
             .namespaces
             .keys()
             .map(String::as_str)
-            .chain(self.pods.keys().map(|k| k.namespace.as_str()))
+            .chain(self.pods_per_namespace.keys().map(String::as_str))
             .collect();
         names.sort_unstable();
         names.dedup();

@@ -149,6 +149,11 @@ fn scale(pods: usize, policies: usize, local: usize, changes: usize) {
 #[test]
 #[ignore = "benchmark: run in release with --ignored --nocapture"]
 fn policy_change_at_scale() {
+    if let Ok(n) = std::env::var("WEIR_SCALE_ONLY") {
+        let n: usize = n.parse().unwrap();
+        scale(n, n, 100, 2000);
+        return;
+    }
     scale(1000, 1000, 50, 200);
     scale(3000, 3000, 100, 200);
     scale(10000, 10000, 100, 200);
