@@ -116,7 +116,8 @@ impl fmt::Display for ObjectKey {
 pub enum Item {
     Namespace(Labels),
     Pod(PodInfo),
-    NetworkPolicy(Box<NetworkPolicy>),
+    /// Checked as it comes off the stream: a relist buffers the compact form, not the spec.
+    NetworkPolicy(Box<Policy>),
     /// A Service's IPv4 ClusterIPs.
     Service(Vec<Ipv4Addr>),
     Node(NodeInfo),
@@ -200,13 +201,10 @@ impl Watched for NetworkPolicy {
         trim::network_policy(self);
     }
     fn entry(self) -> Entry {
-        let meta = self.metadata.clone();
-        let item = if meta.namespace.is_some() && meta.name.is_some() {
-            Ok(Item::NetworkPolicy(Box::new(self)))
-        } else {
-            Err("NetworkPolicy without namespace or name".to_owned())
-        };
-        entry_of(Self::KIND, &meta, item)
+        let item = Policy::from_k8s(&self)
+            .map(|policy| Item::NetworkPolicy(Box::new(policy)))
+            .map_err(|_| "NetworkPolicy without namespace or name".to_owned());
+        entry_of(Self::KIND, &self.metadata, item)
     }
 }
 
@@ -373,15 +371,12 @@ impl State {
                 }
             }
             Item::NetworkPolicy(policy) => {
-                // Checked before it is stored: an update that changes nothing the compiler
-                // reads (a new resourceVersion, an annotation) is not a change.
-                match Policy::from_k8s(&policy) {
-                    Ok(policy) if self.cluster.policy(policy.key()) == Some(&policy) => false,
-                    Ok(policy) => Arc::make_mut(&mut self.cluster).insert_policy(policy),
-                    Err(e) => {
-                        self.rejected.insert(key.clone(), e.to_string());
-                        true
-                    }
+                // Checked when it came off the stream: an update that changes nothing the
+                // compiler reads (a new resourceVersion, an annotation) is not a change.
+                if self.cluster.policy(policy.key()) == Some(&policy) {
+                    false
+                } else {
+                    Arc::make_mut(&mut self.cluster).insert_policy(*policy)
                 }
             }
             Item::Service(ips) => {

@@ -136,7 +136,7 @@ pub struct PodInfo {
 
 /// A NetworkPolicy as the model keeps it: checked when stored and kept in the compiler's form
 /// (a third of the spec's size at scale, and never parsed again), with what checking found.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     pub(crate) parsed: ParsedPolicy,
     pub(crate) problems: Vec<Problem>,

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// A policy in the compiler's form.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ParsedPolicy {
     pub key: PolicyKey,
     /// `None` when the pod selector is invalid: every pod of the namespace fails closed.
@@ -39,14 +39,14 @@ impl ParsedPolicy {
 }
 
 /// One ingress or egress rule.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Rule {
     pub peers: Peers,
     pub ports: RulePorts,
 }
 
 /// The peers of a rule. `all` (no `from`/`to`) means every address and every pod.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Peers {
     pub all: bool,
     pub pods: Vec<PodPeer>,
@@ -62,7 +62,7 @@ pub(crate) struct PodPeer {
 }
 
 /// An IPv4 `ipBlock`: `cidr` minus every `except`, each strictly inside `cidr`.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct IpBlockPeer {
     pub cidr: Ipv4Net,
     pub except: Vec<Ipv4Net>,
@@ -70,7 +70,7 @@ pub(crate) struct IpBlockPeer {
 
 /// The ports of a rule: numeric ones (any protocol when the rule has no `ports`) and named ones,
 /// which are resolved per pod.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct RulePorts {
     pub numeric: PortSet,
     pub named: Vec<(String, Protocol)>,
