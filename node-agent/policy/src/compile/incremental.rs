@@ -604,6 +604,11 @@ impl Incremental {
                 }
             }
         }
+        // A table is the union of every policy selecting the endpoint, so the same peer with the
+        // same ports often comes from many of them: keep one block of each (the union is the
+        // same), so the build sorts it once.
+        let mut seen: FastSet<(Ipv4Net, u32)> = FastSet::default();
+        blocks.retain(|b| !b.except.is_empty() || seen.insert((b.net, b.ports)));
         let table = Arc::new(table::build(&blocks, sets));
         CachedTable {
             table,
