@@ -20,7 +20,11 @@
 
 mod common;
 
-use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    net::Ipv4Addr,
+};
 
 use weir_common::policy::{
     PEER_KEY_BITS, PORTSET_EMPTY, PORT_KEY_BITS, TABLE_ALLOW_ALL, TABLE_DENY_ALL, TABLE_FAIL_CLOSED,
@@ -33,7 +37,7 @@ use weir_netpol_model::{
     random_relabel, random_world, shrink, Direction, Endpoint, Proto, Size, World,
 };
 use weir_policy::{
-    compile::Compiled,
+    compile::{Compiled, Incremental},
     plan::{peer_key, port_key, Plan, Programmer},
 };
 
@@ -602,6 +606,8 @@ fn check_programmed(seed: u64, check_each_write: bool) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xfee1_600d);
     let mut problems = Vec::new();
     let mut programmer = Programmer::new();
+    // Kept across the steps: after every change it must give what compiling from nothing gives.
+    let mut incremental = Incremental::default();
     let mut maps = Maps::default();
     let mut world = World::default();
     let mut history = String::new();
@@ -619,6 +625,12 @@ fn check_programmed(seed: u64, check_each_write: bool) -> Vec<String> {
                 break;
             }
         };
+        let (cluster, local, _) = common::netpol::world_cluster(&next);
+        if incremental.compile(&cluster, &local, &BTreeSet::new()) != compiled {
+            problems.push(format!(
+                "step {step}: the incremental compiler differs from compiling from nothing"
+            ));
+        }
         let plan = programmer.plan(&compiled);
         if std::env::var_os("WEIR_DIFF_SEED").is_some() {
             eprintln!("step {step} ({what}): {plan:#?}");

@@ -9,9 +9,19 @@ use weir_policy::{
     model::{Cluster, NamedPort, PodInfo, PodKey, Protocol},
 };
 
-/// The world as the compiler's cluster model, every pod local (as on a one-node lab), and the
-/// policies the model refused, each as "upsert_policy rejected NAME: why".
+/// The world compiled from nothing, every pod local (as on a one-node lab), and the policies the
+/// model refused, each as "upsert_policy rejected NAME: why".
 pub fn compile_world(world: &World) -> (Compiled, Vec<String>) {
+    let (cluster, local, rejected) = world_cluster(world);
+    (compile(&cluster, &local), rejected)
+}
+
+/// The local endpoints of a world: every pod.
+pub type Local = Vec<(Ipv4Addr, Option<PodKey>)>;
+
+/// The world as the compiler's cluster model, its local endpoints (every pod) and the policies the
+/// model refused.
+pub fn world_cluster(world: &World) -> (Cluster, Local, Vec<String>) {
     let mut cluster = Cluster::default();
     for ns in &world.namespaces {
         cluster.upsert_namespace(ns.name.clone(), ns.labels.clone());
@@ -45,10 +55,10 @@ pub fn compile_world(world: &World) -> (Compiled, Vec<String>) {
             ));
         }
     }
-    let local: Vec<(Ipv4Addr, Option<PodKey>)> = world
+    let local: Local = world
         .pods
         .iter()
         .map(|p| (p.ip, Some(PodKey::new(p.namespace.clone(), p.name.clone()))))
         .collect();
-    (compile(&cluster, &local), rejected)
+    (cluster, local, rejected)
 }

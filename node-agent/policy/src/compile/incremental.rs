@@ -6,8 +6,8 @@
 //! Every compilation first compares the model with what the last one saw (by `Arc` pointer, then by
 //! content), which is a walk over the model's keys and no more:
 //!
-//! - **Policies** get a stable id while they exist. One whose `Arc` changed, or that was left out or
-//!   put back, is *changed*, and so is its namespace.
+//! - **Policies** get a stable id while they exist. One whose content changed, or that was left out
+//!   or put back, is *changed*, and so is its namespace.
 //! - **Peer pods** (pods with an address, a local endpoint's address overriding `status.podIP`) get
 //!   a stable id too. One that appeared, went, or whose content or address changed is *changed*,
 //!   with how it looked before and after.
@@ -249,6 +249,7 @@ impl Incremental {
             Remove(PolicyKey, u32),
         }
         let mut actions = Vec::new();
+        let mut refreshed: Vec<(u32, Arc<Policy>)> = Vec::new();
         merge_join(
             cluster.policy_entries().iter(),
             self.policy_ids.iter(),
@@ -260,13 +261,22 @@ impl Incremental {
                 (Some(policy), Some(&id)) => {
                     let entry = self.policies.get(id);
                     let out = left_out.contains(key);
-                    if !Arc::ptr_eq(&entry.policy, policy) || entry.left_out != out {
-                        actions.push(Action::Replace(id, policy.clone(), out));
+                    if Arc::ptr_eq(&entry.policy, policy) && entry.left_out == out {
+                        return;
                     }
+                    if entry.left_out == out && *entry.policy == **policy {
+                        // Equal content under a new `Arc` (a model rebuilt): share the model's.
+                        refreshed.push((id, policy.clone()));
+                        return;
+                    }
+                    actions.push(Action::Replace(id, policy.clone(), out));
                 }
                 (None, None) => {}
             },
         );
+        for (id, policy) in refreshed {
+            self.policies.get_mut(id).policy = policy;
+        }
         for action in actions {
             let (id, namespace) = match action {
                 Action::Add(policy, left_out) => {
