@@ -384,6 +384,18 @@ fn spoofed_packets_are_dropped_and_counted() {
         .unwrap_or_else(|| panic!("no drop_spoofed_ip sample in\n{metrics}"));
     assert!(drops >= 3, "{drops} spoofed packets counted in /metrics");
     assert!(metrics.contains("weir_endpoints 2\n"), "{metrics}");
+    // Every map an operator may need to alert on reports its fill: the node's trusted addresses
+    // (at least the node's own), the other nodes (none in a one-node lab) and their capacities.
+    let sample = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} sample in\n{metrics}"))
+    };
+    assert!(sample("weir_map_entries{map=\"WEIR_HOST_IPS\"}") >= 1);
+    assert_eq!(sample("weir_map_capacity{map=\"WEIR_HOST_IPS\"}"), 65_536);
+    assert_eq!(sample("weir_map_entries{map=\"WEIR_REMOTES\"}"), 0);
+    assert_eq!(sample("weir_map_capacity{map=\"WEIR_REMOTES\"}"), 16_384);
     for path in ["/healthz", "/readyz"] {
         let answer = common::http_get(&node, "127.0.0.1:9962", path);
         assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");

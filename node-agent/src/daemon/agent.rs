@@ -8,7 +8,7 @@ use serde_json::json;
 use tracing::info;
 use weir_agent_api::Rejected;
 use weir_common::{
-    maps::{ENDPOINTS, ENDPOINTS_MAX, POLICY_PEERS, POLICY_PORTS},
+    maps::{ENDPOINTS, ENDPOINTS_MAX, HOST_IPS, POLICY_PEERS, POLICY_PORTS, REMOTES, REMOTES_MAX},
     NodeConfig,
 };
 use weir_kube::events::NodeProblem;
@@ -40,8 +40,9 @@ pub struct Agent {
     pub(super) host_dev_index: u32,
     /// What was last programmed for the other nodes; `None` until the first reconcile.
     pub(super) remotes: Option<RemotePlan>,
-    /// How many of the node's addresses are beyond `--max-host-addresses` (not trusted as the node).
-    pub(super) host_addresses_left_out: usize,
+    /// How many of the node's addresses are trusted as the node, and how many are beyond
+    /// `--max-host-addresses` (not trusted).
+    pub(super) host_addresses: super::routes::HostAddresses,
     /// Where the agent publishes what `/metrics` and `/healthz` report.
     pub(super) telemetry: Arc<Telemetry>,
     /// When freed heap was last given back to the system.
@@ -111,6 +112,16 @@ impl Agent {
                 (ENDPOINTS, self.endpoints.len(), ENDPOINTS_MAX),
                 (POLICY_PEERS, peers, peers_max as u32),
                 (POLICY_PORTS, ports, ports_max as u32),
+                (
+                    HOST_IPS,
+                    self.host_addresses.trusted,
+                    self.config.max_host_addresses,
+                ),
+                (
+                    REMOTES,
+                    self.remotes.as_ref().map_or(0, |r| r.entries.len()),
+                    REMOTES_MAX,
+                ),
             ],
         }
     }
@@ -144,14 +155,14 @@ impl Agent {
     /// What is wrong with this node, for Events on its Node object.
     pub fn node_problems(&self) -> Vec<NodeProblem> {
         let mut problems = Vec::new();
-        if self.host_addresses_left_out > 0 {
+        if self.host_addresses.left_out > 0 {
             problems.push(NodeProblem {
                 reason: "HostAddressesLeftOut",
                 note: format!(
                     "the node has {} more IPv4 addresses than --max-host-addresses={}: traffic \
                      from them to pods is judged by policy like any other source, not allowed as \
                      the node's",
-                    self.host_addresses_left_out, self.config.max_host_addresses
+                    self.host_addresses.left_out, self.config.max_host_addresses
                 ),
             });
         }

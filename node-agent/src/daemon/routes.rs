@@ -88,7 +88,7 @@ impl Agent {
     /// Re-read the node's own addresses (DHCP, a new interface): they are always allowed to reach
     /// local pods, so the set must follow the node.
     pub async fn refresh_host_ips(&mut self) -> Result<()> {
-        self.host_addresses_left_out = program_host_ips(
+        self.host_addresses = program_host_ips(
             &self.netlink,
             self.endpoints.datapath_mut(),
             self.node_config.uplink_ifindex,
@@ -99,14 +99,21 @@ impl Agent {
     }
 }
 
+/// How many of the node's addresses the datapath trusts as the node, and how many it left out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostAddresses {
+    pub trusted: usize,
+    pub left_out: usize,
+}
+
 /// Put the node's addresses that are trusted as the node into the datapath (see
-/// [`trusted_host_addresses`]); returns how many were left out, warning about them.
+/// [`trusted_host_addresses`]), warning about those left out.
 pub(super) async fn program_host_ips(
     netlink: &Netlink,
     datapath: &mut BpfDatapath,
     uplink: u32,
     max: u32,
-) -> Result<usize> {
+) -> Result<HostAddresses> {
     let addresses = devices::node_addresses(netlink).await?;
     let (trusted, left_out) = trusted_host_addresses(&addresses, uplink, max);
     datapath.set_host_ips(&trusted)?;
@@ -117,7 +124,10 @@ pub(super) async fn program_host_ips(
             "the node has more addresses than --max-host-addresses; the rest are not trusted as the node"
         );
     }
-    Ok(left_out)
+    Ok(HostAddresses {
+        trusted: trusted.len(),
+        left_out,
+    })
 }
 
 /// The neighbour entries an agent made for other nodes (empty when it made none).

@@ -63,7 +63,7 @@ impl Agent {
         let epoch = datapath.config()?.policy_epoch.wrapping_add(1);
         let node_config = node_config(&config, &host_dev, uplink.as_ref(), tunnel, epoch);
         datapath.set_config(node_config)?;
-        let host_addresses_left_out = program_host_ips(
+        let host_addresses = program_host_ips(
             &netlink,
             &mut datapath,
             node_config.uplink_ifindex,
@@ -90,7 +90,7 @@ impl Agent {
             policy,
             host_dev_index: host_dev.index,
             remotes: None,
-            host_addresses_left_out,
+            host_addresses,
             heap_trimmed: None,
             telemetry,
             _lock: lock,
