@@ -8,7 +8,9 @@
 //! flow, and counts the drop on the pod.
 
 use aya_ebpf::programs::SkBuffContext;
-use weir_common::{counters::DIR_FROM_POD, CtKey, EndpointInfo, EndpointKey, Reason};
+use weir_common::{
+    counters::DIR_FROM_POD, events::AT_AFTER_DNAT, CtKey, EndpointInfo, EndpointKey, Reason,
+};
 
 use crate::{
     counters::count_bytes,
@@ -54,7 +56,7 @@ pub fn judge(ctx: &SkBuffContext) -> i64 {
         key.sport = [ports[0], ports[1]];
         key.dport = [ports[2], ports[3]];
     }
-    match policy::judge(&key, Some(&src), None) {
+    match policy::judge(&key, Some(&src), None, AT_AFTER_DNAT) {
         Ok(()) => ALLOW,
         Err(reason) => deny(ctx, &src, reason),
     }

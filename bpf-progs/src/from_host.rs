@@ -9,6 +9,7 @@ use weir_common::{
     counters::{DIR_FROM_POD, DIR_TO_POD},
     ct::{CT_F_FROM_NODE, CT_F_VIA_HOST},
     endpoint::ENDPOINT_F_READY,
+    events::AT_FROM_HOST,
     EndpointInfo, NodeConfig, Reason,
 };
 
@@ -91,7 +92,7 @@ fn admit_egress_via_host(flow: &Flow, src: &EndpointInfo, cfg: &NodeConfig) -> R
     if !matches!(known(flow, cfg, now), Known::Unknown) {
         return Ok(());
     }
-    policy::judge(&flow.key, Some(src), None)?;
+    policy::judge(&flow.key, Some(src), None, AT_FROM_HOST)?;
     ct::open(&flow.key, CT_F_VIA_HOST, cfg.policy_epoch, now);
     Ok(())
 }
@@ -116,7 +117,7 @@ fn admit_from_host(flow: &Flow, hdr: &EthIpv4, peer: &EndpointInfo) -> Result<()
     // A local pod reaching another through the host stack (a Service DNATed to a local backend):
     // its egress is judged here, on the backend's real address and port.
     let src = endpoint(hdr.saddr_be());
-    policy::judge(&flow.key, src.as_ref(), Some(peer))?;
+    policy::judge(&flow.key, src.as_ref(), Some(peer), AT_FROM_HOST)?;
     ct::open(&flow.key, CT_F_VIA_HOST, cfg.policy_epoch, now);
     Ok(())
 }

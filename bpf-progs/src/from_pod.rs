@@ -10,6 +10,7 @@ use weir_common::{
     counters::DIR_FROM_POD,
     ct::{CT_F_DEFERRED, CT_F_VIA_HOST},
     endpoint::ENDPOINT_F_READY,
+    events::AT_FROM_POD,
     CtValue, NodeConfig, Reason,
 };
 
@@ -100,7 +101,7 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
         count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardHost);
         return PASS;
     }
-    if let Err(reason) = policy::judge(&flow.key, Some(&me), peer.as_ref()) {
+    if let Err(reason) = policy::judge(&flow.key, Some(&me), peer.as_ref(), AT_FROM_POD) {
         return deny(ctx, reason, Some(&me), peer.as_ref());
     }
     ct::open(&flow.key, 0, cfg.policy_epoch, now);

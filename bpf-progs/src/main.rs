@@ -37,6 +37,7 @@ mod after_dnat;
 mod arp;
 mod counters;
 mod ct;
+mod events;
 mod flow;
 mod forward;
 mod from_host;

@@ -5,15 +5,17 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use weir_common::{
+    events::LOST_SLOTS,
     maps::{
-        COUNTERS_MAX, CT_ANY_MIN, CT_TCP_MIN, ENDPOINTS_MAX, FRAGS_MAX, HOST_IPS_MAX,
-        POLICY_PEERS_MAX, POLICY_PORTS_MAX, REMOTES_MAX,
+        COUNTERS_MAX, CT_ANY_MIN, CT_TCP_MIN, ENDPOINTS_MAX, FLOW_EVENTS_BYTES, FLOW_RATE_MAX,
+        FRAGS_MAX, HOST_IPS_MAX, POLICY_PEERS_MAX, POLICY_PORTS_MAX, REMOTES_MAX, VERDICTS_MAX,
     },
-    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, FragKey, FragPorts,
-    NodeConfig, PeerKey, PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
+    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, FlowRate, FragKey,
+    FragPorts, NodeConfig, PeerKey, PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
+    VerdictKey,
 };
 
 #[map(name = "WEIR_ENDPOINTS")]
@@ -49,3 +51,16 @@ pub static HOST_IPS: HashMap<EndpointKey, u32> = HashMap::pinned(HOST_IPS_MAX, 0
 
 #[map(name = "WEIR_REMOTES")]
 pub static REMOTES: LpmTrie<RemoteKey, RemoteNode> = LpmTrie::pinned(REMOTES_MAX, 0);
+
+#[map(name = "WEIR_FLOW_EVENTS")]
+pub static FLOW_EVENTS: RingBuf = RingBuf::pinned(FLOW_EVENTS_BYTES, 0);
+
+/// Per CPU, so that the rate limit never contends; LRU, so that it never fills.
+#[map(name = "WEIR_FLOW_RATE")]
+pub static FLOW_RATE: LruPerCpuHashMap<u32, FlowRate> = LruPerCpuHashMap::pinned(FLOW_RATE_MAX, 0);
+
+#[map(name = "WEIR_FLOW_LOST")]
+pub static FLOW_LOST: PerCpuArray<u64> = PerCpuArray::pinned(LOST_SLOTS, 0);
+
+#[map(name = "WEIR_VERDICTS")]
+pub static VERDICTS: LruPerCpuHashMap<VerdictKey, u64> = LruPerCpuHashMap::pinned(VERDICTS_MAX, 0);

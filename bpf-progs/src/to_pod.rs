@@ -4,7 +4,9 @@
 //! (which must undo a DNAT) and ICMP errors about them go up the host stack instead.
 
 use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
-use weir_common::{counters::DIR_TO_POD, endpoint::ENDPOINT_F_READY, EndpointInfo, Reason};
+use weir_common::{
+    counters::DIR_TO_POD, endpoint::ENDPOINT_F_READY, events::AT_FROM_REMOTE, EndpointInfo, Reason,
+};
 
 use crate::{
     counters::count,
@@ -39,7 +41,7 @@ pub fn deliver(ctx: &TcContext, hdr: &EthIpv4, peer: &EndpointInfo) -> i32 {
             return PASS;
         }
         Known::Unknown => {
-            if let Err(reason) = policy::judge(&flow.key, None, Some(&peer)) {
+            if let Err(reason) = policy::judge(&flow.key, None, Some(&peer), AT_FROM_REMOTE) {
                 return deny(ctx, reason, None, Some(&peer));
             }
             ct::open(&flow.key, 0, cfg.policy_epoch, now);

@@ -9,7 +9,7 @@ use weir_common::{
     EndpointInfo, Reason,
 };
 
-use crate::counters::count;
+use crate::{counters::count, events::drop_event};
 
 pub const PASS: i32 = TC_ACT_OK as i32;
 pub const DROP: i32 = TC_ACT_SHOT as i32;
@@ -17,6 +17,7 @@ pub const DROP: i32 = TC_ACT_SHOT as i32;
 #[inline(always)]
 pub fn drop_with(ctx: &TcContext, ifindex: u32, direction: u8, reason: Reason) -> i32 {
     count(ctx, ifindex, direction, reason);
+    drop_event(ctx, ifindex, direction, reason);
     DROP
 }
 
@@ -37,5 +38,7 @@ pub fn deny(
         (Reason::DropPolicyFailClosed, None) => (dst, DIR_TO_POD),
         _ => (ep, direction),
     };
-    drop_with(ctx, ep.map_or(0, |e| e.host_ifindex), direction, reason)
+    // Not `drop_with`: `policy::judge` has published this verdict's event already.
+    count(ctx, ep.map_or(0, |e| e.host_ifindex), direction, reason);
+    DROP
 }

@@ -117,6 +117,9 @@ fn serve(stream: &UnixStream, state: &Mutex<AgentState>) {
                 }
             }
         }
+        Request::Flows { .. } | Request::Explain { .. } => Response::Error {
+            message: "the fake agent has no flows".to_owned(),
+        },
         Request::Sync => {
             s.ops.push("sync");
             Response::Synced {

@@ -47,6 +47,72 @@ pub enum Command {
         #[command(flatten)]
         paths: PathArgs,
     },
+    /// Show recent flows: every new flow's policy verdict and every drop, naming the pods and the
+    /// policies and rules that decided (from the running agent).
+    Flows(FlowsArgs),
+    /// Say what policy decides for a flow, and why, without sending a packet; and whether the
+    /// datapath's maps agree.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct FlowsArgs {
+    /// Keep printing new flows as they come.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only the last N matching flows (before following).
+    #[arg(long)]
+    pub last: Option<usize>,
+    /// Either end in this namespace.
+    #[arg(long, short)]
+    pub namespace: Option<String>,
+    /// Either end this pod ("name" or "namespace/name").
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// allowed or denied.
+    #[arg(long)]
+    pub verdict: Option<String>,
+    /// ingress or egress.
+    #[arg(long)]
+    pub direction: Option<String>,
+    /// TCP, UDP, SCTP or ICMP.
+    #[arg(long)]
+    pub proto: Option<String>,
+    /// Destination port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// A policy ("namespace/name") that decided.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// text (one line a flow) or json (one object a line).
+    #[arg(long, short, default_value = "text")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub paths: PathArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct ExplainArgs {
+    /// The source: a pod as namespace/name, or an IPv4 address.
+    #[arg(long)]
+    pub from: String,
+    /// The destination: a pod as namespace/name, or an IPv4 address.
+    #[arg(long)]
+    pub to: String,
+    #[arg(long, default_value = "TCP")]
+    pub proto: String,
+    #[arg(long)]
+    pub port: u16,
+    #[arg(long, short, default_value = "text")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub paths: PathArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args, Clone)]
@@ -147,6 +213,15 @@ pub struct RunArgs {
     /// reported. At most 65 536.
     #[arg(long, default_value_t = weir_common::maps::HOST_IPS_MAX, value_parser = clap::value_parser!(u32).range(1..=i64::from(weir_common::maps::HOST_IPS_MAX)))]
     pub max_host_addresses: u32,
+    /// Flow events (every new flow's policy verdict, every drop) each endpoint may produce per
+    /// second on each CPU, with a burst of as many; beyond that they are counted as lost
+    /// (`weir_flow_events_lost_total`). 0 turns flow events off; verdict counts stay.
+    #[arg(long, default_value_t = 200)]
+    pub flow_events_per_sec: u32,
+    /// How many recent flows the agent keeps in memory for `weir-agent flows` (about 200 bytes
+    /// each).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub flow_log_size: u64,
     /// How tc programs are attached: tcx links (Linux 6.6+), clsact filters (any kernel), or
     /// auto: clsact filters on pod veths (fast CNI ADD), tcx on the node's devices if the kernel
     /// has it.
@@ -211,6 +286,8 @@ impl RunArgs {
             },
             max_host_addresses: self.max_host_addresses,
             policy_peers_max: self.policy_peers_max,
+            flow_events_per_sec: self.flow_events_per_sec,
+            flow_log_size: self.flow_log_size as usize,
             paths: Paths {
                 state_dir: self.paths.state_dir.clone(),
                 run_dir: self.paths.run_dir.clone(),
@@ -288,6 +365,8 @@ pub fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Flows(args) => flows(&args),
+        Command::Explain(args) => explain(&args),
         Command::Remotes { paths } => {
             for (prefix, node_ip) in pins::read_remotes(&paths.paths().pin_dir())? {
                 let row = RemoteRow {
@@ -298,6 +377,62 @@ pub fn main() -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn flows(args: &FlowsArgs) -> Result<()> {
+    use std::io::Write;
+    let request = weir_agent_api::Request::Flows {
+        filter: weir_agent_api::FlowFilter {
+            namespace: args.namespace.clone(),
+            pod: args.pod.clone(),
+            verdict: args.verdict.clone(),
+            direction: args.direction.clone(),
+            proto: args.proto.clone(),
+            port: args.port,
+            policy: args.policy.clone(),
+        },
+        follow: args.follow,
+        last: args.last,
+    };
+    let timeout = (!args.follow).then(|| std::time::Duration::from_secs(10));
+    let mut stdout = std::io::stdout().lock();
+    let mut result = Ok(());
+    weir_agent_api::flows(&args.paths.paths().socket(), &request, timeout, |flow| {
+        let line = match args.output {
+            OutputFormat::Json => serde_json::to_string(&flow).unwrap_or_default(),
+            OutputFormat::Text => flow.to_string(),
+        };
+        // A closed pipe (`| head`) ends the stream quietly.
+        result = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+        result.is_ok()
+    })?;
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn explain(args: &ExplainArgs) -> Result<()> {
+    let request = weir_agent_api::Request::Explain {
+        query: weir_agent_api::ExplainQuery {
+            from: args.from.clone(),
+            to: args.to.clone(),
+            proto: args.proto.clone(),
+            port: args.port,
+        },
+    };
+    let socket = args.paths.paths().socket();
+    match weir_agent_api::call(&socket, &request, std::time::Duration::from_secs(10))? {
+        weir_agent_api::Response::Explained { explanation } => {
+            match args.output {
+                OutputFormat::Json => println!("{}", serde_json::to_string(&explanation)?),
+                OutputFormat::Text => print!("{explanation}"),
+            }
+            Ok(())
+        }
+        weir_agent_api::Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from weir-agent: {other:?}"),
     }
 }
 

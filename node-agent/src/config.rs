@@ -49,6 +49,10 @@ pub struct Config {
     /// At most this many of the node's addresses are trusted as the node (the rest are judged
     /// like any other source, and reported).
     pub max_host_addresses: u32,
+    /// Flow events each endpoint may produce per second on each CPU; 0: none.
+    pub flow_events_per_sec: u32,
+    /// How many recent flows the agent keeps for `weir-agent flows`.
+    pub flow_log_size: usize,
     pub paths: Paths,
 }
 

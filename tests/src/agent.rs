@@ -187,12 +187,12 @@ pub fn wait_agent_ready(
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!(
-        "weir-agent for node {} did not become ready: {last}\n--- {} (last 30 lines) ---\n{}\n--- {} (last 30 lines) ---\n{}",
+        "weir-agent for node {} did not become ready: {last}\n--- {} (last 80 lines) ---\n{}\n--- {} (last 80 lines) ---\n{}",
         config.node_name,
         stdout_log.display(),
-        log_tail(stdout_log, 30),
+        log_tail(stdout_log, 80),
         config.log_file.display(),
-        log_tail(&config.log_file, 30),
+        log_tail(&config.log_file, 80),
     )
 }
 

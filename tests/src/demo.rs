@@ -69,11 +69,39 @@ pub struct DemoRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoReport {
     pub rows: Vec<DemoRow>,
+    /// The flow events of the denied probes under db-policy, as the agents named them.
+    pub denied_flows: Vec<weir_agent_api::FlowRecord>,
+    /// `explain` for web → db on the database port, under db-policy.
+    pub explain_web_db: Option<weir_agent_api::Explanation>,
     /// Every probe did what it had to.
     pub ok: bool,
 }
 
 impl DemoReport {
+    /// What follows the table: the denied flows as flow events, and `explain`.
+    pub fn epilogue(&self) -> String {
+        let mut out = String::new();
+        if !self.denied_flows.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nDenied under db-policy, as flow events (weir-lab flows --verdict denied):"
+            );
+            for flow in &self.denied_flows {
+                let _ = writeln!(out, "  {flow}");
+            }
+        }
+        if let Some(explanation) = &self.explain_web_db {
+            let _ = writeln!(
+                out,
+                "\nweir-lab explain default/web default/db --port {DB_PORT}:"
+            );
+            for line in explanation.to_string().lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        out
+    }
+
     /// An aligned table: phase, from, to, proto, port, expected, result, rtt.
     pub fn table(&self) -> String {
         let rows: Vec<[String; 8]> = self
@@ -172,13 +200,38 @@ fn run(lab: &Lab, added: &mut Vec<PodRef>) -> Result<DemoReport> {
     }
     let mut rows = probe_all(lab, "no policy", |_| true)?;
     lab.apply_yaml(DB_POLICY)?;
-    let after = probe_all(lab, "db-policy", |expected_after| expected_after);
+    let after = probe_all(lab, "db-policy", |expected_after| expected_after).and_then(|rows| {
+        let filter = weir_agent_api::FlowFilter {
+            verdict: Some("denied".to_owned()),
+            policy: Some("default/db-policy".to_owned()),
+            ..Default::default()
+        };
+        // One line per denied probe: its first event (retries repeat it).
+        let mut denied_flows = lab.flows(&filter, None)?;
+        let mut seen = std::collections::BTreeSet::new();
+        denied_flows.retain(|f| {
+            seen.insert((
+                f.src.pod.clone(),
+                f.dst.pod.clone(),
+                f.proto.clone(),
+                f.dport,
+            ))
+        });
+        let explain = lab.explain("default/web", "default/db", "TCP", DB_PORT)?;
+        Ok((rows, denied_flows, explain))
+    });
     // The demo leaves no policy behind, also when probing failed.
     let removed = lab.delete_policy("default", "db-policy");
-    rows.extend(after?);
+    let (after, denied_flows, explain) = after?;
+    rows.extend(after);
     removed?;
     let ok = rows.iter().all(|r| r.result.connected == r.expected);
-    Ok(DemoReport { rows, ok })
+    Ok(DemoReport {
+        rows,
+        ok,
+        denied_flows,
+        explain_web_db: Some(explain),
+    })
 }
 
 fn probe_all(
@@ -253,6 +306,8 @@ mod tests {
                 row(result("default/web", "ext", Proto::Icmp, None, false), true),
             ],
             ok: false,
+            denied_flows: Vec::new(),
+            explain_web_db: None,
         };
         let table = report.table();
         let lines: Vec<&str> = table.lines().collect();

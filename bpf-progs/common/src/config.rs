@@ -25,7 +25,9 @@ pub struct NodeConfig {
     pub tunnel_ifindex: u32,
     /// The VXLAN network identifier every node uses.
     pub vni: u32,
-    pub _pad: u32,
+    /// Flow events each endpoint may produce per second on each CPU (a burst of as many is
+    /// allowed); 0 turns flow events off. Verdict counts are kept either way.
+    pub flow_events_per_sec: u32,
 }
 
 /// The agent has written this entry; until then the programs pass everything to the host stack.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod counters;
 pub mod ct;
 pub mod endpoint;
+pub mod events;
 pub mod policy;
 pub mod remote;
 
@@ -19,5 +20,6 @@ pub use config::NodeConfig;
 pub use counters::{CounterKey, CounterValue, Reason};
 pub use ct::{CtKey, CtValue, FragKey, FragPorts};
 pub use endpoint::{EndpointInfo, EndpointKey};
+pub use events::{FlowEvent, FlowRate, VerdictKey};
 pub use policy::{PeerKey, PeerValue, PortKey, PortValue};
 pub use remote::{RemoteKey, RemoteNode};

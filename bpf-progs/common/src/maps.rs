@@ -42,6 +42,18 @@ pub const HOST_IPS_MAX: u32 = 65_536;
 pub const REMOTES: &str = "WEIR_REMOTES";
 pub const REMOTES_MAX: u32 = 16_384;
 
+/// Flow events (`weir_common::events::FlowEvent`), a ring buffer of this many bytes.
+pub const FLOW_EVENTS: &str = "WEIR_FLOW_EVENTS";
+pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
+/// Endpoint → when its next flow event is due, per CPU (the events' rate limit).
+pub const FLOW_RATE: &str = "WEIR_FLOW_RATE";
+pub const FLOW_RATE_MAX: u32 = 65_536;
+/// Events the rate limit or a full ring kept out, per CPU (`weir_common::events::LOST_*`).
+pub const FLOW_LOST: &str = "WEIR_FLOW_LOST";
+/// (endpoint, policy direction, verdict) → new flows judged so, per CPU.
+pub const VERDICTS: &str = "WEIR_VERDICTS";
+pub const VERDICTS_MAX: u32 = 65_536;
+
 /// The kind of each map: the programs declare them so (`bpf-progs/src/maps.rs`), and user space
 /// opens a pinned map as the kind named here, never by assumption.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +63,8 @@ pub enum MapKind {
     LruHash,
     LruPerCpuHash,
     LpmTrie,
+    RingBuf,
+    PerCpuArray,
 }
 
 /// Every map and its kind.
@@ -65,6 +79,10 @@ pub const MAP_KINDS: &[(&str, MapKind)] = &[
     (FRAGS, MapKind::LruHash),
     (HOST_IPS, MapKind::Hash),
     (REMOTES, MapKind::LpmTrie),
+    (FLOW_EVENTS, MapKind::RingBuf),
+    (FLOW_RATE, MapKind::LruPerCpuHash),
+    (FLOW_LOST, MapKind::PerCpuArray),
+    (VERDICTS, MapKind::LruPerCpuHash),
 ];
 
 /// The kind of map `name` (one of this module's names).
@@ -97,6 +115,10 @@ mod tests {
             FRAGS,
             HOST_IPS,
             REMOTES,
+            FLOW_EVENTS,
+            FLOW_RATE,
+            FLOW_LOST,
+            VERDICTS,
         ];
         assert_eq!(MAP_KINDS.len(), names.len());
         for name in names {

@@ -16,6 +16,9 @@ use std::{
     time::Duration,
 };
 
+mod flows;
+
+pub use flows::{ExplainQuery, ExplainedDirection, Explanation, FlowEnd, FlowFilter, FlowRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -92,6 +95,18 @@ pub enum Request {
     /// Re-read the object source (the manifest directory) now and answer once every change it
     /// holds is programmed into the datapath.
     Sync,
+    /// Recent flows matching `filter` (at most `last`), one [`FlowRecord`] JSON line each; with
+    /// `follow` the connection stays open and new ones follow as they come.
+    Flows {
+        #[serde(default)]
+        filter: FlowFilter,
+        #[serde(default)]
+        follow: bool,
+        #[serde(default)]
+        last: Option<usize>,
+    },
+    /// The verdict the model gives a flow, and why, without sending a packet.
+    Explain { query: ExplainQuery },
 }
 
 /// An object the agent could not use, and why. Pods it selects are isolated (fail closed).
@@ -121,6 +136,9 @@ pub enum Response {
     Synced {
         generation: u64,
         rejected: Vec<Rejected>,
+    },
+    Explained {
+        explanation: Explanation,
     },
     Error {
         message: String,
@@ -191,6 +209,50 @@ impl Connection {
     }
 }
 
+/// Send a [`Request::Flows`] and hand each flow the agent sends to `each` until the agent closes
+/// the connection (a dump) or `each` returns `false`. `timeout` bounds each wait for a line:
+/// `None` (for `follow`) waits for ever.
+pub fn flows(
+    socket: &Path,
+    request: &Request,
+    timeout: Option<Duration>,
+    mut each: impl FnMut(FlowRecord) -> bool,
+) -> Result<(), ClientError> {
+    let connection = Connection::open(socket)?;
+    let io = |source| ClientError::Io {
+        path: connection.path.clone(),
+        source,
+    };
+    let stream = &connection.stream;
+    stream.set_read_timeout(timeout).map_err(io)?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    (&*stream).write_all(&line).map_err(io)?;
+    for line in BufReader::new(stream).lines() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // The agent answers a bad request with one `Response` line instead of flows.
+        let flow = match serde_json::from_str::<FlowRecord>(&line) {
+            Ok(flow) => flow,
+            Err(e) => match serde_json::from_str::<Response>(&line) {
+                Ok(Response::Error { message }) => {
+                    return Err(ClientError::Io {
+                        path: connection.path.clone(),
+                        source: std::io::Error::other(message),
+                    })
+                }
+                _ => return Err(ClientError::Decode(e)),
+            },
+        };
+        if !each(flow) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 impl Request {
     /// The CNI verb (or agent call) this request carries, for messages.
     pub fn op_name(&self) -> &'static str {
@@ -201,6 +263,8 @@ impl Request {
             Request::Get { .. } => "GET",
             Request::Gc { .. } => "GC",
             Request::Sync => "SYNC",
+            Request::Flows { .. } => "FLOWS",
+            Request::Explain { .. } => "EXPLAIN",
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Agent {
     pub(super) host_addresses: super::routes::HostAddresses,
     /// Where the agent publishes what `/metrics` and `/healthz` report.
     pub(super) telemetry: Arc<Telemetry>,
+    /// Recent flows, named (served to `weir-agent flows`).
+    pub(super) flow_log: Arc<super::flows::FlowLog>,
     /// When freed heap was last given back to the system.
     pub(super) heap_trimmed: Option<std::time::Instant>,
     /// Held for the agent's lifetime: one agent per node.
@@ -137,6 +139,11 @@ impl Agent {
         let mut rejected = self.objects.rejected();
         rejected.extend(self.policy.problems().iter().cloned());
         rejected
+    }
+
+    /// Recent flows, for the socket's task.
+    pub fn flow_log(&self) -> Arc<super::flows::FlowLog> {
+        self.flow_log.clone()
     }
 
     pub fn endpoints(&self) -> &Endpoints<BpfDatapath> {

@@ -74,11 +74,12 @@ fn every(period: Duration) -> Interval {
     timer
 }
 
-/// Runs forever: `calls` are the plugin's requests, `kube` the Kubernetes source if the agent
+/// Runs forever: `calls` are the plugin's requests, `flow_events` the datapath's, `kube` the Kubernetes source if the agent
 /// has one, `problems` where what it cannot program goes.
 pub async fn run(
     mut agent: Agent,
     mut calls: mpsc::Receiver<Call>,
+    mut flow_events: mpsc::Receiver<Vec<weir_common::FlowEvent>>,
     kube: Option<KubeSource>,
     problems: Option<watch::Sender<Problems>>,
 ) {
@@ -100,6 +101,7 @@ pub async fn run(
             Some((request, answer)) = calls.recv() => {
                 let _ = answer.send(agent.handle(request).await);
             }
+            Some(events) = flow_events.recv() => agent.record_flows(events),
             Ok(mut ready) = readable(manifests.as_ref()) => {
                 // Cleared before the pass reads the events: one arriving meanwhile makes the
                 // descriptor readable again, and wakes the loop for another pass.

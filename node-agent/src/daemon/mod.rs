@@ -13,6 +13,7 @@
 mod agent;
 mod cleanup;
 mod event_loop;
+mod flows;
 mod memory;
 mod requests;
 mod routes;
@@ -42,6 +43,8 @@ use crate::{
 
 /// Requests from the plugin waiting for the loop; more wait to be queued.
 const CALLS_QUEUED: usize = 128;
+/// Batches of flow events waiting for the loop; beyond that they are dropped and counted.
+const FLOW_BATCHES_QUEUED: usize = 64;
 /// How often expired conntrack entries are swept out.
 const CONNTRACK_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -56,6 +59,7 @@ pub async fn run(
     info!(node = %config.node_name, pod_cidr = %config.pod_cidr, cluster_cidr = %config.cluster_cidr, "starting");
     let socket = config.paths.socket();
     let pin_dir = config.paths.pin_dir();
+    let endpoints_dir = config.paths.endpoints_dir();
     let objects = match (&kube, &config.manifest_dir) {
         (Some(kube), _) => ObjectSource::kubernetes(kube.source.clone()),
         (None, Some(dir)) => {
@@ -73,9 +77,11 @@ pub async fn run(
     release_startup_memory();
     info!(socket = %socket.display(), "ready");
     agent.publish();
-    telemetry.set_started(pin_dir.clone());
+    telemetry.set_started(pin_dir.clone(), endpoints_dir);
 
     let (calls, requests) = mpsc::channel(CALLS_QUEUED);
+    let flow_log = agent.flow_log();
+    let (flow_events, flow_batches) = mpsc::channel(FLOW_BATCHES_QUEUED);
     let source = kube.as_ref().map(|k| k.source.clone());
     let problems = kube.map(|kube| {
         let (problems, published) = watch::channel(Problems::default());
@@ -85,14 +91,29 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        () = server::serve(listener, calls, source.clone()) => {}
-        () = event_loop::run(agent, requests, source, problems) => {}
+        () = server::serve(listener, calls, source.clone(), flow_log) => {}
+        () = event_loop::run(agent, requests, flow_batches, source, problems) => {}
+        () = read_flow_events(pin_dir.clone(), flow_events, telemetry.clone()) => {}
         () = sweep_conntrack(pin_dir, telemetry) => {}
         _ = term.recv() => info!("SIGTERM: stopping; pinned programs keep pods working"),
         _ = int.recv() => info!("SIGINT: stopping; pinned programs keep pods working"),
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Read the datapath's flow events for ever (they are named in the loop). Should the ring
+/// vanish, the rest of the agent goes on without flows.
+async fn read_flow_events(
+    pin_dir: PathBuf,
+    out: mpsc::Sender<Vec<weir_common::FlowEvent>>,
+    telemetry: Arc<Telemetry>,
+) {
+    let dropped = |n| telemetry.count_flow_events_dropped(n);
+    if let Err(e) = crate::kernel::flow_events::follow(&pin_dir, out, dropped).await {
+        warn!(error = %format!("{e:#}"), "cannot read flow events; `weir-agent flows` will show none");
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Publish what the agent could not program as Events, each once while it lasts (a publication

@@ -35,6 +35,11 @@ impl Agent {
                 generation: self.objects.generation(),
                 rejected: self.rejected(),
             }),
+            Request::Explain { query } => self
+                .explain(&query)
+                .map(|explanation| Response::Explained { explanation }),
+            // Served by the socket's task from the flow log, never queued here.
+            Request::Flows { .. } => Err(anyhow::anyhow!("flows are not a loop request")),
         };
         self.publish();
         result.unwrap_or_else(|e: anyhow::Error| {

@@ -1,18 +1,20 @@
 //! The root-only unix socket the CNI plugin talks to: one JSON request and one JSON answer per
 //! connection (see `weir-agent-api`).
 
-use std::{fs, os::unix::fs::PermissionsExt, path::Path, time::Duration};
+use std::{fs, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{broadcast, mpsc, oneshot},
 };
 use tracing::{debug, warn};
-use weir_agent_api::{Request, Response};
+use weir_agent_api::{FlowFilter, Request, Response};
 use weir_kube::KubeSource;
 use weir_policy::model::PodKey;
+
+use super::flows::FlowLog;
 
 /// A request for the daemon's loop, and where its answer goes.
 pub type Call = (Request, oneshot::Sender<Response>);
@@ -41,14 +43,20 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 /// Serve the plugin: each request goes to the daemon's loop (`calls`), which answers requests
 /// one at a time. With the Kubernetes source (`pods`), an ADD first waits (before it queues) for
 /// its Pod to be known, so that it starts with the Pod's own policy.
-pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>, pods: Option<KubeSource>) {
+pub async fn serve(
+    listener: UnixListener,
+    calls: mpsc::Sender<Call>,
+    pods: Option<KubeSource>,
+    flows: Arc<FlowLog>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let calls = calls.clone();
                 let pods = pods.clone();
+                let flows = flows.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle_connection(stream, calls, pods).await {
+                    if let Err(e) = handle_connection(stream, calls, pods, flows).await {
                         debug!(error = %format!("{e:#}"), "connection");
                     }
                 });
@@ -66,6 +74,7 @@ async fn handle_connection(
     stream: UnixStream,
     calls: mpsc::Sender<Call>,
     pods: Option<KubeSource>,
+    flows: Arc<FlowLog>,
 ) -> Result<()> {
     // The socket is root's (0600); refuse anyone else should its mode ever be loosened.
     let peer = stream.peer_cred()?;
@@ -81,6 +90,11 @@ async fn handle_connection(
     .await
     .context("the request did not arrive in time")??;
     let response = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Flows {
+            filter,
+            follow,
+            last,
+        }) => return serve_flows(write, &flows, filter, follow, last).await,
         Ok(request) => {
             debug!(?request, "request");
             if let (Request::Add { endpoint }, Some(pods)) = (&request, &pods) {
@@ -108,4 +122,37 @@ async fn handle_connection(
     out.push(b'\n');
     write.write_all(&out).await?;
     Ok(())
+}
+
+/// Write recent flows matching `filter` as JSON lines; with `follow`, then every new one until
+/// the client goes away. A follower too slow for the flow rate skips what it missed.
+async fn serve_flows(
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    flows: &FlowLog,
+    filter: FlowFilter,
+    follow: bool,
+    last: Option<usize>,
+) -> Result<()> {
+    // Subscribed before the dump, so nothing falls between the two.
+    let mut new = flows.subscribe();
+    let mut out = Vec::new();
+    for flow in flows.recent(&filter, last) {
+        serde_json::to_writer(&mut out, &*flow)?;
+        out.push(b'\n');
+    }
+    write.write_all(&out).await?;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        match new.recv().await {
+            Ok(flow) if filter.matches(&flow) => {
+                let mut line = serde_json::to_vec(&*flow)?;
+                line.push(b'\n');
+                write.write_all(&line).await?;
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
 }

@@ -71,7 +71,7 @@ impl Agent {
         )
         .await?;
         let node_links = attach_node_programs(&mut datapath, config.routing, uplink.as_ref())?;
-        let endpoints = adopt_endpoints(&netlink, datapath, paths, &node_links).await?;
+        let mut endpoints = adopt_endpoints(&netlink, datapath, paths, &node_links).await?;
         bpffs::remove_old_abi_pins(&paths.bpffs_dir);
 
         let mut policy = PolicyMaps::new(PolicyMetrics {
@@ -80,6 +80,8 @@ impl Agent {
             self_check_failures: telemetry.policy_self_check_failures.clone(),
         });
         policy.resume(endpoints.datapath())?;
+        endpoints.set_retired(telemetry.retired_counters.clone());
+        let config_flow_log_size = config.flow_log_size;
         let mut agent = Self {
             config,
             netlink,
@@ -92,6 +94,7 @@ impl Agent {
             remotes: None,
             host_addresses,
             heap_trimmed: None,
+            flow_log: Arc::new(super::flows::FlowLog::new(config_flow_log_size)),
             telemetry,
             _lock: lock,
         };
@@ -215,7 +218,7 @@ fn node_config(
         uplink_ifindex: uplink.map_or(0, |l| l.index),
         tunnel_ifindex,
         vni: VXLAN_VNI,
-        _pad: 0,
+        flow_events_per_sec: config.flow_events_per_sec,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod bpffs;
 pub mod conntrack;
 pub mod datapath;
 pub mod devices;
+pub mod flow_events;
 pub mod iptables;
 pub mod pins;
 pub mod sysctl;

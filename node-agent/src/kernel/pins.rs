@@ -21,6 +21,8 @@ pub fn as_kind(kind: MapKind, data: MapData) -> Map {
         MapKind::LruHash => Map::LruHashMap(data),
         MapKind::LruPerCpuHash => Map::PerCpuLruHashMap(data),
         MapKind::LpmTrie => Map::LpmTrie(data),
+        MapKind::RingBuf => Map::RingBuf(data),
+        MapKind::PerCpuArray => Map::PerCpuArray(data),
     }
 }
 
@@ -33,6 +35,8 @@ pub fn is_kind(map: &Map, kind: MapKind) -> bool {
             | (MapKind::LruHash, Map::LruHashMap(_))
             | (MapKind::LruPerCpuHash, Map::PerCpuLruHashMap(_))
             | (MapKind::LpmTrie, Map::LpmTrie(_))
+            | (MapKind::RingBuf, Map::RingBuf(_))
+            | (MapKind::PerCpuArray, Map::PerCpuArray(_))
     )
 }
 

@@ -9,12 +9,15 @@ use std::{
     fs, io,
     net::Ipv4Addr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use weir_agent_api::{parse_mac, AttachmentId, Endpoint};
-use weir_common::{endpoint::ENDPOINT_F_READY, policy::TABLE_FAIL_CLOSED, EndpointInfo};
+use weir_common::{
+    endpoint::ENDPOINT_F_READY, policy::TABLE_FAIL_CLOSED, CounterKey, CounterValue, EndpointInfo,
+};
 
 use crate::kernel::datapath::{Datapath, DatapathError, Hook};
 
@@ -78,6 +81,43 @@ pub struct Endpoints<D> {
     records: BTreeMap<AttachmentId, EndpointRecord>,
     /// The rule tables each endpoint's map entry points at now.
     tables: BTreeMap<Ipv4Addr, Tables>,
+    /// The packet counters of endpoints removed so far.
+    retired: Arc<RetiredCounters>,
+}
+
+/// The packet counters of removed endpoints, by (direction, reason), summed: added to the live
+/// ones so that totals never go backwards when an endpoint leaves (for this agent's lifetime).
+#[derive(Debug, Default)]
+pub struct RetiredCounters(Mutex<BTreeMap<(u8, u16), CounterValue>>);
+
+impl RetiredCounters {
+    fn retire(&self, counters: &[(CounterKey, CounterValue)]) {
+        let mut totals = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, value) in counters {
+            let total = totals.entry((key.direction, key.reason)).or_default();
+            total.packets += value.packets;
+            total.bytes += value.bytes;
+        }
+    }
+
+    /// Every (direction, reason) total, as counter rows on interface 0.
+    pub fn rows(&self) -> Vec<(CounterKey, CounterValue)> {
+        let totals = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        totals
+            .iter()
+            .map(|(&(direction, reason), &value)| {
+                (
+                    CounterKey {
+                        ifindex: 0,
+                        direction,
+                        _pad: 0,
+                        reason,
+                    },
+                    value,
+                )
+            })
+            .collect()
+    }
 }
 
 fn store_err(path: &Path) -> impl FnOnce(io::Error) -> EndpointError + '_ {
@@ -115,7 +155,13 @@ impl<D: Datapath> Endpoints<D> {
             dir: dir.to_owned(),
             records,
             tables: BTreeMap::new(),
+            retired: Arc::default(),
         })
+    }
+
+    /// Share the totals of removed endpoints' counters into `retired` (the metrics' view).
+    pub fn set_retired(&mut self, retired: Arc<RetiredCounters>) {
+        self.retired = retired;
     }
 
     pub fn datapath(&self) -> &D {
@@ -251,7 +297,8 @@ impl<D: Datapath> Endpoints<D> {
         for hook in Hook::ALL_ENDPOINT {
             self.datapath.detach(&ep.host_ifname, hook)?;
         }
-        self.datapath.remove_counters(ep.host_ifindex)?;
+        let counters = self.datapath.remove_counters(ep.host_ifindex)?;
+        self.retired.retire(&counters);
         let path = self.record_path(ep);
         match fs::remove_file(&path) {
             Ok(()) => {}

@@ -150,6 +150,11 @@ impl PolicyMaps {
         self.retry
     }
 
+    /// The compiler's state after the last programming (for `explain` and naming flows).
+    pub fn compiler(&self) -> &Incremental {
+        &self.compiler
+    }
+
     /// Policies that could not be programmed whole (the pods they select are isolated).
     pub fn problems(&self) -> &[Rejected] {
         &self.problems

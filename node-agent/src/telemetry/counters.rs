@@ -16,7 +16,10 @@ use serde::Serialize;
 use tracing::debug;
 use weir_common::{counters::DIR_FROM_POD, CounterKey, CounterValue, Reason};
 
-use crate::kernel::{datapath::DatapathError, pins};
+use crate::{
+    kernel::{datapath::DatapathError, pins},
+    program::endpoints::RetiredCounters,
+};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct CounterRow {
@@ -72,16 +75,18 @@ pub fn name_pods(rows: &mut [CounterRow], pods: &BTreeMap<u32, String>) {
 }
 
 /// The datapath's packet counters, read from their pinned map at each scrape and summed over
-/// endpoints (an endpoint's counters leave with it, which Prometheus sees as a reset).
+/// endpoints, plus those of the endpoints removed since the agent started (so no total goes
+/// backwards when an endpoint leaves).
 #[derive(Debug)]
 pub(super) struct PacketCounters {
     pin_dir: Arc<OnceLock<PathBuf>>,
+    retired: Arc<RetiredCounters>,
 }
 
 impl PacketCounters {
     /// Counters of the pins in `pin_dir` once it is set.
-    pub(super) fn new(pin_dir: Arc<OnceLock<PathBuf>>) -> Self {
-        Self { pin_dir }
+    pub(super) fn new(pin_dir: Arc<OnceLock<PathBuf>>, retired: Arc<RetiredCounters>) -> Self {
+        Self { pin_dir, retired }
     }
 }
 
@@ -104,7 +109,8 @@ impl Collector for PacketCounters {
             }
         };
         let mut totals = BTreeMap::<(bool, &'static str, String), u64>::new();
-        for row in rows {
+        let retired = self.retired.rows().into_iter().map(|(k, v)| row(k, v));
+        for row in rows.into_iter().chain(retired) {
             *totals
                 .entry((row.drop, row.direction, row.reason))
                 .or_default() += row.packets;

@@ -98,7 +98,7 @@ mod tests {
         let (address, telemetry) = serving().await;
         assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 503"));
-        telemetry.set_started(PathBuf::from("/nonexistent"));
+        telemetry.set_started(PathBuf::from("/nonexistent"), PathBuf::from("/nonexistent"));
         assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
         // A heartbeat older than STUCK_AFTER: the loop is stuck.
@@ -114,7 +114,7 @@ mod tests {
     #[tokio::test]
     async fn a_probe_is_answered_while_a_hundred_idle_connections_wait() {
         let (address, telemetry) = serving().await;
-        telemetry.set_started(PathBuf::from("/nonexistent"));
+        telemetry.set_started(PathBuf::from("/nonexistent"), PathBuf::from("/nonexistent"));
         let mut idle = Vec::new();
         for _ in 0..100 {
             let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();

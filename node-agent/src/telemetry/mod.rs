@@ -10,6 +10,7 @@
 //! Layer: imports [`crate::kernel::pins`] only; the daemon publishes into it.
 
 pub mod counters;
+mod flows;
 pub mod http;
 
 use std::{
@@ -21,6 +22,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use crate::program::endpoints::RetiredCounters;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -37,6 +39,12 @@ pub fn latency_histogram() -> Histogram {
     Histogram::new([
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ])
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// "namespace/name".
+    pub policy: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +79,11 @@ pub struct Telemetry {
     pub policy_failures: Counter,
     pub policy_self_check_failures: Counter,
     pub programming_seconds: Histogram,
+    flow_events: Counter,
+    policy_denials: Family<PolicyLabels, Counter>,
+    flow_sources: Arc<flows::FlowSources>,
+    /// Removed endpoints' packet counters, kept in the totals.
+    pub retired_counters: Arc<RetiredCounters>,
     map_entries: Family<MapLabels, Gauge>,
     map_capacity: Family<MapLabels, Gauge>,
     started: AtomicBool,
@@ -138,10 +151,30 @@ impl Telemetry {
             "Time from an object change seen on the Kubernetes API to the maps enforcing it",
             programming_seconds.clone(),
         );
+        let flow_events = Counter::default();
+        r.register(
+            "weir_flow_events",
+            "Flow events the agent received from the datapath",
+            flow_events.clone(),
+        );
+        let policy_denials = Family::<PolicyLabels, Counter>::default();
+        r.register(
+            "weir_policy_denied_flows",
+            "Denied flows seen as flow events, by each policy isolating the pod in that \
+             direction (a sample when events are rate limited: see weir_flow_events_lost; one \
+             series per policy that ever isolated a denied flow)",
+            policy_denials.clone(),
+        );
+        let flow_sources = Arc::new(flows::FlowSources::default());
+        r.register_collector(Box::new(flows::FlowMetrics::new(flow_sources.clone())));
         let map_entries = map_family(r, "weir_map_entries", "Entries in an eBPF map");
         let map_capacity = map_family(r, "weir_map_capacity", "Maximum entries of an eBPF map");
         let pin_dir = Arc::new(OnceLock::new());
-        r.register_collector(Box::new(counters::PacketCounters::new(pin_dir.clone())));
+        let retired_counters = Arc::new(RetiredCounters::default());
+        r.register_collector(Box::new(counters::PacketCounters::new(
+            pin_dir.clone(),
+            retired_counters.clone(),
+        )));
         Self {
             registry,
             endpoints,
@@ -152,6 +185,10 @@ impl Telemetry {
             policy_failures,
             policy_self_check_failures,
             programming_seconds,
+            flow_events,
+            policy_denials,
+            flow_sources,
+            retired_counters,
             map_entries,
             map_capacity,
             started: AtomicBool::new(false),
@@ -161,7 +198,9 @@ impl Telemetry {
     }
 
     /// The agent is up: its datapath is pinned under `pin_dir` and its conflist written.
-    pub fn set_started(&self, pin_dir: PathBuf) {
+    pub fn set_started(&self, pin_dir: PathBuf, endpoints_dir: PathBuf) {
+        let _ = self.flow_sources.pin_dir.set(pin_dir.clone());
+        let _ = self.flow_sources.endpoints_dir.set(endpoints_dir);
         let _ = self.pin_dir.set(pin_dir);
         self.beat();
         self.started.store(true, Ordering::Release);
@@ -178,6 +217,24 @@ impl Telemetry {
             self.set_map_fill(map, *entries, *capacity);
         }
         self.beat();
+    }
+
+    pub fn count_flow_events(&self, n: u64) {
+        self.flow_events.inc_by(n);
+    }
+
+    /// Flow events the agent's loop had no room for.
+    pub fn count_flow_events_dropped(&self, n: u64) {
+        self.flow_sources.agent_busy.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A denied flow isolated by `policy` ("namespace/name").
+    pub fn count_policy_denial(&self, policy: &str) {
+        self.policy_denials
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .inc();
     }
 
     /// The agent's loop is alive.

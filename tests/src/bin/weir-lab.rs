@@ -94,6 +94,43 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         pods: Option<Vec<PodRef>>,
     },
+    /// Recent flows of every node: each new flow's policy verdict and each drop, naming the pods
+    /// and the policies that decided.
+    Flows {
+        /// Either end in this namespace.
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// Either end this pod ("name" or "namespace/name").
+        #[arg(long)]
+        pod: Option<String>,
+        /// allowed or denied.
+        #[arg(long)]
+        verdict: Option<String>,
+        /// A policy ("namespace/name") that decided.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Destination port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// At most this many flows a node, the latest.
+        #[arg(long)]
+        last: Option<usize>,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What policy decides for a flow and why (pods as NS/NAME, or addresses), from every
+    /// node's model, and whether the datapath's maps agree.
+    Explain {
+        from: String,
+        to: String,
+        #[arg(long, default_value = "TCP")]
+        proto: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the README demo (brings the lab up if needed; undoes it afterwards unless --keep).
     Demo {
         #[command(flatten)]
@@ -339,9 +376,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print_json(&matrix)?;
             eprint!("{}", matrix.table());
         }
+        Cmd::Flows {
+            namespace,
+            pod,
+            verdict,
+            policy,
+            port,
+            last,
+            json,
+        } => {
+            let filter = weir_agent_api::FlowFilter {
+                namespace,
+                pod,
+                verdict,
+                policy,
+                port,
+                ..Default::default()
+            };
+            for flow in Lab::open(&dir)?.flows(&filter, last)? {
+                if json {
+                    println!("{}", serde_json::to_string(&flow)?);
+                } else {
+                    println!("{flow}");
+                }
+            }
+        }
+        Cmd::Explain {
+            from,
+            to,
+            proto,
+            port,
+            json,
+        } => {
+            let explanation = Lab::open(&dir)?.explain(&from, &to, &proto, port)?;
+            if json {
+                print_json(&explanation)?;
+            } else {
+                print!("{explanation}");
+            }
+            if !explanation.datapath_agrees {
+                return Ok(ExitCode::from(2));
+            }
+        }
         Cmd::Demo { up, keep } => {
             let report = demo(&up_options(dir, &up), keep)?;
             print!("{}", report.table());
+            print!("{}", report.epilogue());
             if !report.ok {
                 eprintln!("weir-lab: demo: some probes did not do what the policy says");
                 return Ok(ExitCode::from(1));

@@ -51,6 +51,7 @@ use crate::{
 };
 
 mod cluster;
+mod flows;
 mod objects;
 mod pods;
 mod probe;

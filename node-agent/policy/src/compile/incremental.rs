@@ -131,10 +131,12 @@ type SelectorKey = (Option<String>, PodPeer);
 /// Tables are shared between endpoints selected by the same policies (and, when the ingress rules
 /// name ports, having the same named ports).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct TableKey {
+pub(super) struct TableKey {
     direction: Direction,
-    policies: Vec<u32>,
-    ports: Option<Vec<NamedPort>>,
+    /// The policies selecting the endpoint, in key order.
+    pub(super) policies: Vec<u32>,
+    /// The endpoint's named ports, when an ingress rule of those policies names ports.
+    pub(super) ports: Option<Vec<NamedPort>>,
 }
 
 struct CachedTable {
@@ -149,16 +151,31 @@ struct CachedTable {
 
 /// What one direction of an endpoint gets, before tables are looked up.
 #[derive(Clone)]
-enum Chosen {
+pub(super) enum Chosen {
     Unisolated,
     FailClosed,
     Table(TableKey),
 }
 
-struct EndpointState {
-    key: Option<PodKey>,
-    pod: Option<Arc<PodInfo>>,
-    chosen: [Chosen; 2],
+pub(super) struct EndpointState {
+    pub(super) key: Option<PodKey>,
+    /// The model's pod (`None`: no key, or the model does not have it).
+    pub(super) pod: Option<Arc<PodInfo>>,
+    /// Per [`Direction::index`].
+    pub(super) chosen: [Chosen; 2],
+}
+
+/// How a policy of an endpoint's namespace bears on one direction of it (see
+/// [`Incremental::isolating`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Isolation {
+    /// It selects the pod and isolates the direction: its rules apply.
+    Selects,
+    /// It isolates the direction and selects the pod, or may (its pod selector is invalid), but
+    /// cannot be enforced: invalid selector or policy types, or left out.
+    Unenforceable,
+    /// It isolates the direction and the pod's labels are unknown: it might select the pod.
+    MaySelect,
 }
 
 /// A peer pod that appeared, went or changed: how it looked before and after.
@@ -186,6 +203,8 @@ pub struct Incremental {
     policies_by_ns: FastMap<String, Vec<u32>>,
     pods: Slab<PeerPod>,
     pod_ids: BTreeMap<PodKey, u32>,
+    /// Peer pod ids by address (two pods can claim one), for [`Incremental::explain`].
+    pods_by_ip: BTreeSet<(Ipv4Addr, u32)>,
     pods_by_ns: FastMap<String, BTreeSet<u32>>,
     /// Every namespace's labels as namespace selectors see them.
     namespaces: BTreeMap<String, Labels>,
@@ -193,7 +212,8 @@ pub struct Incremental {
     tables: FastMap<TableKey, CachedTable>,
     /// Every live table, so that equal contents share one `Arc`.
     distinct: FastSet<Arc<RuleTable>>,
-    endpoints: FastMap<Ipv4Addr, EndpointState>,
+    /// Every local endpoint of the last compilation.
+    pub(super) endpoints: FastMap<Ipv4Addr, EndpointState>,
     generation: u64,
 }
 
@@ -401,6 +421,7 @@ impl Incremental {
                 Some(&id) if new.is_some() => Some(self.pods.get(id).info.clone()),
                 Some(&id) => {
                     self.pod_ids.remove(&key);
+                    self.pods_by_ip.remove(&(self.pods.get(id).ip, id));
                     if let Some(ids) = self.pods_by_ns.get_mut(&key.namespace) {
                         ids.remove(&id);
                         if ids.is_empty() {
@@ -413,10 +434,16 @@ impl Incremental {
             };
             let after = new.as_ref().map(|pod| pod.info.clone());
             if let Some(pod) = new {
+                let ip = pod.ip;
                 match self.pod_ids.get(&key) {
-                    Some(&id) => *self.pods.get_mut(id) = pod,
+                    Some(&id) => {
+                        let old = std::mem::replace(self.pods.get_mut(id), pod);
+                        self.pods_by_ip.remove(&(old.ip, id));
+                        self.pods_by_ip.insert((ip, id));
+                    }
                     None => {
                         let id = self.pods.insert(pod);
+                        self.pods_by_ip.insert((ip, id));
                         self.pod_ids.insert(key.clone(), id);
                         self.pods_by_ns
                             .entry(key.namespace.clone())
@@ -506,44 +533,12 @@ impl Incremental {
         let Some(key) = key else {
             return [Chosen::Unisolated, Chosen::Unisolated];
         };
-        let in_namespace = self
-            .policies_by_ns
-            .get(&key.namespace)
-            .map_or(&[][..], Vec::as_slice);
-        let Some(pod) = pod else {
-            // Unknown labels: closed wherever a policy of the namespace isolates, as any of
-            // them might select the pod.
-            return Direction::ALL.map(|d| {
-                let isolated = in_namespace
-                    .iter()
-                    .any(|&id| self.policies.get(id).policy.parsed.isolates[d.index()]);
-                if isolated {
-                    Chosen::FailClosed
-                } else {
-                    Chosen::Unisolated
-                }
-            });
-        };
         let mut fail = [false; 2];
         let mut selecting: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-        for &id in in_namespace {
-            let entry = self.policies.get(id);
-            let policy = &entry.policy.parsed;
-            let selected = policy.selects(&pod.labels);
-            if selected == Some(false) {
-                continue;
-            }
-            for d in Direction::ALL {
-                if !policy.isolates[d.index()] {
-                    continue;
-                }
-                if selected.is_none() || entry.fail_closed() {
-                    fail[d.index()] = true;
-                } else {
-                    selecting[d.index()].push(id);
-                }
-            }
-        }
+        self.isolating(key, pod, |id, d, how| match how {
+            Isolation::Selects => selecting[d.index()].push(id),
+            Isolation::Unenforceable | Isolation::MaySelect => fail[d.index()] = true,
+        });
         Direction::ALL.map(|d| {
             let policies = std::mem::take(&mut selecting[d.index()]);
             if fail[d.index()] {
@@ -560,10 +555,74 @@ impl Incremental {
                 Chosen::Table(TableKey {
                     direction: d,
                     policies,
-                    ports: names_ports.then(|| pod.ports.clone()),
+                    // A policy selects the pod only when its labels are known.
+                    ports: pod.filter(|_| names_ports).map(|p| p.ports.clone()),
                 })
             }
         })
+    }
+
+    /// Calls `f(policy id, direction, how)` for every policy of the pod's namespace, in key order,
+    /// and every direction it isolates the pod in (or may: `pod` is `None` when its labels are
+    /// unknown). The one place selection is decided, for [`Self::choose`] and
+    /// [`Incremental::explain`] alike.
+    pub(super) fn isolating(
+        &self,
+        key: &PodKey,
+        pod: Option<&PodInfo>,
+        mut f: impl FnMut(u32, Direction, Isolation),
+    ) {
+        let in_namespace = self
+            .policies_by_ns
+            .get(&key.namespace)
+            .map_or(&[][..], Vec::as_slice);
+        for &id in in_namespace {
+            let entry = self.policies.get(id);
+            let policy = &entry.policy.parsed;
+            let how = match pod {
+                // Unknown labels: closed wherever a policy of the namespace isolates, as any of
+                // them might select the pod.
+                None => Isolation::MaySelect,
+                Some(pod) => match policy.selects(&pod.labels) {
+                    Some(false) => continue,
+                    None => Isolation::Unenforceable,
+                    Some(true) if entry.fail_closed() => Isolation::Unenforceable,
+                    Some(true) => Isolation::Selects,
+                },
+            };
+            for d in Direction::ALL {
+                if policy.isolates[d.index()] {
+                    f(id, d, how);
+                }
+            }
+        }
+    }
+
+    /// The policy under an id that is live.
+    pub(super) fn policy(&self, id: u32) -> &Policy {
+        &self.policies.get(id).policy
+    }
+
+    /// The peer pods at an address, as the last compilation saw them (a local endpoint's address
+    /// overrides `status.podIP`; a stale claim on a local address is no peer).
+    pub(super) fn pods_at(&self, ip: Ipv4Addr) -> impl Iterator<Item = &PodInfo> + '_ {
+        self.pods_by_ip
+            .range((ip, 0)..=(ip, u32::MAX))
+            .map(|&(_, id)| &*self.pods.get(id).info)
+    }
+
+    /// Whether a pod selector peer of a policy in `policy_ns` matches a pod: [`Self::selected_pods`]
+    /// for one pod.
+    pub(super) fn peer_selects(&self, policy_ns: &str, peer: &PodPeer, pod: &PodInfo) -> bool {
+        let namespace = pod.key.namespace.as_str();
+        let in_scope = match &peer.namespaces {
+            None => namespace == policy_ns,
+            Some(selector) => self
+                .namespaces
+                .get(namespace)
+                .is_some_and(|labels| selector.matches(labels)),
+        };
+        in_scope && peer.pods.matches(&pod.labels)
     }
 
     fn table(&mut self, key: TableKey, sets: &mut PortSets) -> Arc<RuleTable> {
@@ -849,6 +908,20 @@ fn resolve(sets: &mut PortSets, numeric: u32, rule: &Rule, ports: &[NamedPort]) 
     let mut ids = [numeric, named];
     ids.sort_unstable();
     sets.union(&ids)
+}
+
+/// Whether what [`resolve`] adds to a rule's numeric ports for a pod with these named ports allows
+/// a packet with this protocol number and destination port.
+pub(super) fn named_ports_allow(rule: &Rule, ports: &[NamedPort], proto: u8, port: u16) -> bool {
+    ports.iter().any(|np| {
+        np.port == port
+            && np.protocol.number() == proto
+            && rule
+                .ports
+                .named
+                .iter()
+                .any(|(name, p)| *name == np.name && *p == np.protocol)
+    })
 }
 
 /// Walks two maps sorted by the same key together, calling `f` once per key with the value each

@@ -8,13 +8,15 @@
 //!
 //! [`Incremental`] keeps that work between compilations and redoes only what a change can affect
 //! (see `incremental.rs`); [`compile`] is the same code starting from nothing, and the differential
-//! tests hold the two equal after every change.
+//! tests hold the two equal after every change. [`Incremental::explain`] says, from the same kept
+//! state, which policies and rules make a flow allowed or denied.
 //!
 //! Semantics (networking.k8s.io/v1): a pod is isolated in a direction iff some policy selecting it
 //! has that policy type; what is allowed is then the union over those policies' rules. Named ports
 //! resolve against the destination pod: the selected pod itself for ingress, each peer pod for egress
 //! (so an egress rule with named ports gives each destination pod its own `/32` entry).
 
+mod explain;
 mod incremental;
 pub(crate) mod policy;
 pub mod ports;
@@ -28,6 +30,7 @@ use std::{
 };
 
 pub use self::{
+    explain::{DirectionVerdict, RuleRef},
     incremental::Incremental,
     ports::{range_prefixes, PortPrefix, PortSet},
     table::RuleTable,

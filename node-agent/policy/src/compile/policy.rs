@@ -41,6 +41,9 @@ impl ParsedPolicy {
 /// One ingress or egress rule.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Rule {
+    /// Its position in the spec's `ingress` or `egress` list, counting the invalid rules parsing
+    /// drops, so that an explanation names the rule the user wrote.
+    pub index: u32,
     pub peers: Peers,
     pub ports: RulePorts,
 }
@@ -114,6 +117,7 @@ pub(crate) fn parse_policy(
             let field = || format!("spec.ingress[{i}]");
             push_rule(
                 &mut rules[0],
+                i,
                 field,
                 "from",
                 r.from.as_deref(),
@@ -127,6 +131,7 @@ pub(crate) fn parse_policy(
             let field = || format!("spec.egress[{i}]");
             push_rule(
                 &mut rules[1],
+                i,
                 field,
                 "to",
                 r.to.as_deref(),
@@ -191,6 +196,7 @@ fn isolated_directions(
 
 fn push_rule(
     rules: &mut Vec<Rule>,
+    index: usize,
     field: impl Fn() -> String,
     peers_field: &str,
     peers: Option<&[NetworkPolicyPeer]>,
@@ -201,7 +207,12 @@ fn push_rule(
         .map_err(|(i, e)| format!("{}.{peers_field}[{i}]: {e}", field()))
         .and_then(|peers| {
             parse_ports(ports.unwrap_or_default())
-                .map(|ports| Rule { peers, ports })
+                .map(|ports| Rule {
+                    // No spec holds 2^32 rules (objects are limited to a few MiB).
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    peers,
+                    ports,
+                })
                 .map_err(|(i, e)| format!("{}.ports[{i}]: {e}", field()))
         });
     match parsed {

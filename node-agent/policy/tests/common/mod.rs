@@ -1,13 +1,13 @@
 //! Random clusters and policies shared by the property tests.
 #![allow(dead_code, reason = "each test crate uses a different part")]
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use rand::{rngs::StdRng, seq::IndexedRandom, Rng};
 use serde_json::{json, Value};
-use weir_policy::model::{Cluster, Labels, NamedPort, PodInfo, PodKey, Protocol};
+use weir_policy::model::{Cluster, Labels, NamedPort, PodInfo, PodKey, PolicyKey, Protocol};
 
 pub const NAMESPACES: [&str; 3] = ["a", "b", "c"]; // "c" has no Namespace object
 
@@ -217,5 +217,127 @@ pub fn all_local(cluster: &Cluster) -> Vec<(Ipv4Addr, Option<PodKey>)> {
     cluster
         .pods()
         .filter_map(|p| p.ip.map(|ip| (ip, Some(p.key.clone()))))
+        .collect()
+}
+
+/// A policy the compiler must reject in part (unknown policy type, or an invalid selector).
+pub fn broken_policy(rng: &mut StdRng, i: usize) -> NetworkPolicy {
+    let spec = if rng.random_bool(0.5) {
+        json!({"podSelector": {}, "policyTypes": ["Ingress", "Sideways"]})
+    } else {
+        json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "Near", "values": ["x"]}]},
+               "ingress": [{"from": [{"podSelector": {}}]}]})
+    };
+    serde_json::from_value(json!({
+        "metadata": {"namespace": NAMESPACES.choose(rng).unwrap(), "name": format!("np{i}")},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// One random change to the cluster; returns the NetworkPolicy it stored, if it stored one (the
+/// model keeps only their compiled form).
+pub fn mutate(rng: &mut StdRng, cluster: &mut Cluster, step: usize) -> Option<NetworkPolicy> {
+    let pods: Vec<PodKey> = cluster.pods().map(|p| p.key.clone()).collect();
+    let policies: Vec<PolicyKey> = cluster.policies().map(|p| p.key().clone()).collect();
+    match rng.random_range(0..11) {
+        0 => {
+            let pod = random_pod(rng, cluster, &format!("new{step}"));
+            cluster.upsert_pod(pod);
+        }
+        1 if !pods.is_empty() => {
+            cluster.delete_pod(pods.choose(rng).unwrap());
+        }
+        2 if !pods.is_empty() => {
+            let key = pods.choose(rng).unwrap().clone();
+            let mut pod = cluster.pod(&key).unwrap().clone();
+            pod.labels = random_labels(rng).into();
+            cluster.upsert_pod(pod);
+        }
+        3 if !pods.is_empty() => {
+            // A new address (or none), a new set of named ports, or the same content again.
+            let key = pods.choose(rng).unwrap().clone();
+            let mut pod = cluster.pod(&key).unwrap().clone();
+            match rng.random_range(0..3) {
+                0 => pod.ip = random_pod(rng, cluster, "x").ip,
+                1 => pod.ports = random_pod(rng, cluster, "x").ports,
+                _ => {}
+            }
+            cluster.upsert_pod(pod);
+        }
+        4 | 5 => {
+            let name = if rng.random_bool(0.5) || policies.is_empty() {
+                100 + step
+            } else {
+                // Rewrite an existing one.
+                policies.choose(rng).unwrap().name[2..].parse().unwrap()
+            };
+            let policy = random_policy(rng, name);
+            cluster.upsert_policy(policy.clone()).unwrap();
+            return Some(policy);
+        }
+        6 => {
+            let policy = broken_policy(rng, 100 + step);
+            cluster.upsert_policy(policy.clone()).unwrap();
+            return Some(policy);
+        }
+        7 if !policies.is_empty() => {
+            cluster.delete_policy(policies.choose(rng).unwrap());
+        }
+        8 => {
+            let ns = *NAMESPACES.choose(rng).unwrap();
+            cluster.upsert_namespace(ns, random_labels(rng));
+        }
+        9 => {
+            cluster.delete_namespace(NAMESPACES.choose(rng).unwrap());
+        }
+        _ => {}
+    }
+    None
+}
+
+/// This node's endpoints: most pods with an address, sometimes at another address than the model
+/// says, an endpoint without a pod, one whose pod the model lacks.
+pub fn random_local(rng: &mut StdRng, cluster: &Cluster) -> Vec<(Ipv4Addr, Option<PodKey>)> {
+    let mut local: Vec<(Ipv4Addr, Option<PodKey>)> = Vec::new();
+    for pod in cluster.pods() {
+        if !rng.random_bool(0.6) {
+            continue;
+        }
+        match pod.ip {
+            Some(_) if rng.random_bool(0.1) => {
+                // The endpoint's address wins over a stale status.podIP.
+                local.push((
+                    Ipv4Addr::new(10, 0, 0, rng.random_range(1..16)),
+                    Some(pod.key.clone()),
+                ));
+            }
+            Some(ip) => local.push((ip, Some(pod.key.clone()))),
+            None => {}
+        }
+    }
+    if rng.random_bool(0.2) {
+        local.push((Ipv4Addr::new(10, 0, 1, 1), None));
+    }
+    if rng.random_bool(0.2) {
+        let ns = *NAMESPACES.choose(rng).unwrap();
+        local.push((
+            Ipv4Addr::new(10, 0, 1, 2),
+            Some(PodKey::new(ns, "not-seen-yet")),
+        ));
+    }
+    local.sort_by_key(|(ip, _)| *ip);
+    local.dedup_by_key(|(ip, _)| *ip);
+    local
+}
+
+pub fn random_left_out(rng: &mut StdRng, cluster: &Cluster) -> BTreeSet<PolicyKey> {
+    if rng.random_bool(0.7) {
+        return BTreeSet::new();
+    }
+    cluster
+        .policies()
+        .filter(|_| rng.random_bool(0.3))
+        .map(|p| p.key().clone())
         .collect()
 }

@@ -91,9 +91,44 @@ impl Datapath for FakeDatapath {
             })
             .collect())
     }
-    fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+    fn remove_counters(
+        &mut self,
+        ifindex: u32,
+    ) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError> {
+        let removed = self
+            .counters()?
+            .into_iter()
+            .filter(|(k, _)| k.ifindex == ifindex)
+            .collect();
         self.counters.retain(|k, _| k.0 != ifindex);
-        Ok(())
+        Ok(removed)
+    }
+    fn table_allows(
+        &self,
+        table: u32,
+        peer: Ipv4Addr,
+        proto: u8,
+        port: u16,
+    ) -> Result<bool, DatapathError> {
+        let portset = self
+            .peers
+            .iter()
+            .filter(|(e, _)| e.table == table && e.net.contains(&peer))
+            .max_by_key(|(e, _)| e.net.prefix_len())
+            .map(|(_, portset)| *portset);
+        let Some(portset) = portset.filter(|&p| p != 0) else {
+            return Ok(false);
+        };
+        Ok(self.ports.iter().any(|e| {
+            e.portset == portset
+                && (e.prefix_len <= 32
+                    || e.proto == proto
+                        && (e.prefix_len <= 40 || {
+                            let bits = e.prefix_len - 40;
+                            let mask = u16::MAX.checked_shl(16 - bits).unwrap_or(0);
+                            e.port & mask == port & mask
+                        }))
+        }))
     }
     fn policy_capacity(&self) -> (usize, usize) {
         (

@@ -102,8 +102,13 @@ pub trait Datapath: Send {
 
     /// Counters summed over CPUs.
     fn counters(&self) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError>;
-    /// Forget the counters of one host-side interface (its endpoint is gone).
-    fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError>;
+    /// Forget the counters (and verdict counts, and flow event budget) of one host-side
+    /// interface, its endpoint being gone; returns the packet counters it had, so that totals
+    /// can keep them.
+    fn remove_counters(
+        &mut self,
+        ifindex: u32,
+    ) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError>;
 
     /// PEERS: `(table, peer prefix)` → port set.
     fn set_peer(&mut self, entry: PeerEntry, portset: u32) -> Result<(), DatapathError>;
@@ -115,6 +120,44 @@ pub trait Datapath: Send {
     /// Remove a PORTS entry; absent is fine.
     fn remove_port(&mut self, entry: PortEntry) -> Result<(), DatapathError>;
     fn ports(&self) -> Result<Vec<PortEntry>, DatapathError>;
+    /// Whether rule table `table` (a table id, not a `TABLE_*` constant) allows a new flow with
+    /// `peer` to `port` over `proto`, looked up as the datapath does (longest prefix first).
+    fn table_allows(
+        &self,
+        table: u32,
+        peer: Ipv4Addr,
+        proto: u8,
+        port: u16,
+    ) -> Result<bool, DatapathError>;
+    /// The verdict the maps give endpoint `endpoint` for a new flow in one direction (`ingress`:
+    /// from `peer`; else to it); `None` when there is no such endpoint.
+    fn endpoint_allows(
+        &self,
+        endpoint: Ipv4Addr,
+        ingress: bool,
+        peer: Ipv4Addr,
+        proto: u8,
+        port: u16,
+    ) -> Result<Option<bool>, DatapathError> {
+        use weir_common::policy::{TABLE_ALLOW_ALL, TABLE_DENY_ALL, TABLE_FAIL_CLOSED};
+        let Some((_, info)) = self
+            .endpoints()?
+            .into_iter()
+            .find(|(ip, _)| *ip == endpoint)
+        else {
+            return Ok(None);
+        };
+        let table = if ingress {
+            info.ingress_table
+        } else {
+            info.egress_table
+        };
+        match table {
+            TABLE_ALLOW_ALL => Ok(Some(true)),
+            TABLE_DENY_ALL | TABLE_FAIL_CLOSED => Ok(Some(false)),
+            table => self.table_allows(table, peer, proto, port).map(Some),
+        }
+    }
 
     /// Replace the set of this node's own addresses (always allowed to reach local pods).
     fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError>;

@@ -24,12 +24,12 @@ use aya::{
 use tracing::info;
 use weir_common::{
     maps::{
-        CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, HOST_IPS, MAP_KINDS, POLICY_PEERS,
+        CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, FLOW_RATE, HOST_IPS, MAP_KINDS, POLICY_PEERS,
         POLICY_PORTS, PROG_EGRESS_AFTER_DNAT, PROG_FROM_HOST, PROG_FROM_POD, PROG_FROM_TUNNEL,
-        PROG_FROM_UPLINK, REMOTES,
+        PROG_FROM_UPLINK, REMOTES, VERDICTS,
     },
-    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, NodeConfig, PeerKey,
-    PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
+    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, FlowRate, NodeConfig,
+    PeerKey, PeerValue, PortKey, PortValue, RemoteKey, RemoteNode, VerdictKey,
 };
 
 use super::{AttachMode, Attachments, Datapath, DatapathError, Hook, PeerEntry, PortEntry};
@@ -392,24 +392,32 @@ impl Datapath for BpfDatapath {
         pins::counters_of(&map)
     }
 
-    fn remove_counters(&mut self, ifindex: u32) -> Result<(), DatapathError> {
-        let keys: Vec<CounterKey> = self
+    fn remove_counters(
+        &mut self,
+        ifindex: u32,
+    ) -> Result<Vec<(CounterKey, CounterValue)>, DatapathError> {
+        let removed: Vec<(CounterKey, CounterValue)> = self
             .counters()?
             .into_iter()
-            .map(|(k, _)| k)
+            .filter(|(k, _)| k.ifindex == ifindex)
+            .collect();
+        let mut map: PerCpuHashMap<_, CounterKey, CounterValue> = self.typed_mut(COUNTERS)?;
+        for (key, _) in &removed {
+            // A concurrent LRU eviction may beat us to it; that is fine.
+            let _ = map.remove(key);
+        }
+        let mut verdicts: PerCpuHashMap<_, VerdictKey, u64> = self.typed_mut(VERDICTS)?;
+        let keys: Vec<VerdictKey> = verdicts
+            .keys()
+            .filter_map(Result::ok)
             .filter(|k| k.ifindex == ifindex)
             .collect();
-        let map = self.ebpf.map_mut(COUNTERS).ok_or(missing_map(COUNTERS))?;
-        let mut map: PerCpuHashMap<_, CounterKey, CounterValue> = PerCpuHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map {
-                name: COUNTERS,
-                source,
-            })?;
         for key in keys {
-            // A concurrent LRU eviction may beat us to it; that is fine.
-            let _ = map.remove(&key);
+            let _ = verdicts.remove(&key);
         }
-        Ok(())
+        let mut rate: PerCpuHashMap<_, u32, FlowRate> = self.typed_mut(FLOW_RATE)?;
+        let _ = rate.remove(&ifindex);
+        Ok(removed)
     }
 
     fn set_peer(&mut self, entry: PeerEntry, portset: u32) -> Result<(), DatapathError> {
@@ -437,6 +445,32 @@ impl Datapath for BpfDatapath {
             });
         }
         Ok(out)
+    }
+
+    fn table_allows(
+        &self,
+        table: u32,
+        peer: Ipv4Addr,
+        proto: u8,
+        port: u16,
+    ) -> Result<bool, DatapathError> {
+        use weir_common::policy::{PEER_KEY_BITS, PORTSET_EMPTY, PORT_KEY_BITS};
+        // A lookup in an LPM trie from user space matches the longest prefix, as in the kernel.
+        let peer_key = Key::new(PEER_KEY_BITS, PeerKey::new(table, peer.octets()));
+        let portset = match self.peers_map()?.get(&peer_key, 0) {
+            Ok(value) => value.portset,
+            Err(MapError::KeyNotFound) => return Ok(false),
+            Err(source) => return Err(map_err(POLICY_PEERS)(source)),
+        };
+        if portset == PORTSET_EMPTY {
+            return Ok(false);
+        }
+        let port_key = Key::new(PORT_KEY_BITS, PortKey::new(portset, proto, port));
+        match self.ports_map()?.get(&port_key, 0) {
+            Ok(_) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(source) => Err(map_err(POLICY_PORTS)(source)),
+        }
     }
 
     fn set_port(&mut self, entry: PortEntry) -> Result<(), DatapathError> {
