@@ -312,7 +312,7 @@ fn check(lab: &Lab, proto: Protocol, port: u16, expected: &Expected) -> Result<(
     let mut observed = observations(&first);
     let wrong = wrong_pairs(expected, &observed);
     if wrong.is_empty() {
-        return Ok(());
+        return explain_agrees(lab, proto, port, &observed).map_err(|e| format!("{what}: {e}"));
     }
     let retry = ProbeOptions::new(lab_proto(proto), port)
         .via_service()
@@ -347,7 +347,7 @@ fn check(lab: &Lab, proto: Protocol, port: u16, expected: &Expected) -> Result<(
     }
     let still = wrong_pairs(expected, &observed);
     if still.is_empty() {
-        return Ok(());
+        return explain_agrees(lab, proto, port, &observed).map_err(|e| format!("{what}: {e}"));
     }
     let mut report = format!(
         "{what}: {} of 72 pairs wrong (after one re-probe)\nexpected:\n{}observed:\n{}wrong:\n",
@@ -366,6 +366,42 @@ fn check(lab: &Lab, proto: Protocol, port: u16, expected: &Expected) -> Result<(
         ));
     }
     Err(report)
+}
+
+/// `explain` (the agents' models, without a packet) must give every pair the verdict the probes
+/// observed, and say that the datapath's maps agree with it.
+fn explain_agrees(
+    lab: &Lab,
+    proto: Protocol,
+    port: u16,
+    observed: &[[Option<bool>; 9]; 9],
+) -> Result<(), String> {
+    let mut wrong = String::new();
+    for (i, from) in PODS.iter().enumerate() {
+        for (j, to) in PODS.iter().enumerate() {
+            let Some(connected) = observed[i][j] else {
+                continue;
+            };
+            let explanation = lab
+                .explain(from, to, lab_proto(proto).k8s_name(), port)
+                .map_err(|e| format!("explain {from} -> {to}: {e:#}"))?;
+            let allowed = explanation.verdict == "allowed";
+            if allowed != connected || !explanation.datapath_agrees {
+                wrong.push_str(&format!(
+                    "    {from} -> {to}: probe {}, explain says\n{}",
+                    verdict(Some(connected)),
+                    indent(&indent(&explanation.to_string()))
+                ));
+            }
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "explain disagrees with the probes (or the datapath):\n{wrong}"
+        ))
+    }
 }
 
 fn observations(matrix: &Matrix) -> [[Option<bool>; 9]; 9] {

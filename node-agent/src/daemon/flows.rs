@@ -203,7 +203,11 @@ impl Agent {
             time: rfc3339(i128::from(event.time_ns) + offset),
             src: end(saddr),
             dst: end(daddr),
-            proto: proto_name(key.proto),
+            proto: if parsed {
+                proto_name(key.proto)
+            } else {
+                "-".to_owned()
+            },
             sport,
             dport,
             direction: String::new(),
@@ -214,7 +218,7 @@ impl Agent {
             at: at_name(event.at).to_owned(),
         };
         let reason = Reason::from_code(event.reason);
-        let side = |ifindex: u32, direction: Direction| -> Option<FlowRecord> {
+        let side = |ifindex: u32, direction: Direction, allowed: bool| -> Option<FlowRecord> {
             if ifindex == 0 {
                 return None;
             }
@@ -230,52 +234,53 @@ impl Agent {
                 .policy
                 .compiler()
                 .explain(endpoint, direction, peer, key.proto, dport);
-            match event.verdict {
-                VERDICT_ALLOWED => {
-                    flow.verdict = "allowed".to_owned();
-                    match explained {
-                        Some(DirectionVerdict::Allowed { rules, .. }) => {
-                            flow.reason = "allowed_by_policy".to_owned();
-                            flow.policies = policy_names(rules.iter().map(|r| &r.policy));
-                            flow.rules = rules.iter().map(rule_name).collect();
-                        }
-                        Some(DirectionVerdict::Unisolated) => {
-                            flow.reason = "not_isolated".to_owned();
-                        }
-                        // The model moved on since the packet was judged.
-                        _ => flow.reason = "allowed_by_policy".to_owned(),
+            if allowed {
+                flow.verdict = "allowed".to_owned();
+                match explained {
+                    Some(DirectionVerdict::Allowed { rules, .. }) => {
+                        flow.reason = "allowed_by_policy".to_owned();
+                        flow.policies = policy_names(rules.iter().map(|r| &r.policy));
+                        flow.rules = rules.iter().map(rule_name).collect();
                     }
+                    Some(DirectionVerdict::Unisolated) => {
+                        flow.reason = "not_isolated".to_owned();
+                    }
+                    // The model moved on since the packet was judged.
+                    _ => flow.reason = "allowed_by_policy".to_owned(),
                 }
-                _ => {
-                    flow.verdict = "denied".to_owned();
-                    flow.reason = reason.map_or_else(
-                        || format!("unknown_{}", event.reason),
-                        |r| r.name().to_owned(),
-                    );
-                    if let Some(explained) = &explained {
-                        flow.policies = policy_names(explained.isolating());
-                    }
+            } else {
+                flow.verdict = "denied".to_owned();
+                flow.reason = reason.map_or_else(
+                    || format!("unknown_{}", event.reason),
+                    |r| r.name().to_owned(),
+                );
+                if let Some(explained) = &explained {
+                    flow.policies = policy_names(explained.isolating());
                 }
             }
             Some(flow)
         };
         match event.verdict {
             VERDICT_ALLOWED => [
-                side(event.src_ifindex, Direction::Egress),
-                side(event.dst_ifindex, Direction::Ingress),
+                side(event.src_ifindex, Direction::Egress, true),
+                side(event.dst_ifindex, Direction::Ingress, true),
             ]
             .into_iter()
             .flatten()
             .collect(),
-            VERDICT_DENIED => {
-                // The ingress side was judged only if egress (when judged) allowed.
-                let denied = if event.dst_ifindex != 0 {
-                    side(event.dst_ifindex, Direction::Ingress)
-                } else {
-                    side(event.src_ifindex, Direction::Egress)
-                };
-                denied.into_iter().collect()
+            VERDICT_DENIED if event.dst_ifindex != 0 => {
+                // Ingress is judged only once egress (when judged) allowed.
+                [
+                    side(event.src_ifindex, Direction::Egress, true),
+                    side(event.dst_ifindex, Direction::Ingress, false),
+                ]
+                .into_iter()
+                .flatten()
+                .collect()
             }
+            VERDICT_DENIED => side(event.src_ifindex, Direction::Egress, false)
+                .into_iter()
+                .collect(),
             _ => {
                 let mut flow = base;
                 flow.verdict = "denied".to_owned();
