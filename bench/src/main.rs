@@ -105,6 +105,10 @@ struct RunArgs {
     /// Directory for the Weir lab [default: /run/weir-bench-<pid>].
     #[arg(long)]
     lab_dir: Option<PathBuf>,
+    /// Also measure the big ruleset in a second lab whose agents publish no flow events
+    /// (`weir-N-noevents`), for the cost of flow events.
+    #[arg(long)]
+    flow_events_baseline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +269,20 @@ fn run(args: &RunArgs) -> Result<()> {
         checks.extend(setup.checks.iter().cloned());
         Some(setup)
     };
+    let quiet = match (&weir, args.flow_events_baseline) {
+        (Some(_), true) => {
+            let cli = weir_lab_cli(args.weir_lab.as_deref())?;
+            let dir = PathBuf::from(format!("/run/weir-bench-{pid}-noevents"));
+            eprintln!(
+                "weir-bench: bringing up a Weir lab without flow events in {}",
+                dir.display()
+            );
+            let setup = weir::set_up_with(&cli, &dir, args.rules, "--flow-events-per-sec 0")?;
+            checks.extend(setup.checks.iter().map(|c| format!("(no flow events) {c}")));
+            Some(setup)
+        }
+        _ => None,
+    };
     check_interrupted()?;
     let mtu = weir.as_ref().map_or(DEFAULT_MTU, |w| w.mtu);
 
@@ -316,6 +334,15 @@ fn run(args: &RunArgs) -> Result<()> {
                 server.ip,
             )?);
         }
+    }
+    if let Some(q) = &quiet {
+        let server = &q.servers[2];
+        scenarios.push(Scenario::start(
+            format!("{}-noevents", scenario_name("weir", args.rules)),
+            &q.client.netns,
+            &server.netns,
+            server.ip,
+        )?);
     }
 
     let scenario_refs: Vec<&Scenario> = scenarios.iter().collect();

@@ -198,7 +198,7 @@ pub fn scenario_name(kind: &str, rules: u32) -> String {
 }
 
 /// The ratios worth reading, in the order the table shows them; `N` is the big ruleset.
-fn ratio_pairs(rules: u32) -> [(String, String); 6] {
+fn ratio_pairs(rules: u32) -> [(String, String); 7] {
     let (weir, iptables) = (
         scenario_name("weir", rules),
         scenario_name("iptables", rules),
@@ -208,7 +208,8 @@ fn ratio_pairs(rules: u32) -> [(String, String); 6] {
         (s("weir-0"), s("veth")),
         (weir.clone(), s("veth")),
         (weir.clone(), s("weir-0")),
-        (weir, s("weir-1")),
+        (weir.clone(), s("weir-1")),
+        (weir.clone(), format!("{weir}-noevents")),
         (s("iptables-0"), s("veth")),
         (iptables, s("iptables-0")),
     ]

@@ -50,13 +50,19 @@ pub struct WeirLab {
 }
 
 impl WeirLab {
-    /// `weir-lab up`. The guard exists before `up` runs, so a half-built lab is torn down too.
-    pub fn up(cli: &Path, dir: &Path) -> Result<Self> {
-        Self::up_with(cli, dir, &[])
-    }
-
     /// `weir-lab up EXTRA...` (`--nodes 2 --routing vxlan`).
     pub fn up_with(cli: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
+        Self::up_with_agent_args(cli, dir, extra, "")
+    }
+
+    /// [`Self::up_with`], the agents run with `agent_args` added. The guard exists before
+    /// `up` runs, so a half-built lab is torn down too.
+    pub fn up_with_agent_args(
+        cli: &Path,
+        dir: &Path,
+        extra: &[&str],
+        agent_args: &str,
+    ) -> Result<Self> {
         if !cli.is_file() {
             bail!(
                 "{} not found: build the workspace's binaries (cargo build --release --bins)",
@@ -67,7 +73,12 @@ impl WeirLab {
             cli: cli.to_path_buf(),
             dir: dir.to_path_buf(),
         };
-        run(lab.command().arg("up").args(extra)).context("weir-lab up")?;
+        run(lab
+            .command()
+            .arg("up")
+            .args(extra)
+            .env("WEIR_LAB_AGENT_ARGS", agent_args))
+        .context("weir-lab up")?;
         Ok(lab)
     }
 
@@ -191,7 +202,12 @@ fn server_name(rules: u32) -> String {
 
 /// Bring the lab up, add the pods, apply the policies and check they are enforced.
 pub fn set_up(cli: &Path, dir: &Path, rules: u32) -> Result<WeirSetup> {
-    let lab = WeirLab::up(cli, dir)?;
+    set_up_with(cli, dir, rules, "")
+}
+
+/// [`set_up`], its agents run with `agent_args` (`--flow-events-per-sec 0`).
+pub fn set_up_with(cli: &Path, dir: &Path, rules: u32, agent_args: &str) -> Result<WeirSetup> {
+    let lab = WeirLab::up_with_agent_args(cli, dir, &[], agent_args)?;
     let server_names = [server_name(0), server_name(1), server_name(rules)];
     lab.add_pod(CLIENT, "role=bench-client")?;
     lab.add_pod(BYSTANDER, "role=bystander")?;

@@ -239,3 +239,82 @@ impl fmt::Display for Explanation {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow() -> FlowRecord {
+        FlowRecord {
+            time: "2026-12-05T07:28:41.740123456Z".to_owned(),
+            src: FlowEnd {
+                ip: Some(Ipv4Addr::new(10, 244, 1, 1)),
+                namespace: "default".to_owned(),
+                pod: "web".to_owned(),
+            },
+            dst: FlowEnd {
+                ip: Some(Ipv4Addr::new(10, 244, 1, 3)),
+                namespace: "default".to_owned(),
+                pod: "db".to_owned(),
+            },
+            proto: "TCP".to_owned(),
+            sport: 45624,
+            dport: 3306,
+            direction: "ingress".to_owned(),
+            verdict: "denied".to_owned(),
+            reason: "drop_policy_ingress".to_owned(),
+            policies: vec!["default/db-policy".to_owned()],
+            rules: Vec::new(),
+            at: "from_pod".to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_filter_field_must_match_and_pods_match_either_end() {
+        let f = flow();
+        assert!(FlowFilter::default().matches(&f));
+        let with = |edit: fn(&mut FlowFilter)| {
+            let mut filter = FlowFilter::default();
+            edit(&mut filter);
+            filter.matches(&f)
+        };
+        assert!(with(|x| x.pod = Some("web".into())));
+        assert!(with(|x| x.pod = Some("default/db".into())));
+        assert!(!with(|x| x.pod = Some("other/db".into())));
+        assert!(with(|x| x.namespace = Some("default".into())));
+        assert!(!with(|x| x.namespace = Some("kube-system".into())));
+        assert!(with(|x| x.proto = Some("tcp".into())));
+        assert!(!with(|x| x.proto = Some("udp".into())));
+        assert!(with(|x| x.port = Some(3306)));
+        assert!(
+            !with(|x| x.port = Some(45624)),
+            "the port is the destination's"
+        );
+        assert!(with(|x| x.policy = Some("default/db-policy".into())));
+        assert!(!with(|x| x.policy = Some("default/other".into())));
+        assert!(!with(|x| {
+            x.verdict = Some("denied".into());
+            x.direction = Some("egress".into());
+        }));
+    }
+
+    #[test]
+    fn a_flow_reads_as_one_line_naming_who_decided() {
+        assert_eq!(
+            flow().to_string(),
+            "07:28:41.740 DENIED  ingress default/web (10.244.1.1):45624 -> \
+             default/db (10.244.1.3):3306 TCP drop_policy_ingress isolated by default/db-policy"
+        );
+        let mut allowed = flow();
+        allowed.verdict = "allowed".into();
+        allowed.reason = "allowed_by_policy".into();
+        allowed.rules = vec!["default/db-policy ingress[0]".into()];
+        assert!(allowed
+            .to_string()
+            .ends_with("allowed_by_policy by default/db-policy ingress[0]"));
+        let json: serde_json::Value = serde_json::to_value(flow()).unwrap();
+        assert_eq!(json["src"]["ip"], "10.244.1.1");
+        assert_eq!(json["dst"]["pod"], "db");
+        assert!(json.get("rules").is_none(), "empty rules are left out");
+    }
+}

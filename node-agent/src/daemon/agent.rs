@@ -47,6 +47,8 @@ pub struct Agent {
     pub(super) telemetry: Arc<Telemetry>,
     /// Recent flows, named (served to `weir-agent flows`).
     pub(super) flow_log: Arc<super::flows::FlowLog>,
+    /// How recent flows were named, until the next programming.
+    pub(super) explained: super::flows::ExplainCache,
     /// When freed heap was last given back to the system.
     pub(super) heap_trimmed: Option<std::time::Instant>,
     /// Held for the agent's lifetime: one agent per node.
@@ -57,6 +59,7 @@ impl Agent {
     /// Compile and program policy for the current endpoints (plus `new`, which is added on the
     /// way), then move the epoch so flows opened under the old policy are judged again.
     pub(super) fn reprogram(&mut self, new: Option<weir_agent_api::Endpoint>) -> Result<()> {
+        self.explained.clear();
         let result = self
             .policy
             .program(self.objects.cluster(), &mut self.endpoints, new);

@@ -5,6 +5,7 @@
 //! for a flow nobody sent, and asks the datapath's maps too.
 
 use std::{
+    cell::RefCell,
     collections::{HashMap, VecDeque},
     net::Ipv4Addr,
     sync::{Arc, Mutex},
@@ -75,6 +76,47 @@ impl FlowLog {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<FlowRecord>> {
         self.new.subscribe()
+    }
+}
+
+type ExplainKey = (Ipv4Addr, Direction, Ipv4Addr, u8, u16);
+
+/// The compiler's explanations of recent flows, until policy or endpoints change. Naming a flow
+/// walks the rules of the policies selecting its pod (10 000 for a big policy), and a client
+/// opening connection after connection asks the same question each time, differing only in its
+/// source port.
+#[derive(Default)]
+pub struct ExplainCache(RefCell<HashMap<ExplainKey, Option<DirectionVerdict>>>);
+
+impl ExplainCache {
+    /// Bounds the cache; past it, it starts over.
+    const MAX: usize = 4096;
+
+    fn get(
+        &self,
+        endpoint: Ipv4Addr,
+        direction: Direction,
+        peer: Ipv4Addr,
+        proto: u8,
+        port: u16,
+        explain: impl FnOnce() -> Option<DirectionVerdict>,
+    ) -> Option<DirectionVerdict> {
+        let key = (endpoint, direction, peer, proto, port);
+        if let Some(hit) = self.0.borrow().get(&key) {
+            return hit.clone();
+        }
+        let explained = explain();
+        let mut cache = self.0.borrow_mut();
+        if cache.len() >= Self::MAX {
+            cache.clear();
+        }
+        cache.insert(key, explained.clone());
+        explained
+    }
+
+    /// Policy or endpoints changed: every answer may have.
+    pub fn clear(&self) {
+        self.0.borrow_mut().clear();
     }
 }
 
@@ -231,9 +273,12 @@ impl Agent {
             // The endpoint judged is the one on that veth; its address is the flow's.
             let endpoint = local.get(&ifindex).map_or(ip, |(ip, _)| *ip);
             let explained = self
-                .policy
-                .compiler()
-                .explain(endpoint, direction, peer, key.proto, dport);
+                .explained
+                .get(endpoint, direction, peer, key.proto, dport, || {
+                    self.policy
+                        .compiler()
+                        .explain(endpoint, direction, peer, key.proto, dport)
+                });
             if allowed {
                 flow.verdict = "allowed".to_owned();
                 match explained {

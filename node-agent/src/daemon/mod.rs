@@ -44,7 +44,7 @@ use crate::{
 /// Requests from the plugin waiting for the loop; more wait to be queued.
 const CALLS_QUEUED: usize = 128;
 /// Batches of flow events waiting for the loop; beyond that they are dropped and counted.
-const FLOW_BATCHES_QUEUED: usize = 64;
+const FLOW_BATCHES_QUEUED: usize = 256;
 /// How often expired conntrack entries are swept out.
 const CONNTRACK_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -129,7 +129,7 @@ async fn publish_events(
     }
 }
 
-/// Sweep the conntrack tables pinned in `pin_dir` and report their fill. Runs forever, beside
+/// Sweep the conntrack tables pinned in `pin_dir` and report their fill, and the other LRU maps'. Runs forever, beside
 /// the agent (the tables are read from their pins).
 async fn sweep_conntrack(pin_dir: PathBuf, telemetry: Arc<Telemetry>) {
     loop {
@@ -151,6 +151,20 @@ async fn sweep_conntrack(pin_dir: PathBuf, telemetry: Arc<Telemetry>) {
             }
             Ok(Err(e)) => warn!(error = %e, "sweeping conntrack failed"),
             Err(e) => warn!(error = %e, "the conntrack sweep panicked"),
+        }
+        // The LRU maps nobody else counts, with the same period.
+        let dir = pin_dir.clone();
+        let fills = tokio::task::spawn_blocking(move || {
+            use weir_common::maps::{COUNTERS, FLOW_RATE, FRAGS, VERDICTS};
+            [COUNTERS, FRAGS, VERDICTS, FLOW_RATE]
+                .map(|name| (name, crate::kernel::pins::lru_fill(&dir, name)))
+        })
+        .await;
+        for (name, fill) in fills.into_iter().flatten() {
+            match fill {
+                Ok((entries, capacity)) => telemetry.set_map_fill(name, entries, capacity),
+                Err(e) => tracing::debug!(map = name, error = %e, "reading a map's fill"),
+            }
         }
     }
 }

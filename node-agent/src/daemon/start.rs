@@ -95,6 +95,7 @@ impl Agent {
             host_addresses,
             heap_trimmed: None,
             flow_log: Arc::new(super::flows::FlowLog::new(config_flow_log_size)),
+            explained: super::flows::ExplainCache::default(),
             telemetry,
             _lock: lock,
         };

@@ -14,12 +14,13 @@ use weir_common::{
 
 use super::{datapath::DatapathError, pins};
 
-/// At most this many events are handed over per wake-up; the ring holds the rest.
-const BATCH: usize = 1024;
+/// At most this many events are handed over at a time (the ring holds the rest): naming a batch
+/// must not hold the agent's loop, which also programs policy, for long.
+const BATCH: usize = 256;
 
 /// Read the pinned ring buffer forever, handing events to `out` in batches. When `out` is full
 /// (the agent is busy), the batch is dropped and counted in `dropped` rather than letting the ring
-/// fill, so the datapath never waits on the agent.
+/// fill (the datapath never waits on the agent either way).
 pub async fn follow(
     pin_dir: &Path,
     out: mpsc::Sender<Vec<FlowEvent>>,

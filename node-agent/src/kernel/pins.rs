@@ -103,3 +103,40 @@ pub fn read_remotes(pin_dir: &Path) -> Result<Vec<(Ipv4Net, Ipv4Addr)>, Datapath
     rows.sort();
     Ok(rows)
 }
+
+/// How many entries the pinned LRU map `name` holds now, and how many it can: for the maps
+/// whose fill nobody else tracks (counters, fragments, verdict counts, flow event budgets).
+pub fn lru_fill(pin_dir: &Path, name: &'static str) -> Result<(usize, u32), DatapathError> {
+    use aya::maps::HashMap;
+    use weir_common::{
+        maps::{FLOW_RATE, FRAGS, VERDICTS},
+        FlowRate, FragKey, FragPorts, VerdictKey,
+    };
+    let map = open(pin_dir, name)?;
+    let capacity = match &map {
+        Map::PerCpuLruHashMap(data) | Map::LruHashMap(data) => {
+            data.info().map(|i| i.max_entries()).unwrap_or(0)
+        }
+        _ => 0,
+    };
+    let entries = match name {
+        COUNTERS => PerCpuHashMap::<_, CounterKey, CounterValue>::try_from(map)
+            .map_err(map_err(name))?
+            .keys()
+            .count(),
+        VERDICTS => PerCpuHashMap::<_, VerdictKey, u64>::try_from(map)
+            .map_err(map_err(name))?
+            .keys()
+            .count(),
+        FLOW_RATE => PerCpuHashMap::<_, u32, FlowRate>::try_from(map)
+            .map_err(map_err(name))?
+            .keys()
+            .count(),
+        FRAGS => HashMap::<_, FragKey, FragPorts>::try_from(map)
+            .map_err(map_err(name))?
+            .keys()
+            .count(),
+        _ => 0,
+    };
+    Ok((entries, capacity))
+}
