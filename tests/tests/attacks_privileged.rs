@@ -643,7 +643,8 @@ fn the_conntrack_sweeper_frees_expired_entries() {
     ))
     .unwrap();
     table
-        .insert(key(1), value(now - 3_600_000_000_000), 0)
+        // An hour ago, or at boot on a machine up for less (still far past any lifetime).
+        .insert(key(1), value(now.saturating_sub(3_600_000_000_000)), 0)
         .unwrap();
     table.insert(key(2), value(now), 0).unwrap();
     let swept = weir_agent::kernel::conntrack::sweep(&pin_dir).unwrap();

@@ -215,8 +215,20 @@ fn demo_runs_and_cleans_up() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<&str> = stdout.lines().collect();
+    // The table (a header and 22 probes), then the agents' account of the two denials.
+    let (table, epilogue) = stdout.split_once("\n\n").unwrap_or((&stdout, ""));
+    let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 23, "{stdout}");
+    let denied_events: Vec<&str> = epilogue
+        .lines()
+        .filter(|l| l.contains("DENIED") && l.contains("isolated by default/db-policy"))
+        .collect();
+    assert_eq!(denied_events.len(), 2, "{stdout}");
+    assert!(
+        epilogue.contains("TCP/3306: DENIED") && epilogue.contains("the datapath agrees"),
+        "{stdout}"
+    );
+    assert!(!epilogue.contains("DISAGREES"), "{stdout}");
     assert!(lines[0].starts_with("PHASE"));
     assert!(lines.iter().all(|l| !l.contains("UNEXPECTED")), "{stdout}");
     // After db-policy exactly two probes are denied, both towards the DB, and nothing else.
