@@ -208,11 +208,23 @@ def smoke_checks(checks: Checks) -> None:
         target = f"{pod_ip(ns, 'server')}:8080"
         # The agent programs within milliseconds; allow the API's watch a moment to deliver.
         wait_for("the policy to deny client → server", lambda: not connects(ns, "client", target), timeout=30, interval=1)
+        # What an operator asks the node's agent: the denial, naming the policy that isolates.
+        flows = kubectl("-n", "kube-system", "exec", "ds/weir", "-c", "weir-agent", "--",
+                        "weir-agent", "flows", "--verdict", "denied", "--namespace", ns, "--output", "json")
+        named = [json.loads(line) for line in flows.splitlines() if line.strip()]
+        expect(any(f["dst"]["pod"] == "server" and f["src"]["pod"] == "client"
+                   and f["policies"] == [f"{ns}/default-deny-ingress"] for f in named),
+               f"no flow event names {ns}/default-deny-ingress for client → server:\n{flows}")
+        explained = json.loads(kubectl("-n", "kube-system", "exec", "ds/weir", "-c", "weir-agent", "--",
+                                       "weir-agent", "explain", "--from", f"{ns}/client", "--to", f"{ns}/server",
+                                       "--port", "8080", "--output", "json"))
+        expect(explained["verdict"] == "denied" and explained["datapath_agrees"],
+               f"explain client → server: {explained}")
         kubectl("-n", ns, "delete", "networkpolicy", "default-deny-ingress")
         wait_for("client → server allowed again", lambda: connects(ns, "client", target), timeout=30, interval=1)
 
     checks.check("smoke: two pods talk", pods_talk)
-    checks.check("smoke: a policy denies, and its removal allows again", policy_denies)
+    checks.check("smoke: a policy denies (a flow event and explain name it), and its removal allows again", policy_denies)
     delete_namespace(ns)
 
 
