@@ -143,7 +143,9 @@ pub fn verdict_event(
 #[inline(always)]
 pub fn drop_event(ctx: &TcContext, ifindex: u32, direction: u8, reason: Reason) {
     publish(ifindex, |e| {
-        if packet::ethertype(ctx) == Some(ETH_P_IP) {
+        let ethertype = packet::ethertype(ctx);
+        e.ethertype = ethertype.unwrap_or(0);
+        if ethertype == Some(ETH_P_IP) {
             if let Some(hdr) = packet::load::<EthIpv4>(ctx, 0) {
                 e.key.saddr = hdr.saddr;
                 e.key.daddr = hdr.daddr;

@@ -44,7 +44,10 @@ pub struct FlowEvent {
     pub verdict: u8,
     /// `AT_*`.
     pub at: u8,
-    pub _pad: u32,
+    /// For a drop, the frame's Ethernet type (host order), so that what is not IPv4 (and has no
+    /// tuple) still says what it was.
+    pub ethertype: u16,
+    pub _pad: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 48);

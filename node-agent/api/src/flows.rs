@@ -17,10 +17,10 @@ pub struct FlowEnd {
 impl fmt::Display for FlowEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ip = self.ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
-        if self.pod.is_empty() {
-            f.write_str(&ip)
-        } else {
-            write!(f, "{}/{} ({ip})", self.namespace, self.pod)
+        match (self.pod.is_empty(), self.ip) {
+            (true, _) => f.write_str(&ip),
+            (false, Some(_)) => write!(f, "{}/{} ({ip})", self.namespace, self.pod),
+            (false, None) => write!(f, "{}/{}", self.namespace, self.pod),
         }
     }
 }

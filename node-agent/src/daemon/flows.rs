@@ -234,21 +234,30 @@ impl Agent {
         let (saddr, daddr) = (Ipv4Addr::from(key.saddr), Ipv4Addr::from(key.daddr));
         let (sport, dport) = (u16::from_be_bytes(key.sport), u16::from_be_bytes(key.dport));
         let parsed = key.proto != 0 || saddr != Ipv4Addr::UNSPECIFIED;
-        let end = |ip: Ipv4Addr| {
+        // A frame with no IPv4 header (IPv6, say) is still named by the endpoint it was
+        // dropped on.
+        let end = |ip: Ipv4Addr, ifindex: u32| {
             if parsed {
                 self.flow_end(ip)
+            } else if let Some((ip, _)) = local.get(&ifindex).filter(|_| ifindex != 0) {
+                // The pod, but not its IPv4 address: the frame did not carry it.
+                FlowEnd {
+                    ip: None,
+                    ..self.flow_end(*ip)
+                }
             } else {
                 FlowEnd::default()
             }
         };
         let base = FlowRecord {
             time: rfc3339(i128::from(event.time_ns) + offset),
-            src: end(saddr),
-            dst: end(daddr),
-            proto: if parsed {
-                proto_name(key.proto)
-            } else {
-                "-".to_owned()
+            src: end(saddr, event.src_ifindex),
+            dst: end(daddr, event.dst_ifindex),
+            proto: match (parsed, event.ethertype) {
+                (true, _) => proto_name(key.proto),
+                (false, 0x86dd) => "IPv6".to_owned(),
+                (false, 0) => "-".to_owned(),
+                (false, ethertype) => format!("ethertype 0x{ethertype:04x}"),
             },
             sport,
             dport,
