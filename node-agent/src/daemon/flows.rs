@@ -172,31 +172,22 @@ fn policy_names<'a>(keys: impl IntoIterator<Item = &'a PolicyKey>) -> Vec<String
 }
 
 impl Agent {
-    /// Local endpoints by host veth index: their address and pod.
-    fn endpoints_by_ifindex(&self) -> HashMap<u32, (Ipv4Addr, Option<PodKey>)> {
+    /// Local endpoints' addresses by host veth index.
+    fn endpoints_by_ifindex(&self) -> HashMap<u32, Ipv4Addr> {
         self.endpoints
             .records()
-            .map(|r| {
-                let ep = &r.endpoint;
-                let pod = match (&ep.pod_namespace, &ep.pod_name) {
-                    (Some(ns), Some(name)) => Some(PodKey::new(ns.clone(), name.clone())),
-                    _ => None,
-                };
-                (ep.host_ifindex, (ep.ip, pod))
-            })
+            .map(|r| (r.endpoint.host_ifindex, r.endpoint.ip))
             .collect()
     }
 
-    /// The pod behind `ip`: a local endpoint's, else the model's.
+    /// The pod behind `ip`, as the last compilation saw it: a local endpoint's, else the model's
+    /// (which never names a pod with a stale claim on a local address).
     fn flow_end(&self, ip: Ipv4Addr) -> FlowEnd {
-        let local = self.endpoints.records().find(|r| r.endpoint.ip == ip);
-        let pod = match local {
-            Some(r) => match (&r.endpoint.pod_namespace, &r.endpoint.pod_name) {
-                (Some(ns), Some(name)) => Some(PodKey::new(ns.clone(), name.clone())),
-                _ => None,
-            },
-            None => self.policy.compiler().pod_at(ip),
-        };
+        let compiler = self.policy.compiler();
+        let pod = compiler
+            .endpoint_pod(ip)
+            .cloned()
+            .or_else(|| compiler.pod_at(ip));
         FlowEnd {
             ip: Some(ip),
             namespace: pod
@@ -227,7 +218,7 @@ impl Agent {
     fn name_event(
         &self,
         event: &FlowEvent,
-        local: &HashMap<u32, (Ipv4Addr, Option<PodKey>)>,
+        local: &HashMap<u32, Ipv4Addr>,
         offset: i128,
     ) -> Vec<FlowRecord> {
         let key = &event.key;
@@ -239,7 +230,7 @@ impl Agent {
         let end = |ip: Ipv4Addr, ifindex: u32| {
             if parsed {
                 self.flow_end(ip)
-            } else if let Some((ip, _)) = local.get(&ifindex).filter(|_| ifindex != 0) {
+            } else if let Some(ip) = local.get(&ifindex).filter(|_| ifindex != 0) {
                 // The pod, but not its IPv4 address: the frame did not carry it.
                 FlowEnd {
                     ip: None,
@@ -280,7 +271,7 @@ impl Agent {
             let mut flow = base.clone();
             flow.direction = direction_name(direction).to_owned();
             // The endpoint judged is the one on that veth; its address is the flow's.
-            let endpoint = local.get(&ifindex).map_or(ip, |(ip, _)| *ip);
+            let endpoint = local.get(&ifindex).copied().unwrap_or(ip);
             let explained = self
                 .explained
                 .get(endpoint, direction, peer, key.proto, dport, || {
