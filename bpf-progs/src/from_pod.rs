@@ -20,7 +20,7 @@ use crate::{
     ct::{self, is_related, Hit},
     flow::{self, Flow, IPPROTO_UDP},
     forward::deliver,
-    node::{config, endpoint, in_prefix, is_host_ip, is_node_address},
+    node::{config, endpoint, in_prefix, is_host_ip, is_host_port, is_node_address},
     packet::{self, EthIpv4, ETH_P_ARP, ETH_P_IP},
     policy,
     verdict::{deny, drop_with, PASS},
@@ -95,8 +95,11 @@ fn from_pod_ipv4(ctx: &TcContext, ifindex: u32) -> i32 {
         }
     }
 
-    // A new flow (or one to judge again).
-    if in_prefix(hdr.daddr, cfg.service_cidr_be, cfg.service_prefix_len) {
+    // A new flow (or one to judge again). To a Service, or to a pod's hostPort on this node:
+    // judged once the host stack has DNATed it, on the pod (or whatever) it really reaches.
+    if in_prefix(hdr.daddr, cfg.service_cidr_be, cfg.service_prefix_len)
+        || is_host_port(hdr.daddr_be(), flow.key.proto, flow.key.dport)
+    {
         ct::open(&flow.key, CT_F_DEFERRED, cfg.policy_epoch, now);
         count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardHost);
         return PASS;

@@ -11,11 +11,12 @@ use weir_common::{
     events::LOST_SLOTS,
     maps::{
         COUNTERS_MAX, CT_ANY_MIN, CT_TCP_MIN, ENDPOINTS_MAX, FLOW_EVENTS_BYTES, FLOW_RATE_MAX,
-        FRAGS_MAX, HOST_IPS_MAX, POLICY_PEERS_MAX, POLICY_PORTS_MAX, REMOTES_MAX, VERDICTS_MAX,
+        FRAGS_MAX, HOST_IPS_MAX, HOST_PORTS_MAX, POLICY_PEERS_MAX, POLICY_PORTS_MAX, REMOTES_MAX,
+        VERDICTS_MAX,
     },
     CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, FlowRate, FragKey,
-    FragPorts, NodeConfig, PeerKey, PeerValue, PortKey, PortValue, RemoteKey, RemoteNode,
-    VerdictKey,
+    FragPorts, HostPortKey, NodeConfig, PeerKey, PeerValue, PortKey, PortValue, RemoteKey,
+    RemoteNode, VerdictKey,
 };
 
 #[map(name = "WEIR_ENDPOINTS")]
@@ -48,6 +49,9 @@ pub static FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::pinned(FRAGS_MAX,
 
 #[map(name = "WEIR_HOST_IPS")]
 pub static HOST_IPS: HashMap<EndpointKey, u32> = HashMap::pinned(HOST_IPS_MAX, 0);
+
+#[map(name = "WEIR_HOST_PORTS")]
+pub static HOST_PORTS: HashMap<HostPortKey, u32> = HashMap::pinned(HOST_PORTS_MAX, 0);
 
 #[map(name = "WEIR_REMOTES")]
 pub static REMOTES: LpmTrie<RemoteKey, RemoteNode> = LpmTrie::pinned(REMOTES_MAX, 0);

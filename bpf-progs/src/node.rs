@@ -2,9 +2,9 @@
 //! its own addresses.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use weir_common::{EndpointInfo, EndpointKey, NodeConfig, RemoteKey, RemoteNode};
+use weir_common::{EndpointInfo, EndpointKey, HostPortKey, NodeConfig, RemoteKey, RemoteNode};
 
-use crate::maps::{CONFIG, ENDPOINTS, HOST_IPS, REMOTES};
+use crate::maps::{CONFIG, ENDPOINTS, HOST_IPS, HOST_PORTS, REMOTES};
 
 #[inline(always)]
 pub fn endpoint(ip_be: u32) -> Option<EndpointInfo> {
@@ -33,6 +33,23 @@ pub fn is_node_address(ip_be: u32) -> bool {
 pub fn is_host_ip(ip_be: u32) -> bool {
     // SAFETY: presence check only.
     unsafe { HOST_IPS.get(&EndpointKey { ip_be }) }.is_some()
+}
+
+/// Is `port` (wire bytes) of `proto` published as a pod's hostPort on `ip_be`, one of this
+/// node's addresses?
+#[inline(always)]
+pub fn is_host_port(ip_be: u32, proto: u8, port: [u8; 2]) -> bool {
+    let published = |ip_be| {
+        let key = HostPortKey {
+            ip_be,
+            port,
+            proto,
+            _pad: 0,
+        };
+        // SAFETY: presence check only.
+        unsafe { HOST_PORTS.get(&key) }.is_some()
+    };
+    is_host_ip(ip_be) && (published(0) || published(ip_be))
 }
 
 /// Is `addr` (wire bytes) inside `net_be/len`? A zero length means "no such range".

@@ -11,7 +11,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use weir_agent_api::AttachmentId;
+use weir_agent_api::{AttachmentId, PortMapping, PortProtocol};
 
 use crate::{error::CniError, version::CniVersion};
 
@@ -78,6 +78,10 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (GC); `None` when absent.
     pub valid_attachments: Option<Vec<AttachmentId>>,
+    /// `runtimeConfig.portMappings`: the pod's hostPorts (IPv4; IPv6 `hostIP`s are skipped).
+    pub port_mappings: Vec<PortMapping>,
+    /// `runtimeConfig.bandwidth`: the pod's ingress and egress limits, if any.
+    pub bandwidth: Option<crate::bandwidth::Bandwidth>,
 }
 
 impl NetConf {
@@ -126,6 +130,16 @@ impl NetConf {
             None | Some(Value::Null) => None,
             Some(value) => Some(parse_valid_attachments(value)?),
         };
+        let runtime_config = match obj.get("runtimeConfig") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(runtime)) => Some(runtime),
+            Some(_) => return Err(invalid("runtimeConfig", "must be an object")),
+        };
+        let port_mappings = match runtime_config.and_then(|r| r.get("portMappings")) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(value) => parse_port_mappings(value)?,
+        };
+        let bandwidth = crate::bandwidth::from_runtime_config(runtime_config)?;
         Ok(Self {
             cni_version,
             name: name.to_owned(),
@@ -139,6 +153,8 @@ impl NetConf {
             dns,
             prev_result,
             valid_attachments,
+            port_mappings,
+            bandwidth,
         })
     }
 
@@ -226,6 +242,97 @@ fn parse_valid_attachments(value: &Value) -> Result<Vec<AttachmentId>, CniError>
         .collect())
 }
 
+/// The `portMappings` capability's field: `[{"hostPort", "containerPort", "protocol", "hostIP"}]`
+/// as the CNI conventions write it, keys matched case-insensitively (containerd's go-cni marshals
+/// its Go field names, `HostPort`). Ports must be 1–65535, the protocol TCP, UDP or SCTP (any
+/// case; TCP when absent or empty), `hostIP` an address or empty. Weir pods are IPv4 only, so a
+/// mapping for an IPv6 `hostIP` (a dual-stack runtime sends both) is skipped.
+fn parse_port_mappings(value: &Value) -> Result<Vec<PortMapping>, CniError> {
+    const FIELD: &str = "runtimeConfig.portMappings";
+    const NAMES: [&str; 4] = ["hostPort", "containerPort", "protocol", "hostIP"];
+    fn text<'a>(value: Option<&'a Value>, what: &str) -> Result<&'a str, CniError> {
+        match value {
+            None | Some(Value::Null) => Ok(""),
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(other) => Err(invalid(
+                FIELD,
+                format!("{what} must be a string, not {other}"),
+            )),
+        }
+    }
+    let Value::Array(list) = value else {
+        return Err(invalid(
+            FIELD,
+            format!("expected a list of {{\"hostPort\", \"containerPort\", \"protocol\", \"hostIP\"}}, not {value}"),
+        ));
+    };
+    let mut mappings: Vec<PortMapping> = Vec::with_capacity(list.len());
+    for entry in list {
+        let Value::Object(obj) = entry else {
+            return Err(invalid(
+                FIELD,
+                format!("an entry is not an object: {entry}"),
+            ));
+        };
+        let mut fields: [Option<&Value>; 4] = [None; 4];
+        for (key, value) in obj {
+            // Anything else a runtime adds is ignored, as for the configuration's own fields.
+            if let Some(i) = NAMES.iter().position(|n| n.eq_ignore_ascii_case(key)) {
+                if fields[i].replace(value).is_some() {
+                    return Err(invalid(FIELD, format!("{} is given twice", NAMES[i])));
+                }
+            }
+        }
+        let [host_port, container_port, protocol, host_ip] = fields;
+        let port = |value: Option<&Value>, what: &str| {
+            let value = value.ok_or_else(|| invalid(FIELD, format!("{what} is missing")))?;
+            value
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| invalid(FIELD, format!("{what} {value} is not a port (1-65535)")))
+        };
+        let protocol = match text(protocol, "protocol")?.to_ascii_lowercase().as_str() {
+            "" | "tcp" => PortProtocol::Tcp,
+            "udp" => PortProtocol::Udp,
+            "sctp" => PortProtocol::Sctp,
+            other => {
+                return Err(invalid(
+                    FIELD,
+                    format!("protocol {other:?} is not TCP, UDP or SCTP"),
+                ))
+            }
+        };
+        let host_ip = match text(host_ip, "hostIP")? {
+            "" | "0.0.0.0" => None,
+            text => match text.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(ip)) => Some(ip),
+                Ok(std::net::IpAddr::V6(_)) => continue,
+                Err(_) => {
+                    return Err(invalid(
+                        FIELD,
+                        format!("hostIP {text:?} is not an IP address"),
+                    ))
+                }
+            },
+        };
+        let mapping = PortMapping {
+            host_port: port(host_port, "hostPort")?,
+            container_port: port(container_port, "containerPort")?,
+            protocol,
+            host_ip,
+        };
+        if let Some(taken) = mappings.iter().find(|m| m.conflicts_with(&mapping)) {
+            return Err(invalid(
+                FIELD,
+                format!("{mapping} and {taken} claim the same host port"),
+            ));
+        }
+        mappings.push(mapping);
+    }
+    Ok(mappings)
+}
+
 /// The spec's rule for network names (and container IDs): `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
 pub fn is_valid_network_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -282,6 +389,92 @@ mod tests {
 
     const MINIMAL: &str =
         r#"{"cniVersion":"1.0.0","name":"weir","type":"weir","podCIDR":"10.244.1.0/24"}"#;
+
+    fn with_runtime(runtime: &str) -> Result<NetConf, CniError> {
+        conf(&format!(
+            r#"{{"cniVersion":"1.0.0","name":"weir","type":"weir","podCIDR":"10.244.1.0/24","runtimeConfig":{runtime}}}"#
+        ))
+    }
+
+    #[test]
+    fn port_mappings_are_read_as_the_kubelet_writes_them() {
+        let c = with_runtime(
+            r#"{"portMappings":[
+                {"hostPort":8080,"containerPort":80,"protocol":"TCP","hostIP":""},
+                {"hostPort":53,"containerPort":5353,"protocol":"udp","hostIP":"192.0.2.10"},
+                {"hostPort":9000,"containerPort":9000,"protocol":"SCTP"},
+                {"hostPort":8080,"containerPort":80,"protocol":"TCP","hostIP":"::"},
+                {"hostPort":81,"containerPort":81},
+                {"HostPort":82,"ContainerPort":8082,"Protocol":"TCP","HostIP":""}
+            ]}"#,
+        )
+        .unwrap();
+        let shown: Vec<String> = c.port_mappings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "*:8080/tcp -> 80",
+                "192.0.2.10:53/udp -> 5353",
+                "*:9000/sctp -> 9000",
+                "*:81/tcp -> 81",
+                "*:82/tcp -> 8082",
+            ],
+            "the IPv6 hostIP is skipped; no protocol is TCP; containerd's Go field names are read"
+        );
+        assert!(conf(MINIMAL).unwrap().port_mappings.is_empty());
+        assert!(with_runtime(r#"{"portMappings":null}"#)
+            .unwrap()
+            .port_mappings
+            .is_empty());
+    }
+
+    #[test]
+    fn bad_port_mappings_are_code_7_naming_the_field() {
+        for (runtime, says) in [
+            (
+                r#"{"portMappings":[{"hostPort":0,"containerPort":80}]}"#,
+                "hostPort 0",
+            ),
+            (
+                r#"{"portMappings":[{"hostPort":80,"containerPort":70000}]}"#,
+                "containerPort 70000",
+            ),
+            (
+                r#"{"portMappings":[{"hostPort":80,"containerPort":80,"protocol":"icmp"}]}"#,
+                "\"icmp\"",
+            ),
+            (
+                r#"{"portMappings":[{"hostPort":80,"containerPort":80,"hostIP":"nope"}]}"#,
+                "\"nope\"",
+            ),
+            (
+                r#"{"portMappings":[{"containerPort":80}]}"#,
+                "hostPort is missing",
+            ),
+            (
+                r#"{"portMappings":[{"hostPort":80,"HostPort":81,"containerPort":80}]}"#,
+                "given twice",
+            ),
+            (
+                r#"{"portMappings":[{"hostPort":"80","containerPort":80}]}"#,
+                "hostPort \"80\"",
+            ),
+            (r#"{"portMappings":{"hostPort":80}}"#, "expected a list"),
+            (
+                r#"{"portMappings":[{"hostPort":80,"containerPort":80},{"hostPort":80,"containerPort":81,"hostIP":"192.0.2.1"}]}"#,
+                "claim the same host port",
+            ),
+        ] {
+            let err = with_runtime(runtime).unwrap_err();
+            assert_eq!(err.code(), 7, "{runtime}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("runtimeConfig.portMappings") && msg.contains(says),
+                "{runtime}: {msg}"
+            );
+        }
+        assert_eq!(with_runtime("[]").unwrap_err().code(), 7);
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -40,6 +40,8 @@ pub mod codes {
     pub const INTERNAL: u32 = 100;
     /// The pod CIDR has no free address.
     pub const IP_RANGE_EXHAUSTED: u32 = 110;
+    /// A `hostPort` the pod asks for is already another pod's on this node.
+    pub const PORT_CONFLICT: u32 = 120;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,9 @@ pub enum CniError {
 
     #[error("{reason}")]
     NotAvailable { reason: String },
+
+    #[error("hostPort conflict: {message}")]
+    PortConflict { message: String },
 
     #[error("attachment already exists: host veth {host} for {container_id}/{ifname} is present")]
     AttachmentExists {
@@ -155,6 +160,7 @@ impl CniError {
             },
             Self::AgentUnavailable(_) | Self::AgentNotReady { .. } => TRY_AGAIN_LATER,
             Self::NotAvailable { .. } => NOT_AVAILABLE,
+            Self::PortConflict { .. } => PORT_CONFLICT,
             Self::AgentRejected { .. }
             | Self::AgentProtocol { .. }
             | Self::AttachmentExists { .. }
@@ -223,6 +229,12 @@ mod tests {
     #[test]
     fn codes_follow_the_spec_and_the_readme() {
         let cases: Vec<(CniError, u32)> = vec![
+            (
+                CniError::PortConflict {
+                    message: "*:8080/tcp -> 80 is pod default/a's".into(),
+                },
+                120,
+            ),
             (
                 CniError::IncompatibleVersion {
                     requested: "0.2.0".into(),

@@ -22,6 +22,7 @@ use std::{
 };
 
 pub mod agent;
+pub mod bandwidth;
 pub mod cmd;
 pub mod config;
 pub mod error;

@@ -9,7 +9,7 @@ use std::{net::Ipv4Addr, path::Path};
 
 use common::{has_flag, in_netns, privileged, TestNetns};
 use ipnet::Ipv4Net;
-use weir_netlink::{blocking::Runtime, LinkUpdate, NetlinkError, Netns, RouteV4};
+use weir_netlink::{blocking::Runtime, LinkUpdate, NetlinkError, Netns, RouteV4, Tbf};
 
 const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
@@ -312,4 +312,68 @@ fn node_devices_routes_and_managed_neighbours_as_the_agent_makes_them() {
     });
     let neighbours = node.ip_json(&["-4", "neigh", "show", "dev", "weirt0"]);
     assert_eq!(neighbours, serde_json::json!([]), "{neighbours}");
+}
+
+#[test]
+fn a_tbf_root_qdisc_is_added_read_back_and_deleted() {
+    if !privileged("a_tbf_root_qdisc_is_added_read_back_and_deleted") {
+        return;
+    }
+    let node = TestNetns::new("node");
+    node.ip(&[
+        "link",
+        "add",
+        "weirtest0",
+        "type",
+        "veth",
+        "peer",
+        "weirtest1",
+    ]);
+    in_netns(&node, || {
+        let rt = Runtime::new().unwrap();
+        let nl = rt.connect().unwrap();
+        let index = nl
+            .run(|nl| nl.link_by_name("weirtest0"))
+            .unwrap()
+            .unwrap()
+            .index;
+        let before = nl.run(|nl| nl.root_qdisc(index)).unwrap();
+        assert!(
+            before.as_ref().is_none_or(|q| q.tbf.is_none()),
+            "{before:?}"
+        );
+
+        // 5 GB/s needs TCA_TBF_RATE64; 10 MB of burst is 2 ms at that rate.
+        for tbf in [
+            Tbf {
+                rate: 1_250_000,
+                burst: 65_536,
+                limit: 96_786,
+            },
+            Tbf {
+                rate: 5_000_000_000,
+                burst: 10_000_000,
+                limit: 135_000_000,
+            },
+        ] {
+            nl.run(|nl| nl.add_root_tbf(index, &tbf)).unwrap();
+            let err = nl.run(|nl| nl.add_root_tbf(index, &tbf)).unwrap_err();
+            assert!(err.is_exists(), "a second tbf: {err}");
+            let have = nl.run(|nl| nl.root_qdisc(index)).unwrap().unwrap();
+            assert_eq!(have.kind, "tbf");
+            let back = have.tbf.unwrap();
+            assert_eq!((back.rate, back.limit), (tbf.rate, tbf.limit), "{back:?}");
+            assert!(
+                back.burst.abs_diff(tbf.burst) <= tbf.burst / 100,
+                "{back:?}"
+            );
+            assert!(nl.run(|nl| nl.del_root_qdisc(index)).unwrap());
+            let after = nl.run(|nl| nl.root_qdisc(index)).unwrap();
+            assert!(after.is_none_or(|q| q.kind != "tbf"));
+        }
+        assert!(
+            !nl.run(|nl| nl.del_root_qdisc(index)).unwrap(),
+            "nothing to delete"
+        );
+    });
 }

@@ -176,6 +176,8 @@ pub enum ParseError {
     Proto(String),
     #[error("{0:?} is not a served port like tcp:3306 (tcp, udp or sctp; port 1-65535)")]
     Serve(String),
+    #[error("{0:?} is not a host port like 8080:80[/udp][@192.0.2.10]")]
+    HostPort(String),
 }
 
 /// Lowercase letters, digits, '-' and '.', not starting or ending with '-' or '.', at most 253

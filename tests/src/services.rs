@@ -19,6 +19,8 @@
 
 use std::{fmt, net::Ipv4Addr, process::Command, str::FromStr, time::Duration};
 
+use weir_agent_api::{PortMapping, PortProtocol};
+
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +88,51 @@ pub fn parse_serve_list(s: &str) -> Result<Vec<ServePort>, ParseError> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(str::parse)
+        .collect()
+}
+
+/// Parse a `hostPort` as `weir-lab pod add --host-port` takes it:
+/// `HOSTPORT:CONTAINERPORT[/tcp|udp|sctp][@HOSTIP]`.
+pub fn parse_host_port(s: &str) -> Result<PortMapping, ParseError> {
+    let bad = || ParseError::HostPort(s.to_owned());
+    let (rest, host_ip) = match s.trim().split_once('@') {
+        Some((rest, ip)) => (rest, Some(ip.parse::<Ipv4Addr>().map_err(|_| bad())?)),
+        None => (s.trim(), None),
+    };
+    let (ports, protocol) = match rest.split_once('/') {
+        Some((ports, proto)) => (
+            ports,
+            match proto {
+                "tcp" => PortProtocol::Tcp,
+                "udp" => PortProtocol::Udp,
+                "sctp" => PortProtocol::Sctp,
+                _ => return Err(bad()),
+            },
+        ),
+        None => (rest, PortProtocol::Tcp),
+    };
+    let (host, container) = ports.split_once(':').ok_or_else(bad)?;
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad);
+    Ok(PortMapping {
+        host_port: port(host)?,
+        container_port: port(container)?,
+        protocol,
+        host_ip,
+    })
+}
+
+/// The `runtimeConfig.portMappings` the kubelet would send for `ports`.
+pub fn port_mappings_json(ports: &[PortMapping]) -> serde_json::Value {
+    ports
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "hostPort": m.host_port,
+                "containerPort": m.container_port,
+                "protocol": m.protocol.as_str(),
+                "hostIP": m.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            })
+        })
         .collect()
 }
 

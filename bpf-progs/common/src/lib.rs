@@ -13,6 +13,7 @@ pub mod counters;
 pub mod ct;
 pub mod endpoint;
 pub mod events;
+pub mod host_port;
 pub mod policy;
 pub mod remote;
 
@@ -21,5 +22,6 @@ pub use counters::{CounterKey, CounterValue, Reason};
 pub use ct::{CtKey, CtValue, FragKey, FragPorts};
 pub use endpoint::{EndpointInfo, EndpointKey};
 pub use events::{FlowEvent, FlowRate, VerdictKey};
+pub use host_port::HostPortKey;
 pub use policy::{PeerKey, PeerValue, PortKey, PortValue};
 pub use remote::{RemoteKey, RemoteNode};

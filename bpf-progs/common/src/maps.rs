@@ -38,6 +38,10 @@ pub const FRAGS_MAX: u32 = 8_192;
 pub const HOST_IPS: &str = "WEIR_HOST_IPS";
 pub const HOST_IPS_MAX: u32 = 65_536;
 
+/// The pods' hostPorts on this node (`weir_common::HostPortKey`).
+pub const HOST_PORTS: &str = "WEIR_HOST_PORTS";
+pub const HOST_PORTS_MAX: u32 = 4_096;
+
 /// Other nodes' pod CIDRs (and, with VXLAN, their node addresses) → the node to send to.
 pub const REMOTES: &str = "WEIR_REMOTES";
 pub const REMOTES_MAX: u32 = 16_384;
@@ -78,6 +82,7 @@ pub const MAP_KINDS: &[(&str, MapKind)] = &[
     (CT_ANY, MapKind::LruHash),
     (FRAGS, MapKind::LruHash),
     (HOST_IPS, MapKind::Hash),
+    (HOST_PORTS, MapKind::Hash),
     (REMOTES, MapKind::LpmTrie),
     (FLOW_EVENTS, MapKind::RingBuf),
     (FLOW_RATE, MapKind::LruPerCpuHash),
@@ -114,6 +119,7 @@ mod tests {
             CT_ANY,
             FRAGS,
             HOST_IPS,
+            HOST_PORTS,
             REMOTES,
             FLOW_EVENTS,
             FLOW_RATE,

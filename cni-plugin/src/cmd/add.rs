@@ -14,7 +14,8 @@
 //!    ends with the MTU, the host end up (undo: delete the host end, which takes the pod end and
 //!    everything configured on it along).
 //! 5. In the pod: `lo` and the interface up, `<ip>/32` on it, `<gateway> dev <if> scope link`, and
-//!    `default via <gateway> dev <if>`.
+//!    `default via <gateway> dev <if>`; then the qdiscs of `runtimeConfig.bandwidth`
+//!    ([`crate::bandwidth`]; undone with the veth).
 //! 6. Register the endpoint with weir-agent, which answers once its datapath is in place
 //!    (undo: tell the agent to forget it, spooling the DEL if it is gone).
 //!
@@ -33,6 +34,7 @@ use weir_netlink::{
 use super::del;
 use crate::{
     agent::{describe, timeouts, Agent, Connection},
+    bandwidth,
     config::{defaults, NetConf},
     error::CniError,
     host_veth_name,
@@ -88,6 +90,14 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
 
     let pod = rt.connect_in(&netns)?;
     let (pod_index, pod_mac) = configure_pod(&pod, conf, args, ip, &fail_after)?;
+    bandwidth::apply(
+        conf.bandwidth.as_ref(),
+        &host,
+        host_index,
+        &pod,
+        pod_index,
+        mtu,
+    )?;
 
     let endpoint = Endpoint {
         attachment: id.clone(),
@@ -99,6 +109,7 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
         host_ifname: host_name.clone(),
         host_ifindex: host_index,
         host_mac: format_mac(host_mac),
+        port_mappings: conf.port_mappings.clone(),
     };
     // Registered before the call: a timed-out ADD may still have been applied by the agent.
     undo.push("the weir-agent endpoint", || {
@@ -248,6 +259,7 @@ fn register(connection: Connection, endpoint: Endpoint) -> Result<(), CniError> 
             ready: false,
             message,
         }) => Err(CniError::AgentNotReady { message }),
+        Ok(Response::PortConflict { message }) => Err(CniError::PortConflict { message }),
         Ok(Response::Error { message }) => Err(CniError::AgentRejected { op: "ADD", message }),
         Ok(other) => Err(CniError::AgentProtocol {
             op: "ADD",

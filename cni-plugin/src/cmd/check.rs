@@ -4,14 +4,17 @@
 //! Compared against `prevResult` (the ADD result the runtime cached): the host veth exists and is
 //! up; in the pod, `CNI_IFNAME` exists, is up, has the MAC and the address of `prevResult`, and has
 //! the on-link gateway route and the default route; the IPAM reservation exists and holds that
-//! address; weir-agent knows the endpoint with that address. Every problem found is listed in one
-//! error (code 100); a missing netns is code 3, and an unreachable agent with nothing else wrong is
-//! code 11 (transient, unlike a misconfiguration).
+//! address; weir-agent knows the endpoint with that address and publishes the host ports
+//! `runtimeConfig.portMappings` asks for (the agent restores their rules itself if they go
+//! missing); with `runtimeConfig.bandwidth`, both veth ends have their `tbf` root qdisc with the
+//! asked rate. Every problem found is listed in one error (code 100); a missing netns is code 3,
+//! and an unreachable agent with nothing else wrong is code 11 (transient, unlike a
+//! misconfiguration).
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
-use weir_agent_api::{format_mac, AttachmentId, Request, Response};
+use weir_agent_api::{format_mac, AttachmentId, PortMapping, Request, Response};
 use weir_netlink::{
     blocking::{Netlink, Runtime},
     Link, Netns, RouteV4,
@@ -19,6 +22,7 @@ use weir_netlink::{
 
 use crate::{
     agent::{describe, timeouts, Agent},
+    bandwidth,
     cmd::add::pod_routes,
     config::NetConf,
     error::CniError,
@@ -90,6 +94,16 @@ pub fn run(conf: &NetConf, args: &CheckArgs) -> Result<(), CniError> {
         )),
         Some(link) => check_pod(&pod, conf, &link, &expected, &mut problems)?,
     }
+    if let Some(bandwidth) = &conf.bandwidth {
+        bandwidth::check(
+            bandwidth,
+            &host,
+            &host_name,
+            &pod,
+            &id.ifname,
+            &mut problems,
+        )?;
+    }
 
     let ipam = Ipam::new(&conf.data_dir, &conf.name, conf.pod_cidr, conf.gateway);
     let expected_ip = expected.address.map(|net| net.addr());
@@ -106,7 +120,9 @@ pub fn run(conf: &NetConf, args: &CheckArgs) -> Result<(), CniError> {
     }
 
     let agent = Agent::new(&conf.agent_socket);
-    if let Err(unreachable) = check_agent(&agent, id, expected_ip, &mut problems) {
+    if let Err(unreachable) =
+        check_agent(&agent, id, expected_ip, &conf.port_mappings, &mut problems)
+    {
         if problems.is_empty() {
             return Err(unreachable);
         }
@@ -168,6 +184,7 @@ fn check_agent(
     agent: &Agent,
     id: &AttachmentId,
     expected_ip: Option<Ipv4Addr>,
+    expected_ports: &[PortMapping],
     problems: &mut Vec<String>,
 ) -> Result<(), CniError> {
     let request = Request::Get {
@@ -181,6 +198,22 @@ fn check_agent(
                 problems.push(format!(
                     "weir-agent has {} for the endpoint, prevResult says {ip}",
                     IpAddr::V4(endpoint.ip)
+                ));
+            }
+            let sorted = |ports: &[PortMapping]| {
+                let mut ports = ports.to_vec();
+                ports.sort();
+                ports
+            };
+            if sorted(&endpoint.port_mappings) != sorted(expected_ports) {
+                let list = |ports: &[PortMapping]| {
+                    let shown: Vec<String> = ports.iter().map(ToString::to_string).collect();
+                    format!("[{}]", shown.join(", "))
+                };
+                problems.push(format!(
+                    "weir-agent publishes host ports {} for the endpoint, runtimeConfig asks {}",
+                    list(&endpoint.port_mappings),
+                    list(expected_ports)
                 ));
             }
         }

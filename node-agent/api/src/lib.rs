@@ -77,6 +77,74 @@ pub struct Endpoint {
     pub host_ifname: String,
     pub host_ifindex: u32,
     pub host_mac: String,
+    /// The pod's `hostPort`s (CNI capability `portMappings`), IPv4 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A transport protocol a `hostPort` can publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl PortProtocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+            Self::Sctp => 132,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Sctp => "sctp",
+        }
+    }
+}
+
+/// One `hostPort`: traffic for `host_ip:host_port` (any of the node's addresses when `host_ip`
+/// is `None`) goes to the pod's `container_port`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: PortProtocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
+}
+
+impl PortMapping {
+    /// Do the two claim the same port of the node (same protocol and port, and the same address
+    /// or either on every address)?
+    pub fn conflicts_with(&self, other: &PortMapping) -> bool {
+        self.protocol == other.protocol
+            && self.host_port == other.host_port
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
+impl std::fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host_ip {
+            Some(ip) => write!(f, "{ip}:")?,
+            None => f.write_str("*:")?,
+        }
+        write!(
+            f,
+            "{}/{} -> {}",
+            self.host_port,
+            self.protocol.as_str(),
+            self.container_port
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +207,10 @@ pub enum Response {
     },
     Explained {
         explanation: Explanation,
+    },
+    /// ADD refused: a `hostPort` the endpoint asks for is another pod's.
+    PortConflict {
+        message: String,
     },
     Error {
         message: String,

@@ -1,7 +1,8 @@
 //! Weir's one netlink vocabulary, used by the agent and the CNI plugin alike: links, veth pairs
 //! (one end created straight into a pod's namespace), flow-based VXLAN devices, addresses, routes,
-//! kernel-managed neighbour entries, and network namespaces. Each operation is a few lines over
-//! rtnetlink's builders; errno values callers decide on (`EEXIST`, `ENODEV`, …) are mapped here.
+//! kernel-managed neighbour entries, root qdiscs (token bucket filters), and network namespaces.
+//! Each operation is a few lines over rtnetlink's builders; errno values callers decide on
+//! (`EEXIST`, `ENODEV`, …) are mapped here.
 //!
 //! Layer: the bottom of the kernel edge. It imports nothing of Weir's, and nothing else of Weir
 //! speaks rtnetlink or calls `setns`.
@@ -14,6 +15,7 @@ pub mod blocking;
 mod error;
 mod link;
 mod netns;
+mod qdisc;
 mod route;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -37,6 +39,7 @@ pub use error::NetlinkError;
 use error::{absent_is_false, request, DUMP_ATTEMPTS};
 pub use link::{Link, LinkUpdate};
 pub use netns::{Netns, NetnsGuard};
+pub use qdisc::{RootQdisc, Tbf};
 pub use route::RouteV4;
 
 /// An IPv4 address of a device.

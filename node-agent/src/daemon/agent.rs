@@ -8,7 +8,10 @@ use serde_json::json;
 use tracing::info;
 use weir_agent_api::Rejected;
 use weir_common::{
-    maps::{ENDPOINTS, ENDPOINTS_MAX, HOST_IPS, POLICY_PEERS, POLICY_PORTS, REMOTES, REMOTES_MAX},
+    maps::{
+        ENDPOINTS, ENDPOINTS_MAX, HOST_IPS, HOST_PORTS, HOST_PORTS_MAX, POLICY_PEERS, POLICY_PORTS,
+        REMOTES, REMOTES_MAX,
+    },
     NodeConfig,
 };
 use weir_kube::events::NodeProblem;
@@ -49,6 +52,8 @@ pub struct Agent {
     pub(super) flow_log: Arc<super::flows::FlowLog>,
     /// How recent flows were named, until the next programming.
     pub(super) explained: super::flows::ExplainCache,
+    /// The host ports last programmed; `None` until the first time.
+    pub(super) host_ports: Option<Vec<crate::kernel::host_ports::HostPort>>,
     /// When freed heap was last given back to the system.
     pub(super) heap_trimmed: Option<std::time::Instant>,
     /// Held for the agent's lifetime: one agent per node.
@@ -126,6 +131,11 @@ impl Agent {
                     REMOTES,
                     self.remotes.as_ref().map_or(0, |r| r.entries.len()),
                     REMOTES_MAX,
+                ),
+                (
+                    HOST_PORTS,
+                    self.host_ports.as_ref().map_or(0, Vec::len),
+                    HOST_PORTS_MAX,
                 ),
             ],
         }
@@ -215,6 +225,9 @@ impl Agent {
                 "agentSocket": paths.socket(),
                 "dataDir": paths.ipam_dir(),
                 "logFile": paths.cni_log_file,
+                // The kubelet passes hostPorts and the bandwidth annotations only to plugins
+                // that declare these.
+                "capabilities": {"portMappings": true, "bandwidth": true},
             }],
         });
         fs::create_dir_all(&self.config.cni_conf_dir)?;

@@ -50,6 +50,7 @@ pub async fn cleanup(config: &Config) -> Result<()> {
     netlink.del_link(HOST_DEV).await?;
     netlink.del_link(TUNNEL_DEV).await?;
     iptables::remove(Some(config.pod_cidr));
+    crate::kernel::host_ports::remove();
     for dir in [&paths.bpffs_dir, &paths.run_dir, &paths.state_dir] {
         match fs::remove_dir_all(dir) {
             Ok(()) => {}

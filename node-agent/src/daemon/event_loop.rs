@@ -128,6 +128,9 @@ pub async fn run(
                 if let Err(e) = agent.refresh_host_ips().await {
                     warn!(error = %format!("{e:#}"), "re-reading the node's addresses failed");
                 }
+                if let Err(e) = agent.repair_host_ports() {
+                    warn!(error = %format!("{e:#}"), "checking the host-port rules failed");
+                }
             }
             _ = del_spool.tick() => {
                 agent.drain_del_queue();

@@ -3,7 +3,7 @@
 //!
 //! - `agent.rs`: the state and the passes that program it; `start.rs`: start-up and adoption;
 //!   `requests.rs`: the plugin's requests; `routes.rs`: other nodes and the node's addresses;
-//!   `cleanup.rs`: `weir-agent cleanup`.
+//!   `host_ports.rs`: the pods' hostPorts; `cleanup.rs`: `weir-agent cleanup`.
 //! - `server.rs`: the CNI socket; `event_loop.rs`: the loop that owns the agent, so requests and
 //!   reconciling never contend for it, and nothing else (metrics, health) needs it.
 //!
@@ -14,6 +14,7 @@ mod agent;
 mod cleanup;
 mod event_loop;
 mod flows;
+mod host_ports;
 mod memory;
 mod requests;
 mod routes;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 use weir_agent_api::{AttachmentId, Endpoint, Request, Response};
 
-use super::Agent;
+use super::{host_ports::PortConflict, Agent};
 use crate::kernel::{datapath::AttachMode, sysctl::Sysctls};
 
 impl Agent {
@@ -19,8 +19,10 @@ impl Agent {
                 .endpoints
                 .del(&attachment)
                 .map_err(Into::into)
-                // The IP leaves every peer set before the plugin frees it for reuse.
+                // The IP leaves every peer set and every host-port rule before the plugin frees
+                // it for reuse.
                 .and_then(|_| self.reprogram(None))
+                .and_then(|()| self.sync_host_ports())
                 .map(|()| Response::Ok),
             Request::Get { attachment } => Ok(Response::Endpoint {
                 endpoint: self.endpoints.get(&attachment).map(|r| r.endpoint.clone()),
@@ -30,6 +32,7 @@ impl Agent {
                 .gc(&valid)
                 .map_err(Into::into)
                 .and_then(|removed| self.reprogram(None).map(|()| removed))
+                .and_then(|removed| self.sync_host_ports().map(|()| removed))
                 .map(|removed| Response::Gc { removed }),
             Request::Sync => self.sync().await.map(|()| Response::Synced {
                 generation: self.objects.generation(),
@@ -44,6 +47,11 @@ impl Agent {
         self.publish();
         result.unwrap_or_else(|e: anyhow::Error| {
             warn!(error = %format!("{e:#}"), "request failed");
+            if let Some(conflict) = e.downcast_ref::<PortConflict>() {
+                return Response::PortConflict {
+                    message: conflict.to_string(),
+                };
+            }
             Response::Error {
                 message: format!("{e:#}"),
             }
@@ -79,15 +87,22 @@ impl Agent {
             );
         }
         self.check_host_veth(&endpoint).await?;
+        self.check_port_conflicts(&endpoint)?;
         Sysctls::new(&self.config.proc_sys_dir).configure_veth(&endpoint.host_ifname)?;
         // The pod's own policy and its place in other pods' peer sets are programmed before the
         // endpoint is published and before ADD returns: there is no first-packet window.
         self.refresh_objects();
         let attachment = endpoint.attachment.clone();
-        if let Err(e) = self.reprogram(Some(endpoint)) {
-            // Whatever the failed ADD left: the endpoint, and the policy entries only it used.
+        // Its host ports are published once its policy is in place.
+        if let Err(e) = self
+            .reprogram(Some(endpoint))
+            .and_then(|()| self.sync_host_ports())
+        {
+            // Whatever the failed ADD left: the endpoint, the policy entries only it used, and
+            // its host ports.
             let _ = self.endpoints.del(&attachment);
             let _ = self.reprogram(None);
+            let _ = self.sync_host_ports();
             return Err(e);
         }
         Ok(())
@@ -167,6 +182,9 @@ impl Agent {
         if applied > 0 {
             if let Err(e) = self.reprogram(None) {
                 warn!(error = %format!("{e:#}"), "programming policy after spooled DELs failed");
+            }
+            if let Err(e) = self.sync_host_ports() {
+                warn!(error = %format!("{e:#}"), "programming host ports after spooled DELs failed");
             }
             self.publish();
         }

@@ -94,6 +94,7 @@ impl Agent {
             remotes: None,
             host_addresses,
             heap_trimmed: None,
+            host_ports: None,
             flow_log: Arc::new(super::flows::FlowLog::new(config_flow_log_size)),
             explained: super::flows::ExplainCache::default(),
             telemetry,
@@ -104,6 +105,7 @@ impl Agent {
         agent.refresh_objects();
         agent.reprogram(None)?;
         info!(rejected = agent.rejected().len(), "policy programmed");
+        agent.sync_host_ports()?;
         agent.reconcile_routes().await?;
         Ok(agent)
     }

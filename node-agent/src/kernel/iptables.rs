@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 
 #[derive(Debug, thiserror::Error)]
 #[error("iptables: {0}")]
-pub struct IptablesError(String);
+pub struct IptablesError(pub(crate) String);
 
 const MASQ_CHAIN: &str = "WEIR-MASQ";
 const FWD_CHAIN: &str = "WEIR-FORWARD";
@@ -73,7 +73,7 @@ pub fn rules(
     )
 }
 
-fn iptables(args: &[&str]) -> Result<bool, IptablesError> {
+pub(crate) fn iptables(args: &[&str]) -> Result<bool, IptablesError> {
     let status = Command::new("iptables")
         .args(["-w", "5"])
         .args(args)

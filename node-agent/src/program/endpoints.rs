@@ -430,6 +430,7 @@ mod tests {
             host_ifname: veth.into(),
             host_ifindex: 7,
             host_mac: "ee:ee:ee:ee:ee:ee".into(),
+            port_mappings: Vec::new(),
         }
     }
 

@@ -444,6 +444,7 @@ mod tests {
             host_ifname: format!("weir{name}"),
             host_ifindex: u32::from(last),
             host_mac: "ee:ee:ee:ee:ee:ee".into(),
+            port_mappings: Vec::new(),
         }
     }
 

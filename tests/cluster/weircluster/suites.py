@@ -228,6 +228,101 @@ def smoke_checks(checks: Checks) -> None:
     delete_namespace(ns)
 
 
+def host_port(checks: Checks) -> None:
+    """A Deployment publishing a hostPort on the first node, reached on that node's address from
+    every node's own network namespace (the node itself and the others) and from a pod on the
+    last node, as the kubelet hands the port to the plugin through the portMappings capability."""
+    ns = "weir-hostport"
+    nodes = cluster.cluster_nodes()
+    published_on = nodes[0]
+    deployment = f"""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: published
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: published}}}}
+  template:
+    metadata:
+      labels: {{app: published}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      nodeSelector: {{kubernetes.io/hostname: {published_on.name}}}
+      containers:
+      - name: main
+        image: {config.AGNHOST_IMAGE}
+        imagePullPolicy: IfNotPresent
+        args: ["netexec", "--http-port=8080", "--udp-port=-1"]
+        ports: [{{containerPort: 8080, hostPort: {HOST_PORT}, protocol: TCP}}]
+"""
+
+    def run_check() -> None:
+        delete_namespace(ns)
+        kubectl("create", "namespace", ns)
+        apply(deployment, ns)
+        apply(pod_yaml("client", {"app": "client"}, ["pause"], node=nodes[-1].name), ns)
+        wait_pods_ready(ns)
+        target = f"{published_on.ip}:{HOST_PORT}"
+        for node in nodes:
+            reached = run(
+                in_node(node, [config.BIN / "agnhost", "connect", target, "--timeout=2s", "--protocol=tcp"]),
+                check=False, capture=True, timeout=30,
+            )
+            expect(reached.returncode == 0, f"{node.name}'s namespace cannot reach the hostPort at {target}: {reached.stderr}")
+        expect(connects(ns, "client", target), f"a pod on {nodes[-1].name} cannot reach the hostPort at {target}")
+        # Scaled to zero, the port is unpublished: nothing answers any more.
+        kubectl("-n", ns, "scale", "deployment/published", "--replicas=0")
+        wait_for("the hostPort's pod to go", lambda: not kubectl("-n", ns, "get", "pods", "-l", "app=published", "-o", "name").strip(), timeout=60, interval=1)
+        gone = run(in_node(nodes[-1], [config.BIN / "agnhost", "connect", target, "--timeout=2s", "--protocol=tcp"]),
+                   check=False, capture=True, timeout=30)
+        expect(gone.returncode != 0, f"{target} still answers after its pod is gone")
+
+    checks.check(f"a Deployment's hostPort is reached on its node's address from {len(nodes)} node(s) and a pod", run_check)
+    delete_namespace(ns)
+
+
+HOST_PORT = 18080
+
+
+def bandwidth(checks: Checks) -> None:
+    """A pod annotated `kubernetes.io/egress-bandwidth: 10M` sends at 10 Mbit/s: iperf3 (the
+    machine's, run in the pod's network namespace) to the first node's own namespace, for 10 s."""
+    ns = "weir-bandwidth"
+    nodes = cluster.cluster_nodes()
+    runs_on, server_on = nodes[-1], nodes[0]
+    shaped = pod_yaml("shaped", {"app": "shaped"}, ["pause"], node=runs_on.name).replace(
+        "  labels:", "  annotations: {kubernetes.io/egress-bandwidth: 10M}\n  labels:", 1)
+
+    def pod_netns(ip: str) -> str:
+        """The pod's network namespace, found among the node's by its address."""
+        for name in out(in_node(runs_on, ["ip", "netns", "list"])).split():
+            if name.startswith("cni-") and f" {ip}/" in out(in_node(runs_on, ["ip", "-n", name, "-4", "-o", "addr"]), check=False):
+                return name
+        raise Failed(f"no network namespace on {runs_on.name} holds {ip}")
+
+    def run_check() -> None:
+        delete_namespace(ns)
+        kubectl("create", "namespace", ns)
+        apply(shaped, ns)
+        wait_pods_ready(ns)
+        netns = pod_netns(pod_ip(ns, "shaped"))
+        server = subprocess.Popen(in_node(server_on, ["iperf3", "-s", "-1", "-p", "5210"]),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1)
+            report = json.loads(out(in_node(runs_on, ["ip", "netns", "exec", netns, "iperf3", "-c", server_on.ip,
+                                                      "-p", "5210", "-t", "10", "-O", "1", "-J"]), timeout=60))
+        finally:
+            server.kill()
+            server.wait()
+        mbps = report["end"]["sum_received"]["bits_per_second"] / 1e6
+        print(f"  egress-bandwidth 10M: iperf3 received {mbps:.2f} Mbit/s", flush=True)
+        expect(9.0 <= mbps <= 11.0, f"a pod limited to 10 Mbit/s sent {mbps:.2f} Mbit/s")
+
+    checks.check("a pod annotated egress-bandwidth: 10M sends at 9-11 Mbit/s (iperf3)", run_check)
+    delete_namespace(ns)
+
+
 # --- the cluster checks (the seed scenario and what a real cluster shows) -----------------------------
 
 
@@ -476,6 +571,8 @@ spec:
 def cluster_checks() -> Tally:
     checks = Checks()
     egress_to_the_api_server(checks)
+    host_port(checks)
+    bandwidth(checks)
     seed_scenario(checks)
     probes_to_isolated_pods(checks)
     pod_recreated_same_name(checks)
@@ -491,6 +588,8 @@ def smoke() -> Tally:
         checks.check("smoke: cluster up (1 node) with Weir from install/weir.yaml", lambda: cluster.up(1, "native"))
         if not checks.tally.failed:
             smoke_checks(checks)
+            host_port(checks)
+            bandwidth(checks)
     finally:
         if checks.tally.failed:
             keep_logs("smoke")

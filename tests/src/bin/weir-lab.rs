@@ -193,6 +193,9 @@ enum PodCmd {
         /// More ports to serve, proto:port[,...] (tcp, udp, sctp).
         #[arg(long, default_value = "", value_parser = parse_serve_arg)]
         serve: ServeList,
+        /// Publish a hostPort, HOSTPORT:CONTAINERPORT[/tcp|udp|sctp][@HOSTIP]; repeatable.
+        #[arg(long = "host-port", value_parser = parse_host_port_arg)]
+        host_ports: Vec<weir_agent_api::PortMapping>,
     },
     /// Delete a pod: stop its server, `weir` DEL, delete its netns, Service and objects.
     Del {
@@ -208,6 +211,10 @@ fn parse_serve_arg(s: &str) -> Result<ServeList, String> {
     parse_serve_list(s)
         .map(ServeList)
         .map_err(|e| e.to_string())
+}
+
+fn parse_host_port_arg(s: &str) -> Result<weir_agent_api::PortMapping, String> {
+    weir_tests::services::parse_host_port(s).map_err(|e| e.to_string())
 }
 
 type LabelMap = std::collections::BTreeMap<String, String>;
@@ -329,6 +336,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             labels,
             node,
             serve,
+            host_ports,
         }) => {
             let spec = PodSpec {
                 pod,
@@ -336,6 +344,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 node,
                 serve: serve.0,
                 unpublished: false,
+                host_ports,
             };
             print_json(&Lab::open(&dir)?.add_pod_with(&spec)?)?;
         }
@@ -546,6 +555,7 @@ mod tests {
             labels,
             node,
             serve,
+            host_ports,
         }) = cli.command
         else {
             panic!("{cli:?}")
@@ -554,6 +564,25 @@ mod tests {
         assert_eq!(labels.get("tier").map(String::as_str), Some("front"));
         assert_eq!(node, Some(2));
         assert!(serve.0.is_empty());
+        assert!(host_ports.is_empty());
+        let cli = parse(&[
+            "pod",
+            "add",
+            "x/a",
+            "--host-port",
+            "8080:80",
+            "--host-port",
+            "5353:53/udp@192.0.2.10",
+        ])
+        .unwrap();
+        let Cmd::Pod(PodCmd::Add { host_ports, .. }) = cli.command else {
+            panic!("{cli:?}")
+        };
+        let shown: Vec<String> = host_ports.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["*:8080/tcp -> 80", "192.0.2.10:5353/udp -> 53"]);
+        assert!(parse(&["pod", "add", "x/a", "--host-port", "8080"]).is_err());
+        assert!(parse(&["pod", "add", "x/a", "--host-port", "0:80"]).is_err());
+        assert!(parse(&["pod", "add", "x/a", "--host-port", "80:80/icmp"]).is_err());
         assert!(parse(&["pod", "add", "web"]).is_err());
         assert!(parse(&["pod", "add", "default/web", "--labels", "role"]).is_err());
         let cli = parse(&["pod", "add", "x/a", "--serve", "tcp:3306,udp:53,sctp:9"]).unwrap();

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
+use weir_agent_api::PortMapping;
 
 use crate::{
     cni::{parse_add_result, plugin_config_from_dir, run_cni, with_prev_result, AddResult, CniEnv},
@@ -80,6 +81,8 @@ pub struct PodSpec {
     /// ADD runs before the agents know the Pod (the API's watch lagging behind the kubelet), and
     /// the Pod stays unknown until [`Lab::publish_pod`].
     pub unpublished: bool,
+    /// `hostPort`s, passed to ADD as the kubelet does (`runtimeConfig.portMappings`).
+    pub host_ports: Vec<PortMapping>,
 }
 
 impl PodSpec {
@@ -90,7 +93,14 @@ impl PodSpec {
             node: None,
             serve: Vec::new(),
             unpublished: false,
+            host_ports: Vec::new(),
         }
+    }
+
+    /// Publish a `hostPort` (see [`services::parse_host_port`] for the text form).
+    pub fn host_port(mut self, mapping: PortMapping) -> Self {
+        self.host_ports.push(mapping);
+        self
     }
 
     /// Add the pod (CNI ADD) before its Pod object exists; see [`Lab::publish_pod`].
@@ -168,7 +178,11 @@ pub(super) fn add_pod_locked(
         bail!("netns {netns_name} already exists (a leftover?); run `weir-lab down`");
     }
     let weir = require_bin("weir")?;
-    let config = plugin_config_from_dir(&node.cni_conf_dir)?;
+    let mut config = plugin_config_from_dir(&node.cni_conf_dir)?;
+    if !spec.host_ports.is_empty() {
+        config["runtimeConfig"] =
+            serde_json::json!({"portMappings": services::port_mappings_json(&spec.host_ports)});
+    }
     let ports = services::all_ports(&spec.serve);
 
     // The Pod exists (scheduled, no IP yet) before the runtime calls the plugin, as in a cluster.

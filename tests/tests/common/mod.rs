@@ -283,14 +283,24 @@ impl Stream {
         server_ip: std::net::Ipv4Addr,
         port: u16,
     ) -> Self {
+        let server = std::net::SocketAddrV4::new(server_ip, port);
+        Self::start_via(client_netns, server, server_netns, server)
+    }
+
+    /// A stream whose client connects to `connect_to`, which leads (through a DNAT) to the
+    /// server listening on `listen_on` in `server_netns`.
+    pub fn start_via(
+        client_netns: &str,
+        connect_to: std::net::SocketAddrV4,
+        server_netns: &str,
+        listen_on: std::net::SocketAddrV4,
+    ) -> Self {
         use std::io::{Read, Write};
-        use std::net::{SocketAddrV4, TcpListener, TcpStream};
+        use std::net::{TcpListener, TcpStream};
         use std::sync::atomic::Ordering;
 
-        let listener = weir_tests::in_netns(server_netns, || {
-            TcpListener::bind((server_ip, port)).unwrap()
-        })
-        .unwrap();
+        let listener =
+            weir_tests::in_netns(server_netns, || TcpListener::bind(listen_on).unwrap()).unwrap();
         let receiver = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept()?;
             let mut total = 0u64;
@@ -302,10 +312,8 @@ impl Stream {
                 }
             }
         });
-        let stream = weir_tests::in_netns(client_netns, || {
-            TcpStream::connect(SocketAddrV4::new(server_ip, port)).unwrap()
-        })
-        .unwrap();
+        let stream =
+            weir_tests::in_netns(client_netns, || TcpStream::connect(connect_to).unwrap()).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sender = {
             let stop = stop.clone();

@@ -18,6 +18,7 @@ pub struct FakeDatapath {
     pub peers: BTreeMap<PeerEntry, u32>,
     pub ports: BTreeSet<PortEntry>,
     pub host_ips: Vec<Ipv4Addr>,
+    pub host_ports: Vec<weir_common::HostPortKey>,
     pub remotes: BTreeMap<ipnet::Ipv4Net, Ipv4Addr>,
     /// Makes PEERS writes fail once this many entries exist (a full map).
     pub peers_capacity: Option<usize>,
@@ -173,6 +174,10 @@ impl Datapath for FakeDatapath {
     }
     fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError> {
         self.host_ips = ips.to_vec();
+        Ok(())
+    }
+    fn set_host_ports(&mut self, ports: &[weir_common::HostPortKey]) -> Result<(), DatapathError> {
+        self.host_ports = ports.to_vec();
         Ok(())
     }
 

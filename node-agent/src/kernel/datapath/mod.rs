@@ -161,6 +161,8 @@ pub trait Datapath: Send {
 
     /// Replace the set of this node's own addresses (always allowed to reach local pods).
     fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError>;
+    /// Replace the set of the pods' hostPorts (whose flows from local pods are judged after DNAT).
+    fn set_host_ports(&mut self, ports: &[weir_common::HostPortKey]) -> Result<(), DatapathError>;
     /// How many entries the PEERS and PORTS maps can hold.
     fn policy_capacity(&self) -> (usize, usize);
 

@@ -24,12 +24,12 @@ use aya::{
 use tracing::info;
 use weir_common::{
     maps::{
-        CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, FLOW_RATE, HOST_IPS, MAP_KINDS, POLICY_PEERS,
-        POLICY_PORTS, PROG_EGRESS_AFTER_DNAT, PROG_FROM_HOST, PROG_FROM_POD, PROG_FROM_TUNNEL,
-        PROG_FROM_UPLINK, REMOTES, VERDICTS,
+        CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, FLOW_RATE, HOST_IPS, HOST_PORTS, MAP_KINDS,
+        POLICY_PEERS, POLICY_PORTS, PROG_EGRESS_AFTER_DNAT, PROG_FROM_HOST, PROG_FROM_POD,
+        PROG_FROM_TUNNEL, PROG_FROM_UPLINK, REMOTES, VERDICTS,
     },
-    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, FlowRate, NodeConfig,
-    PeerKey, PeerValue, PortKey, PortValue, RemoteKey, RemoteNode, VerdictKey,
+    CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, FlowRate, HostPortKey,
+    NodeConfig, PeerKey, PeerValue, PortKey, PortValue, RemoteKey, RemoteNode, VerdictKey,
 };
 
 use super::{AttachMode, Attachments, Datapath, DatapathError, Hook, PeerEntry, PortEntry};
@@ -517,6 +517,28 @@ impl Datapath for BpfDatapath {
         for ip_be in &want {
             map.insert(EndpointKey { ip_be: *ip_be }, 1, 0)
                 .map_err(map_err(HOST_IPS))?;
+        }
+        Ok(())
+    }
+
+    fn set_host_ports(&mut self, ports: &[HostPortKey]) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(HOST_PORTS)
+            .ok_or(missing_map(HOST_PORTS))?;
+        let mut map: HashMap<_, HostPortKey, u32> =
+            HashMap::try_from(map).map_err(map_err(HOST_PORTS))?;
+        let want: std::collections::BTreeSet<HostPortKey> = ports.iter().copied().collect();
+        let stale: Vec<HostPortKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains(k))
+            .collect();
+        for key in stale {
+            absent_ok(HOST_PORTS, map.remove(&key))?;
+        }
+        for key in &want {
+            map.insert(*key, 1, 0).map_err(map_err(HOST_PORTS))?;
         }
         Ok(())
     }
