@@ -36,13 +36,14 @@ fn node_ip(lab: &Lab, index: u32) -> Ipv4Addr {
     lab.node(index).unwrap().ip
 }
 
-/// `default/web` on node 1, publishing TCP 8080 and UDP 8053 (both to its port 81).
+/// `default/web` on node 1, publishing TCP 8080, UDP 8053 and SCTP 8132 (all to its port 81).
 fn add_web(lab: &Lab) {
     let spec = PodSpec::new("default", "web")
         .label("app", "web")
         .on_node(1)
         .host_port(parse_host_port("8080:81").unwrap())
-        .host_port(parse_host_port("8053:81/udp").unwrap());
+        .host_port(parse_host_port("8053:81/udp").unwrap())
+        .host_port(parse_host_port("8132:81/sctp").unwrap());
     lab.add_pod_with(&spec).unwrap();
 }
 
@@ -109,12 +110,16 @@ fn reached_from_everywhere(routing: Routing) {
         assert_reaches_web(&lab, from, node1, Proto::Tcp, 8080);
         assert_reaches_web(&lab, from, node1, Proto::Udp, 8053);
     }
+    // SCTP (raw INIT/INIT-ACK: this kernel has no SCTP sockets) from outside and from a pod.
+    for from in ["ext", "default/far"] {
+        assert_reaches_web(&lab, from, node1, Proto::Sctp, 8132);
+    }
     // Published on node 1 only; node 2 does not answer on the port.
     let r = lab
         .probe("ext", &node_ip(&lab, 2).to_string(), Proto::Tcp, 8080, NO)
         .unwrap();
     assert!(!r.connected, "{r:?}");
-    assert_eq!(metric(&lab, "weir_map_entries{map=\"WEIR_HOST_PORTS\"}"), 2);
+    assert_eq!(metric(&lab, "weir_map_entries{map=\"WEIR_HOST_PORTS\"}"), 3);
 }
 
 #[test]
@@ -151,7 +156,12 @@ fn a_taken_host_port_fails_add_with_the_conflict_error_and_del_frees_it() {
     let lab = lab("hostport-conflict", 1, Routing::Native);
     add_web(&lab);
     let before = node_footprint(&lab);
-    for taken in ["8080:80", "8080:80@192.0.2.11", "8053:53/udp"] {
+    for taken in [
+        "8080:80",
+        "8080:80@192.0.2.11",
+        "8053:53/udp",
+        "8132:80/sctp",
+    ] {
         let spec = PodSpec::new("default", "second").host_port(parse_host_port(taken).unwrap());
         let err = lab.add_pod_with(&spec).unwrap_err().to_string();
         assert!(
@@ -169,7 +179,7 @@ fn a_taken_host_port_fails_add_with_the_conflict_error_and_del_frees_it() {
         &PodSpec::new("default", "udp").host_port(parse_host_port("8080:81/udp").unwrap()),
     )
     .unwrap();
-    assert_eq!(dnat_rules(&lab, 1).len(), 3, "{:?}", dnat_rules(&lab, 1));
+    assert_eq!(dnat_rules(&lab, 1).len(), 4, "{:?}", dnat_rules(&lab, 1));
 
     // DEL takes the pod's rules and map entries along, and frees the port for another pod.
     lab.del_pod("default", "web").unwrap();
@@ -377,6 +387,24 @@ fn check_verifies_the_host_ports_and_a_full_add_del_cycle_leaves_no_rule() {
     assert!(error.msg.contains("host ports"), "{error:?}");
 
     let out = weir_tests::cni::run_cni(&env("DEL"), &config).unwrap();
+    assert!(out.success(), "{out:?}");
+    assert!(dnat_rules(&lab, 1).is_empty());
+    assert_eq!(metric(&lab, "weir_map_entries{map=\"WEIR_HOST_PORTS\"}"), 0);
+
+    // GC of an attachment the runtime no longer knows unpublishes its ports too.
+    weir_tests::cni::run_cni(&env("ADD"), &config)
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(dnat_rules(&lab, 1).len(), 2);
+    let mut gc = config.clone();
+    gc["cniVersion"] = serde_json::json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = serde_json::json!([]);
+    let out = weir_tests::cni::run_cni(
+        &weir_tests::cni::CniEnv::new("GC").run_in(&lab.node_netns()),
+        &gc,
+    )
+    .unwrap();
     assert!(out.success(), "{out:?}");
     assert!(dnat_rules(&lab, 1).is_empty());
     assert_eq!(metric(&lab, "weir_map_entries{map=\"WEIR_HOST_PORTS\"}"), 0);

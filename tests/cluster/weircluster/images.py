@@ -29,7 +29,7 @@ CONFIG_MEDIA = "application/vnd.oci.image.config.v1+json"
 MANIFEST_MEDIA = "application/vnd.oci.image.manifest.v1+json"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # What install/Containerfile adds to debian:bookworm-slim.
-WEIR_BASE_PACKAGES = ["iptables", "mount"]
+WEIR_BASE_PACKAGES = ["iptables", "mount", "conntrack"]
 
 
 def _tar_dir(root: Path, dest: Path) -> None:
