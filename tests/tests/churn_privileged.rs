@@ -21,8 +21,8 @@ use std::{
 use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData};
 use serde_json::Value;
 use weir_common::{
-    maps::{ENDPOINTS, POLICY_PEERS},
-    EndpointInfo, EndpointKey, PeerKey, PeerValue,
+    maps::{ENDPOINTS, HOST_PORTS, POLICY_PEERS},
+    EndpointInfo, EndpointKey, HostPortKey, PeerKey, PeerValue,
 };
 use weir_tests::{
     cni::{parse_add_result, run_cni, with_prev_result, CniEnv},
@@ -99,7 +99,16 @@ fn churn_with_kills_leaves_nothing_behind_and_every_live_pod_whole() {
     std::fs::write(lab.manifest_dir().unwrap().join("churn.yaml"), objects).unwrap();
     lab.sync().unwrap();
 
-    let config = lab.plugin_config(1).unwrap();
+    let base = lab.plugin_config(1).unwrap();
+    // Every pod publishes a hostPort of its own, so that its rule and map entry must come and go
+    // with it too.
+    let config_of = |name: usize| {
+        let mut config = base.clone();
+        config["runtimeConfig"] = serde_json::json!({"portMappings": [
+            {"hostPort": host_port(name), "containerPort": 80, "protocol": "TCP", "hostIP": ""}
+        ]});
+        config
+    };
     let mut agent = lab.state().unwrap().node(1).unwrap().agent.unwrap();
     let restart_every = (ops / 5).clamp(50, 400);
     let mut live: BTreeMap<usize, Live> = BTreeMap::new();
@@ -124,7 +133,7 @@ fn churn_with_kills_leaves_nothing_behind_and_every_live_pod_whole() {
     // spools the DEL and succeeds all the same).
     let del_until_done = |name: usize, netns: Option<&Netns>| {
         for attempt in 0.. {
-            let out = run_cni(&env("DEL", name, netns), &config).unwrap();
+            let out = run_cni(&env("DEL", name, netns), &config_of(name)).unwrap();
             if out.success() {
                 return;
             }
@@ -154,7 +163,7 @@ fn churn_with_kills_leaves_nothing_behind_and_every_live_pod_whole() {
             None => {
                 tally.adds += 1;
                 let netns = Netns::create(format!("{prefix}-ch{name}")).unwrap();
-                let out = run(env("ADD", name, Some(&netns)), &config, &mut tally);
+                let out = run(env("ADD", name, Some(&netns)), &config_of(name), &mut tally);
                 match out.into_result() {
                     Ok(result) => {
                         let ip = parse_add_result(&result).unwrap().ip;
@@ -168,14 +177,18 @@ fn churn_with_kills_leaves_nothing_behind_and_every_live_pod_whole() {
             }
             Some(pod) if roll < 5 => {
                 tally.dels += 1;
-                let out = run(env("DEL", name, Some(&pod.netns)), &config, &mut tally);
+                let out = run(
+                    env("DEL", name, Some(&pod.netns)),
+                    &config_of(name),
+                    &mut tally,
+                );
                 if !out.success() {
                     del_until_done(name, Some(&pod.netns));
                 }
             }
             Some(pod) => {
                 tally.checks += 1;
-                let stdin = with_prev_result(&config, &pod.result);
+                let stdin = with_prev_result(&config_of(name), &pod.result);
                 let out = run(env("CHECK", name, Some(&pod.netns)), &stdin, &mut tally);
                 // Killed, or the agent is restarting (code 11): no verdict. Otherwise it must pass.
                 let unavailable = out.error().is_some_and(|e| e.code == 11);
@@ -223,8 +236,14 @@ fn churn_with_kills_leaves_nothing_behind_and_every_live_pod_whole() {
     }
 }
 
+/// The hostPort churn pod `name` publishes.
+fn host_port(name: usize) -> u16 {
+    20_000 + name as u16
+}
+
 /// Everything of a pod that is gone, and everything missing of a live one: host veths, IP
-/// reservations, endpoint map entries, agent records, attachments and peer-set entries.
+/// reservations, endpoint map entries, agent records, attachments, peer-set entries, and hostPort
+/// rules and map entries.
 fn leaks(lab: &Lab, live: &BTreeMap<usize, Live>) -> Vec<String> {
     let node = lab.node(1).unwrap();
     let want_ips: BTreeSet<Ipv4Addr> = live.values().map(|p| p.ip).collect();
@@ -317,5 +336,47 @@ fn leaks(lab: &Lab, live: &BTreeMap<usize, Live>) -> Vec<String> {
         .map(|k| Ipv4Addr::from(k.data().ip).to_string())
         .collect();
     compare("peer-set entry", peer_ips, &want_ip_strings);
+
+    let want_rules: BTreeSet<String> = live
+        .iter()
+        .map(|(name, pod)| format!("{} -> {}:80", host_port(*name), pod.ip))
+        .collect();
+    let rules = weir_tests::in_netns(&node.netns, || {
+        std::process::Command::new("iptables")
+            .args(["-t", "nat", "-S", "WEIR-HOSTPORTS"])
+            .output()
+            .unwrap()
+    })
+    .unwrap();
+    let dnat: BTreeSet<String> = String::from_utf8_lossy(&rules.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .map(|l| {
+            let word_after = |flag: &str| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != flag)
+                    .nth(1)
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            format!(
+                "{} -> {}",
+                word_after("--dport"),
+                word_after("--to-destination")
+            )
+        })
+        .collect();
+    compare("hostPort rule", dnat, &want_rules);
+    let host_ports: HashMap<_, HostPortKey, u32> = HashMap::try_from(Map::HashMap(
+        MapData::from_pin(pin_dir.join(HOST_PORTS)).unwrap(),
+    ))
+    .unwrap();
+    let published = host_ports
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| u16::from_be_bytes(k.port).to_string())
+        .collect();
+    let want_ports = live.keys().map(|n| host_port(*n).to_string()).collect();
+    compare("hostPort map entry", published, &want_ports);
     found
 }
