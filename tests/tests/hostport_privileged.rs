@@ -218,6 +218,16 @@ spec:
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
+metadata: {name: web-out-to-doc-net, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 203.0.113.0/24}}]
+    ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
 metadata: {name: client-only-to-web, namespace: default}
 spec:
   podSelector: {matchLabels: {role: client}}
@@ -289,6 +299,15 @@ fn policy_judges_host_port_traffic_after_dnat_on_the_real_client_and_pod() {
     // The client's egress allows only web's port 81: its flow to the node's port 8080 is judged
     // after the DNAT, on web:81, not on the node's address.
     assert_reaches_web(&lab, "default/client", node1, Proto::Tcp, 8080);
+    // The published pod's own egress is its policy's, hostPort or not (calico#5104: an ipBlock
+    // egress rule stopped applying once a hostPort was defined): the outside network it names
+    // on port 80 is reached, a pod is not.
+    let r = lab.probe("default/web", "ext", Proto::Tcp, 80, T).unwrap();
+    assert!(r.connected, "{r:?}");
+    let r = lab
+        .probe("default/web", "default/other", Proto::Tcp, 80, NO)
+        .unwrap();
+    assert!(!r.connected, "{r:?}");
     // The UDP hostPort leads to port 81 over UDP, which the client's egress does not allow.
     let r = lab
         .probe("default/client", &node1.to_string(), Proto::Udp, 8053, NO)
