@@ -14,14 +14,13 @@
 //! or a changed mapping never leaves a moment without rules.
 
 use std::{
-    io::Write,
     net::Ipv4Addr,
     process::{Command, Stdio},
 };
 
 use weir_agent_api::{PortMapping, PortProtocol};
 
-use super::iptables::{iptables, IptablesError};
+use super::iptables::{ensure_first, iptables, restore, IptablesError};
 
 pub const DNAT_CHAIN: &str = "WEIR-HOSTPORTS";
 pub const MASQ_CHAIN: &str = "WEIR-HOSTPORTS-MASQ";
@@ -102,37 +101,9 @@ fn jumps() -> [(&'static str, Vec<&'static str>); 3] {
 /// inserted if missing (first, ahead of kube-proxy's: a hostPort is more specific than a
 /// NodePort on the same number).
 pub fn apply(ports: &[HostPort]) -> Result<(), IptablesError> {
-    let mut child = Command::new("iptables-restore")
-        .args(["-w", "5", "--noflush"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| IptablesError(format!("running iptables-restore: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(rules(ports).as_bytes())
-            .map_err(|e| IptablesError(e.to_string()))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| IptablesError(e.to_string()))?;
-    if !out.status.success() {
-        return Err(IptablesError(format!(
-            "host ports: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    restore(&rules(ports)).map_err(|e| IptablesError(format!("host ports: {}", e.0)))?;
     for (chain, rule) in jumps() {
-        let mut check = vec!["-t", "nat", "-C", chain];
-        check.extend(&rule);
-        if !iptables(&check)? {
-            let mut insert = vec!["-t", "nat", "-I", chain, "1"];
-            insert.extend(&rule);
-            if !iptables(&insert)? {
-                return Err(IptablesError(format!("inserting jump to nat/{chain}")));
-            }
-        }
+        ensure_first("nat", chain, &rule)?;
     }
     Ok(())
 }

@@ -84,13 +84,9 @@ pub(crate) fn iptables(args: &[&str]) -> Result<bool, IptablesError> {
     Ok(status.success())
 }
 
-/// Install the chains and the jumps to them. Idempotent.
-pub fn install(
-    pod_cidr: Ipv4Net,
-    cluster_cidr: Ipv4Net,
-    vxlan: bool,
-    egress_after_dnat: &Path,
-) -> Result<(), IptablesError> {
+/// Apply `rules` (iptables-restore format) with `--noflush`: each table's changes in one
+/// transaction, the chains they do not name left alone.
+pub(crate) fn restore(rules: &str) -> Result<(), IptablesError> {
     let mut child = Command::new("iptables-restore")
         .args(["-w", "5", "--noflush"])
         .stdin(Stdio::piped())
@@ -100,7 +96,7 @@ pub fn install(
         .map_err(|e| IptablesError(format!("running iptables-restore: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(rules(pod_cidr, cluster_cidr, vxlan, egress_after_dnat).as_bytes())
+            .write_all(rules.as_bytes())
             .map_err(|e| IptablesError(e.to_string()))?;
     }
     let out = child
@@ -108,9 +104,20 @@ pub fn install(
         .map_err(|e| IptablesError(e.to_string()))?;
     if !out.status.success() {
         return Err(IptablesError(
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ));
     }
+    Ok(())
+}
+
+/// Install the chains and the jumps to them. Idempotent.
+pub fn install(
+    pod_cidr: Ipv4Net,
+    cluster_cidr: Ipv4Net,
+    vxlan: bool,
+    egress_after_dnat: &Path,
+) -> Result<(), IptablesError> {
+    restore(&rules(pod_cidr, cluster_cidr, vxlan, egress_after_dnat))?;
     let masq_src = pod_cidr.to_string();
     let jumps: [(&str, &str, Vec<&str>); 3] = [
         (
@@ -122,15 +129,22 @@ pub fn install(
         ("filter", "INPUT", vec!["-j", INPUT_CHAIN]),
     ];
     for (table, chain, rule) in jumps {
-        let mut check = vec!["-t", table, "-C", chain];
-        check.extend(&rule);
-        if !iptables(&check)? {
-            let mut insert = vec!["-t", table, "-I", chain, "1"];
-            insert.extend(&rule);
-            if !iptables(&insert)? {
-                return Err(IptablesError(format!("inserting jump to {table}/{chain}")));
-            }
-        }
+        ensure_first(table, chain, &rule)?;
+    }
+    Ok(())
+}
+
+/// Insert `rule` first in `table`/`chain` unless the chain already has it.
+pub(crate) fn ensure_first(table: &str, chain: &str, rule: &[&str]) -> Result<(), IptablesError> {
+    let mut check = vec!["-t", table, "-C", chain];
+    check.extend(rule);
+    if iptables(&check)? {
+        return Ok(());
+    }
+    let mut insert = vec!["-t", table, "-I", chain, "1"];
+    insert.extend(rule);
+    if !iptables(&insert)? {
+        return Err(IptablesError(format!("inserting jump to {table}/{chain}")));
     }
     Ok(())
 }
