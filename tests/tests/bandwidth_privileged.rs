@@ -61,17 +61,6 @@ fn root_qdisc(netns: &str, dev: &str) -> Option<(String, u64, u64)> {
     ))
 }
 
-/// Host-side veths the plugin made (`weir` + 11 hex) still in the node.
-fn pod_veths(lab: &Lab) -> Vec<String> {
-    let links = ip_in(&lab.node_netns(), &["-o", "link", "show"]).unwrap();
-    links
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
-        .filter(|n| n.len() == 15 && n.starts_with("weir"))
-        .collect()
-}
-
 #[test]
 fn add_shapes_both_directions_check_verifies_and_del_leaves_nothing() {
     require_root!();
@@ -128,7 +117,11 @@ fn add_shapes_both_directions_check_verifies_and_del_leaves_nothing() {
 
     let out = run_cni(&env(&lab, "DEL", &netns, "shaped"), &check_config).unwrap();
     assert!(out.success(), "{out:?}");
-    assert_eq!(pod_veths(&lab), Vec::<String>::new(), "host veths left");
+    assert_eq!(
+        common::pod_veths(&lab),
+        Vec::<String>::new(),
+        "host veths left"
+    );
     let links = ip_in(netns.name(), &["-o", "link", "show"]).unwrap();
     assert!(!links.contains("eth0"), "pod interface left: {links}");
     assert_eq!(root_qdisc(netns.name(), "eth0"), None);
@@ -147,7 +140,11 @@ fn a_burst_below_the_mtu_fails_add_and_leaves_nothing() {
         .expect("a 100-byte bucket cannot work");
     assert_eq!(err.code, 7, "{err:?}");
     assert!(err.msg.contains("below the MTU"), "{err:?}");
-    assert_eq!(pod_veths(&lab), Vec::<String>::new(), "host veths left");
+    assert_eq!(
+        common::pod_veths(&lab),
+        Vec::<String>::new(),
+        "host veths left"
+    );
 }
 
 /// Bits per second received by a server in `server_ns` on `server_ip` from a client in
@@ -254,5 +251,9 @@ fn real_tcp_traffic_is_held_to_the_asked_rates() {
     let out = run_cni(&del, &with_prev_result(&config, &result)).unwrap();
     assert!(out.success(), "{out:?}");
     lab.del_pod("default", "peer").unwrap();
-    assert_eq!(pod_veths(&lab), Vec::<String>::new(), "host veths left");
+    assert_eq!(
+        common::pod_veths(&lab),
+        Vec::<String>::new(),
+        "host veths left"
+    );
 }

@@ -136,13 +136,7 @@ fn a_host_port_is_reached_from_everywhere_vxlan() {
 
 /// The node's veths and the plugin's IPAM state, to show that a refused ADD left nothing.
 fn node_footprint(lab: &Lab) -> (usize, serde_json::Value) {
-    let links = ip_in(&lab.node_netns(), &["-o", "link", "show"]).unwrap();
-    let veths = links
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or(""))
-        .filter(|n| n.len() == 15 && n.starts_with("weir"))
-        .count();
+    let veths = common::pod_veths(lab).len();
     let node = lab.node(1).unwrap();
     let ipam = std::fs::read(node.state_dir.join("ipam/weir/allocations.json")).unwrap();
     let ipam: serde_json::Value = serde_json::from_slice(&ipam).unwrap();

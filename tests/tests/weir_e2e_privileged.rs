@@ -23,17 +23,6 @@ fn lab(tag: &str) -> Lab {
     Lab::up(&LabOptions::isolated(tag)).expect("lab up")
 }
 
-/// Host-side veths the plugin made (`weir` + 11 hex) still in the node.
-fn pod_veths(lab: &Lab) -> Vec<String> {
-    let links = ip_in(&lab.node_netns(), &["-o", "link", "show"]).unwrap();
-    links
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
-        .filter(|n| n.len() == 15 && n.starts_with("weir"))
-        .collect()
-}
-
 /// IPs reserved in the plugin's IPAM state (`allocations[].ip` of its state file).
 fn reserved_ips(lab: &Lab) -> Vec<String> {
     let node = lab.node(1).unwrap();
@@ -85,7 +74,11 @@ fn pod_netns(lab: &Lab, name: &str) -> String {
 }
 
 fn assert_clean(lab: &Lab) {
-    assert_eq!(pod_veths(lab), Vec::<String>::new(), "host veths left");
+    assert_eq!(
+        common::pod_veths(lab),
+        Vec::<String>::new(),
+        "host veths left"
+    );
     assert_eq!(reserved_ips(lab), Vec::<String>::new(), "IPs left reserved");
     assert_eq!(
         endpoint_pins(lab),
@@ -143,7 +136,7 @@ fn fifty_concurrent_adds_get_distinct_ips_and_dels_leave_nothing() {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 50, "duplicate IPs handed out");
-    assert_eq!(pod_veths(&lab).len(), 50);
+    assert_eq!(common::pod_veths(&lab).len(), 50);
     let r = lab.probe("load/p0", "load/p49", Proto::Tcp, 80, T).unwrap();
     assert!(r.connected, "{r:?}");
     std::thread::scope(|s| {
@@ -203,7 +196,7 @@ fn del_is_idempotent_and_succeeds_without_netns_or_prev_result() {
     let netns = Netns::create(format!("{}-del", weir_tests::names::lab_prefix(lab.id()))).unwrap();
     let add = run_cni(&add_env(&lab, &netns, "delme"), &config).unwrap();
     let result = add.into_result().unwrap();
-    assert_eq!(pod_veths(&lab).len(), 1);
+    assert_eq!(common::pod_veths(&lab).len(), 1);
     drop(netns); // the runtime lost the netns (reboot, crash)
 
     let mut del =
@@ -252,7 +245,7 @@ fn a_del_spooled_while_the_agent_is_not_listening_is_applied_by_the_running_agen
     let out = run_cni(&del, &config).unwrap();
     std::fs::rename(&hidden, &socket).unwrap();
     assert!(out.success(), "{out:?}");
-    assert_eq!(pod_veths(&lab), Vec::<String>::new());
+    assert_eq!(common::pod_veths(&lab), Vec::<String>::new());
     assert_eq!(records(), 1, "the agent did not hear of the DEL");
 
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -295,7 +288,11 @@ fn exhausted_range_is_a_clear_error_that_changes_nothing() {
             let err = out.error().expect("third ADD in a /30 must fail");
             assert_eq!(err.code, 110, "{err:?}");
             assert!(err.msg.contains("exhausted"), "{err:?}");
-            assert_eq!(pod_veths(&lab).len(), 2, "the failed ADD left a veth");
+            assert_eq!(
+                common::pod_veths(&lab).len(),
+                2,
+                "the failed ADD left a veth"
+            );
         }
         netnses.push(netns);
     }
@@ -305,7 +302,7 @@ fn exhausted_range_is_a_clear_error_that_changes_nothing() {
         del.netns = None;
         assert!(run_cni(&del, &config).unwrap().success());
     }
-    assert_eq!(pod_veths(&lab), Vec::<String>::new());
+    assert_eq!(common::pod_veths(&lab), Vec::<String>::new());
 }
 
 #[test]
@@ -325,7 +322,7 @@ fn add_is_try_again_later_and_status_is_50_while_the_agent_is_down() {
     let netns = Netns::create(format!("{}-dn", weir_tests::names::lab_prefix(lab.id()))).unwrap();
     let out = run_cni(&add_env(&lab, &netns, "down1"), &config).unwrap();
     assert_eq!(out.error().map(|e| e.code), Some(11), "{out:?}");
-    assert_eq!(pod_veths(&lab), Vec::<String>::new());
+    assert_eq!(common::pod_veths(&lab), Vec::<String>::new());
     assert_eq!(reserved_ips(&lab), Vec::<String>::new());
 }
 

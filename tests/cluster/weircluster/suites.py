@@ -7,9 +7,11 @@ anything failed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -60,8 +62,15 @@ def e2e(extra: list[str], procs: int = 3) -> Tally:
     ]
     log(f"e2e: {' '.join(str(a) for a in argv)}")
     started = time.monotonic()
-    with open(report_dir / "ginkgo.log", "w") as logf:
-        proc = subprocess.run([str(a) for a in argv], stdout=logf, stderr=subprocess.STDOUT)
+    # e2e.test writes a kubeconfig per spec under $TMPDIR and never removes it: give it a
+    # directory of its own, removed afterwards.
+    scratch = Path(tempfile.mkdtemp(prefix="weir-e2e-"))
+    try:
+        with open(report_dir / "ginkgo.log", "w") as logf:
+            proc = subprocess.run([str(a) for a in argv], stdout=logf, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "TMPDIR": str(scratch)})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     tally = _junit_tally(report_dir / "junit.xml")
     for name in tally.passed:
         print(f"PASS {name}")

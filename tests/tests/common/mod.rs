@@ -357,6 +357,17 @@ impl Stream {
     }
 }
 
+/// Host-side veths the plugin made (`weir` + 11 hex) still in node 1.
+pub fn pod_veths(lab: &weir_tests::Lab) -> Vec<String> {
+    let links = weir_tests::ip_in(&lab.node_netns(), &["-o", "link", "show"]).unwrap();
+    links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+        .filter(|n| weir_agent_api::is_host_veth_name(n))
+        .collect()
+}
+
 /// Restart node `index`'s agent as a DaemonSet would, after a crash (`kill`: SIGKILL, no chance
 /// to clean anything) or a graceful stop (SIGTERM), with `extra_args` added to its flags. `agent`
 /// is the running one (the lab's state records only the first); returns the new one.
