@@ -175,6 +175,31 @@ fn a_taken_host_port_fails_add_with_the_conflict_error_and_del_frees_it() {
     .unwrap();
     assert_eq!(dnat_rules(&lab, 1).len(), 4, "{:?}", dnat_rules(&lab, 1));
 
+    // A hostIP is honoured: a port published on one of the node's addresses answers there and
+    // not on the node's other address, where the port published on every address answers.
+    let node1 = node_ip(&lab, 1);
+    let second = Ipv4Addr::new(192, 0, 2, 111);
+    let node = lab.node(1).unwrap();
+    ip_in(
+        &node.netns,
+        &["addr", "add", &format!("{second}/24"), "dev", &node.uplink],
+    )
+    .unwrap();
+    lab.add_pod_with(
+        &PodSpec::new("default", "bound")
+            .host_port(parse_host_port(&format!("8090:81@{node1}")).unwrap()),
+    )
+    .unwrap();
+    let reply = |to: Ipv4Addr, port: u16, timeout: Duration| {
+        lab.probe("ext", &to.to_string(), Proto::Tcp, port, timeout)
+            .unwrap()
+            .reply
+    };
+    assert_eq!(reply(node1, 8090, T).as_deref(), Some("default/bound"));
+    assert_eq!(reply(second, 8090, NO), None);
+    assert_eq!(reply(second, 8080, T).as_deref(), Some("default/web"));
+    lab.del_pod("default", "bound").unwrap();
+
     // DEL takes the pod's rules and map entries along, and frees the port for another pod.
     lab.del_pod("default", "web").unwrap();
     let rules = dnat_rules(&lab, 1);
