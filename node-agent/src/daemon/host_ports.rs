@@ -87,6 +87,7 @@ impl Agent {
         if self.host_ports.as_ref() == Some(&wanted) {
             return Ok(());
         }
+        let first = self.host_ports.is_none();
         let before = self.host_ports.take().unwrap_or_default();
         // The datapath defers a local pod's flow to a published port to the host stack's DNAT:
         // it may say so only while the DNAT rule exists, so entries leave before the rules and
@@ -98,7 +99,7 @@ impl Agent {
             .collect();
         let datapath = self.endpoints.datapath_mut();
         datapath.set_host_ports(&keys(&staying))?;
-        host_ports::apply(&wanted)?;
+        host_ports::apply(&wanted, first)?;
         self.endpoints
             .datapath_mut()
             .set_host_ports(&keys(&wanted))?;
@@ -126,7 +127,7 @@ impl Agent {
             host_ports = ports.len(),
             "the host-port rules were changed behind the agent's back; restoring them"
         );
-        host_ports::apply(ports)?;
+        host_ports::apply(ports, true)?;
         Ok(())
     }
 }

@@ -97,13 +97,16 @@ fn jumps() -> [(&'static str, Vec<&'static str>); 3] {
     ]
 }
 
-/// Program exactly `ports`: the chains rewritten in one transaction, then the jumps to them
-/// inserted if missing (first, ahead of kube-proxy's: a hostPort is more specific than a
-/// NodePort on the same number).
-pub fn apply(ports: &[HostPort]) -> Result<(), IptablesError> {
+/// Program exactly `ports`: the chains rewritten in one transaction; with `jumps`, the jumps to
+/// them inserted too if missing (first, ahead of kube-proxy's: a hostPort is more specific than
+/// a NodePort on the same number). Checking the jumps costs three `iptables` runs, so the agent
+/// asks for it on its first apply and when repairing, not on every pod's ADD.
+pub fn apply(ports: &[HostPort], jumps_too: bool) -> Result<(), IptablesError> {
     restore(&rules(ports)).map_err(|e| IptablesError(format!("host ports: {}", e.0)))?;
-    for (chain, rule) in jumps() {
-        ensure_first("nat", chain, &rule)?;
+    if jumps_too {
+        for (chain, rule) in jumps() {
+            ensure_first("nat", chain, &rule)?;
+        }
     }
     Ok(())
 }
