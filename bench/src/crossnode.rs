@@ -115,6 +115,7 @@ impl CrossNodeReport {
                 show(&r.crr)
             ));
         }
+        out.push_str(&crate::report::cpu_table(&self.scenarios, &self.ratios));
         out
     }
 }
@@ -125,7 +126,7 @@ pub fn run(
     dir_prefix: &str,
     rounds: u32,
     seconds: u64,
-    measure: impl FnOnce(&[&Scenario]) -> Result<Vec<[Vec<f64>; 3]>>,
+    measure: impl FnOnce(&[&Scenario]) -> Result<Vec<crate::measure::Samples>>,
 ) -> Result<CrossNodeReport> {
     let native = mode_lab(cli, Path::new(&format!("{dir_prefix}-native")), "native")?;
     crate::check_interrupted()?;

@@ -43,7 +43,7 @@ use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::{
-    measure::Scenario,
+    measure::{Samples, Scenario},
     report::{scenario_name, Machine, Metric, Report, ScenarioResult},
     routed::{Routed, SERVER_IP},
     rr::Mode,
@@ -372,7 +372,7 @@ fn run(args: &RunArgs) -> Result<()> {
 /// Every metric of every scenario, `rounds` times. Within a round each metric is measured for
 /// every scenario in turn, starting one scenario further each round, so slow drift (a build
 /// starting, thermal limits) spreads over all scenarios instead of hitting one.
-fn measure_all(scenarios: &[&Scenario], rounds: u32, seconds: u64) -> Result<Vec<[Vec<f64>; 3]>> {
+fn measure_all(scenarios: &[&Scenario], rounds: u32, seconds: u64) -> Result<Vec<Samples>> {
     let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; scenarios.len()];
     let n = scenarios.len();
     for round in 0..rounds as usize {
@@ -380,16 +380,18 @@ fn measure_all(scenarios: &[&Scenario], rounds: u32, seconds: u64) -> Result<Vec
             for k in 0..n {
                 check_interrupted()?;
                 let i = (k + round) % n;
-                let value = scenarios[i].measure(metric, seconds)?;
+                let sample = scenarios[i].measure(metric, seconds)?;
                 eprintln!(
-                    "weir-bench: round {}/{} {:<14} {} {}",
+                    "weir-bench: round {}/{} {:<14} {} {} ({} CPU {})",
                     round + 1,
                     rounds,
                     scenarios[i].name,
                     metric.heading(),
-                    metric.show(value)
+                    metric.show(sample.value),
+                    metric.cpu_heading(),
+                    metric.show_cpu(sample.cpu_per_unit)
                 );
-                samples[i][m].push(value);
+                samples[i][m].push(sample);
             }
         }
     }

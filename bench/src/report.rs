@@ -44,6 +44,23 @@ impl Metric {
             Self::Rr | Self::Crr => format!("{value:.0}"),
         }
     }
+
+    /// The unit of [`Self::show_cpu`]: the machine's busy CPU time per unit of work.
+    pub fn cpu_heading(self) -> &'static str {
+        match self {
+            Self::Throughput => "CPU ms/GB",
+            Self::Rr => "CPU µs/trans",
+            Self::Crr => "CPU µs/conn",
+        }
+    }
+
+    /// A CPU cost (seconds per unit, as measured) in the unit of [`Self::cpu_heading`].
+    pub fn show_cpu(self, seconds: f64) -> String {
+        match self {
+            Self::Throughput => format!("{:.0}", seconds * 1e3),
+            Self::Rr | Self::Crr => format!("{:.1}", seconds * 1e6),
+        }
+    }
 }
 
 /// Median, range and every sample of one metric in one scenario.
@@ -90,25 +107,38 @@ pub struct ScenarioResult {
     pub throughput_bps: Stats,
     pub rr_per_s: Stats,
     pub crr_per_s: Stats,
+    /// The machine's busy CPU seconds per GB, per transaction, per connection.
+    pub cpu_per_gb_s: Stats,
+    pub cpu_per_rr_s: Stats,
+    pub cpu_per_crr_s: Stats,
 }
 
 impl ScenarioResult {
     /// Each scenario's statistics from its samples (throughput, RR, CRR; as `measure_all` returns).
     pub fn of_all(
         scenarios: &[&crate::measure::Scenario],
-        samples: Vec<[Vec<f64>; 3]>,
+        samples: Vec<crate::measure::Samples>,
     ) -> anyhow::Result<Vec<Self>> {
         use anyhow::Context;
         scenarios
             .iter()
             .zip(samples)
             .map(|(scenario, [throughput, rr, crr])| {
-                let stats = |s: &[f64]| Stats::of(s).context("no samples");
+                let stats = |s: &[crate::measure::Sample], cpu: bool| {
+                    let values: Vec<f64> = s
+                        .iter()
+                        .map(|s| if cpu { s.cpu_per_unit } else { s.value })
+                        .collect();
+                    Stats::of(&values).context("no samples")
+                };
                 Ok(Self {
                     name: scenario.name.clone(),
-                    throughput_bps: stats(&throughput)?,
-                    rr_per_s: stats(&rr)?,
-                    crr_per_s: stats(&crr)?,
+                    throughput_bps: stats(&throughput, false)?,
+                    rr_per_s: stats(&rr, false)?,
+                    crr_per_s: stats(&crr, false)?,
+                    cpu_per_gb_s: stats(&throughput, true)?,
+                    cpu_per_rr_s: stats(&rr, true)?,
+                    cpu_per_crr_s: stats(&crr, true)?,
                 })
             })
             .collect()
@@ -119,6 +149,15 @@ impl ScenarioResult {
             Metric::Throughput => &self.throughput_bps,
             Metric::Rr => &self.rr_per_s,
             Metric::Crr => &self.crr_per_s,
+        }
+    }
+
+    /// The CPU cost of a unit of `metric`'s work.
+    pub fn cpu(&self, metric: Metric) -> &Stats {
+        match metric {
+            Metric::Throughput => &self.cpu_per_gb_s,
+            Metric::Rr => &self.cpu_per_rr_s,
+            Metric::Crr => &self.cpu_per_crr_s,
         }
     }
 }
@@ -132,21 +171,34 @@ pub struct Ratio {
     pub throughput: Stats,
     pub rr: Stats,
     pub crr: Stats,
+    /// The numerator's CPU cost per unit over the denominator's (below 1: cheaper).
+    pub cpu_throughput: Stats,
+    pub cpu_rr: Stats,
+    pub cpu_crr: Stats,
 }
 
 impl Ratio {
     pub fn of(numerator: &ScenarioResult, denominator: &ScenarioResult) -> Option<Self> {
-        let per_round = |m| {
-            let (n, d) = (&numerator.get(m).samples, &denominator.get(m).samples);
-            let ratios: Vec<f64> = n.iter().zip(d).map(|(&n, &d)| ratio(n, d)).collect();
+        let per_round = |n: &Stats, d: &Stats| {
+            let ratios: Vec<f64> = n
+                .samples
+                .iter()
+                .zip(&d.samples)
+                .map(|(&n, &d)| ratio(n, d))
+                .collect();
             Stats::of(&ratios)
         };
+        let rate = |m| per_round(numerator.get(m), denominator.get(m));
+        let cpu = |m| per_round(numerator.cpu(m), denominator.cpu(m));
         Some(Self {
             numerator: numerator.name.clone(),
             denominator: denominator.name.clone(),
-            throughput: per_round(Metric::Throughput)?,
-            rr: per_round(Metric::Rr)?,
-            crr: per_round(Metric::Crr)?,
+            throughput: rate(Metric::Throughput)?,
+            rr: rate(Metric::Rr)?,
+            crr: rate(Metric::Crr)?,
+            cpu_throughput: cpu(Metric::Throughput)?,
+            cpu_rr: cpu(Metric::Rr)?,
+            cpu_crr: cpu(Metric::Crr)?,
         })
     }
 
@@ -157,6 +209,63 @@ impl Ratio {
             Metric::Crr => &self.crr,
         }
     }
+
+    /// The ratio of CPU costs for `metric`'s work.
+    pub fn cpu(&self, metric: Metric) -> &Stats {
+        match metric {
+            Metric::Throughput => &self.cpu_throughput,
+            Metric::Rr => &self.cpu_rr,
+            Metric::Crr => &self.cpu_crr,
+        }
+    }
+}
+
+/// The CPU-cost part of a report: each scenario's cost per unit, then the ratios of costs.
+pub fn cpu_table(scenarios: &[ScenarioResult], ratios: &[Ratio]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nCPU cost: the machine's busy CPU time (all cores, /proc/stat) per unit of work, median [min-max]"
+    );
+    let _ = write!(out, "{:<28}", "scenario");
+    for metric in Metric::ALL {
+        let _ = write!(out, "{:>24}", metric.cpu_heading());
+    }
+    let _ = writeln!(out);
+    for s in scenarios {
+        let _ = write!(out, "{:<28}", s.name);
+        for metric in Metric::ALL {
+            let st = s.cpu(metric);
+            let cell = format!(
+                "{} [{}-{}]",
+                metric.show_cpu(st.median),
+                metric.show_cpu(st.min),
+                metric.show_cpu(st.max)
+            );
+            let _ = write!(out, "{cell:>24}");
+        }
+        let _ = writeln!(out);
+    }
+    if !ratios.is_empty() {
+        let _ = writeln!(
+            out,
+            "CPU cost ratio, per round (below 1: the first is cheaper)"
+        );
+        for r in ratios {
+            let _ = write!(
+                out,
+                "{:<28}",
+                format!("{} / {}", r.numerator, r.denominator)
+            );
+            for metric in Metric::ALL {
+                let st = r.cpu(metric);
+                let cell = format!("{:.3} [{:.3}-{:.3}]", st.median, st.min, st.max);
+                let _ = write!(out, "{cell:>24}");
+            }
+            let _ = writeln!(out);
+        }
+    }
+    out
 }
 
 /// Does a ratio meet its target? `Unclear` when its rounds fall on both sides.
@@ -350,6 +459,7 @@ impl Report {
                 let _ = writeln!(out);
             }
         }
+        out.push_str(&cpu_table(&self.scenarios, &self.ratios));
         let _ = writeln!(out);
         match &self.verdict {
             Some(v) => {
@@ -454,6 +564,10 @@ mod tests {
             throughput_bps: Stats::of(&[bps, bps * 1.01, bps * 0.99]).unwrap(),
             rr_per_s: Stats::of(&[rr]).unwrap(),
             crr_per_s: Stats::of(&[crr]).unwrap(),
+            // Cost falls as rate rises: a fixed CPU budget over the work done.
+            cpu_per_gb_s: Stats::of(&[1e9 / bps, 1e9 / bps, 1e9 / bps]).unwrap(),
+            cpu_per_rr_s: Stats::of(&[1.0 / rr]).unwrap(),
+            cpu_per_crr_s: Stats::of(&[1.0 / crr]).unwrap(),
         }
     }
 
@@ -516,8 +630,21 @@ mod tests {
         let per_round = report.ratio("weir-10k", "weir-1").unwrap();
         assert_eq!(per_round.throughput.samples.len(), 3);
         assert_eq!(Call::of(&per_round.throughput, FLAT), Call::Unclear);
+        // weir-10k's connections cost 11/10 of weir-0's CPU each.
+        assert!((flat.cpu_crr.median - 1.1).abs() < 1e-9);
         let table = report.table();
         assert!(table.contains("CRR NO (-9.1%)"), "{table}");
+        assert!(table.contains("CPU µs/conn"), "{table}");
+        let cpu_part = table
+            .split("CPU cost ratio")
+            .nth(1)
+            .expect("a CPU cost ratio table");
+        assert!(
+            cpu_part
+                .lines()
+                .any(|l| l.starts_with("weir-10k / weir-0") && l.contains("1.100 [1.100-1.100]")),
+            "{table}"
+        );
         assert!(table.contains("weir-10k / weir-0"), "{table}");
         assert!(
             table.contains("verdict: weir-10k within 2% of weir-0"),
