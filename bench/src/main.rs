@@ -382,7 +382,7 @@ fn measure_all(scenarios: &[&Scenario], rounds: u32, seconds: u64) -> Result<Vec
                 let i = (k + round) % n;
                 let sample = scenarios[i].measure(metric, seconds)?;
                 eprintln!(
-                    "weir-bench: round {}/{} {:<14} {} {} ({} CPU {})",
+                    "weir-bench: round {}/{} {:<14} {} {} ({} {})",
                     round + 1,
                     rounds,
                     scenarios[i].name,

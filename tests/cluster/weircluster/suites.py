@@ -541,7 +541,7 @@ def node_weir_traces(node: config.Node) -> list[str]:
             found.append(path)
     neighbours = out(in_node(node, ["ip", "neigh", "show", "nud", "all"]), check=False)
     found += [f"managed neighbour {line}" for line in neighbours.splitlines() if "managed" in line]
-    for table in ("nat", "filter"):
+    for table in ("nat", "filter", "raw"):
         rules = out(in_node(node, ["iptables-save", "-t", table]), check=False)
         found += [f"iptables {table}: {line}" for line in rules.splitlines() if "WEIR" in line]
     return found
