@@ -341,8 +341,30 @@ fn an_agent_restart_under_a_host_port_connection_loses_no_byte() {
     let spec = PodSpec::new("default", "web")
         .on_node(1)
         .host_port(parse_host_port("8090:9000").unwrap())
-        .host_port(parse_host_port("8080:81").unwrap());
+        .host_port(parse_host_port("8080:81").unwrap())
+        .host_port(parse_host_port("8053:81/udp").unwrap());
     let web = lab.add_pod_with(&spec).unwrap();
+    // A UDP flow through the hostPort: its translation must outlive the restarts (flushing the
+    // published ports' UDP flows is for ports newly published, not for an agent starting up).
+    let udp = lab
+        .probe("ext", &node_ip(&lab, 1).to_string(), Proto::Udp, 8053, T)
+        .unwrap();
+    assert!(udp.connected, "{udp:?}");
+    let udp_flows = || {
+        let node = lab.node(1).unwrap().netns;
+        let out = weir_tests::in_netns(&node, || {
+            std::process::Command::new("conntrack")
+                .args(["-L", "-p", "udp", "--orig-port-dst", "8053"])
+                .output()
+                .unwrap()
+        })
+        .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("dport=8053"))
+            .count()
+    };
+    assert_eq!(udp_flows(), 1);
     let stream = common::Stream::start_via(
         &lab.ext_netns(),
         SocketAddrV4::new(node_ip(&lab, 1), 8090),
@@ -355,8 +377,13 @@ fn an_agent_restart_under_a_host_port_connection_loses_no_byte() {
         agent = common::restart_agent(&lab, 1, agent, kill, &[]);
     }
     stream.finish();
+    assert_eq!(
+        udp_flows(),
+        1,
+        "the restarts cut the UDP flow's translation"
+    );
     // The restarted agent kept the rules (rewritten in one transaction) and new connections work.
-    assert_eq!(dnat_rules(&lab, 1).len(), 2, "{:?}", dnat_rules(&lab, 1));
+    assert_eq!(dnat_rules(&lab, 1).len(), 3, "{:?}", dnat_rules(&lab, 1));
     let r = lab
         .probe("ext", &node_ip(&lab, 1).to_string(), Proto::Tcp, 8080, T)
         .unwrap();
@@ -373,7 +400,7 @@ fn an_agent_restart_under_a_host_port_connection_loses_no_byte() {
     .unwrap();
     assert!(dnat_rules(&lab, 1).is_empty());
     assert!(
-        weir_tests::process::wait_until(Duration::from_secs(30), || dnat_rules(&lab, 1).len() == 2),
+        weir_tests::process::wait_until(Duration::from_secs(30), || dnat_rules(&lab, 1).len() == 3),
         "the agent did not restore the flushed rules"
     );
     let r = lab

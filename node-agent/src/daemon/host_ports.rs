@@ -108,7 +108,11 @@ impl Agent {
             .filter(|port| !before.contains(port))
             .map(|port| &port.mapping)
             .collect();
-        host_ports::forget_udp_flows(&published);
+        // At start-up every port was published by the agent before (no ADD happens without
+        // one): flushing their flows then would only cut live UDP flows short.
+        if !first {
+            host_ports::forget_udp_flows(&published);
+        }
         info!(host_ports = wanted.len(), "host ports programmed");
         self.host_ports = Some(wanted);
         Ok(())
