@@ -279,9 +279,16 @@ spec:
             )
             expect(reached.returncode == 0, f"{node.name}'s namespace cannot reach the hostPort at {target}: {reached.stderr}")
         expect(connects(ns, "client", target), f"a pod on {nodes[-1].name} cannot reach the hostPort at {target}")
-        # Scaled to zero, the port is unpublished: nothing answers any more.
+        # Scaled to zero, the port is unpublished. A grace period of 0 deletes the Pod object at
+        # once, before the kubelet has stopped the container and called DEL: wait for the rule
+        # to go (DEL), then nothing may answer.
         kubectl("-n", ns, "scale", "deployment/published", "--replicas=0")
-        wait_for("the hostPort's pod to go", lambda: not kubectl("-n", ns, "get", "pods", "-l", "app=published", "-o", "name").strip(), timeout=60, interval=1)
+
+        def rule_left() -> bool:
+            rules = out(in_node(published_on, ["iptables", "-t", "nat", "-S", "WEIR-HOSTPORTS"]), check=False)
+            return f"--dport {HOST_PORT} " in rules
+
+        wait_for("the hostPort's DNAT rule to go with its pod", lambda: not rule_left(), timeout=90, interval=1)
         gone = run(in_node(nodes[-1], [config.BIN / "agnhost", "connect", target, "--timeout=2s", "--protocol=tcp"]),
                    check=False, capture=True, timeout=30)
         expect(gone.returncode != 0, f"{target} still answers after its pod is gone")
