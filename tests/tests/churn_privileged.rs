@@ -341,14 +341,12 @@ fn leaks(lab: &Lab, live: &BTreeMap<usize, Live>) -> Vec<String> {
         .iter()
         .map(|(name, pod)| format!("{} -> {}:80", host_port(*name), pod.ip))
         .collect();
-    let rules = weir_tests::in_netns(&node.netns, || {
-        std::process::Command::new("iptables")
-            .args(["-t", "nat", "-S", "WEIR-HOSTPORTS"])
-            .output()
-            .unwrap()
-    })
-    .unwrap();
-    let dnat: BTreeSet<String> = String::from_utf8_lossy(&rules.stdout)
+    let rules = common::output_in(
+        &node.netns,
+        "iptables",
+        &["-t", "nat", "-S", "WEIR-HOSTPORTS"],
+    );
+    let dnat: BTreeSet<String> = rules
         .lines()
         .filter(|l| l.starts_with("-A "))
         .map(|l| {

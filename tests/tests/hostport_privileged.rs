@@ -50,14 +50,7 @@ fn add_web(lab: &Lab) {
 /// The DNAT rules of node `index`'s host-port chain.
 fn dnat_rules(lab: &Lab, index: u32) -> Vec<String> {
     let node = lab.node(index).unwrap().netns;
-    let out = weir_tests::in_netns(&node, || {
-        std::process::Command::new("iptables")
-            .args(["-t", "nat", "-S", "WEIR-HOSTPORTS"])
-            .output()
-            .unwrap()
-    })
-    .unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    common::output_in(&node, "iptables", &["-t", "nat", "-S", "WEIR-HOSTPORTS"])
         .lines()
         .filter(|l| l.starts_with("-A "))
         .map(str::to_owned)
@@ -352,17 +345,14 @@ fn an_agent_restart_under_a_host_port_connection_loses_no_byte() {
     assert!(udp.connected, "{udp:?}");
     let udp_flows = || {
         let node = lab.node(1).unwrap().netns;
-        let out = weir_tests::in_netns(&node, || {
-            std::process::Command::new("conntrack")
-                .args(["-L", "-p", "udp", "--orig-port-dst", "8053"])
-                .output()
-                .unwrap()
-        })
-        .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("dport=8053"))
-            .count()
+        common::output_in(
+            &node,
+            "conntrack",
+            &["-L", "-p", "udp", "--orig-port-dst", "8053"],
+        )
+        .lines()
+        .filter(|l| l.contains("dport=8053"))
+        .count()
     };
     assert_eq!(udp_flows(), 1);
     let stream = common::Stream::start_via(

@@ -357,6 +357,18 @@ impl Stream {
     }
 }
 
+/// What `program args` prints on stdout when run in network namespace `netns`.
+pub fn output_in(netns: &str, program: &str, args: &[&str]) -> String {
+    let out = weir_tests::in_netns(netns, || {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Host-side veths the plugin made (`weir` + 11 hex) still in node 1.
 pub fn pod_veths(lab: &weir_tests::Lab) -> Vec<String> {
     let links = weir_tests::ip_in(&lab.node_netns(), &["-o", "link", "show"]).unwrap();
