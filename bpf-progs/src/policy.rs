@@ -48,7 +48,7 @@ fn table_allows(table: u32, peer: [u8; 4], proto: u8, port: [u8; 2]) -> bool {
             _pad: 0,
         },
     );
-    POLICY_PORTS.get(&port_key).is_some()
+    POLICY_PORTS.get(&port_key).is_some_and(|v| v.allow != 0)
 }
 
 /// Judge a new flow: the sender's egress policy when the sender is a local pod, and the

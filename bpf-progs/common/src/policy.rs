@@ -6,9 +6,11 @@
 //! 1. PEERS `(table, peer IPv4)` → the *port set* allowed for the longest matching peer prefix. The
 //!    compiler writes disjoint-by-LPM entries whose value is the union over every rule covering that
 //!    prefix, so `ipBlock.except` is just a longer prefix with a smaller (often empty) port set.
-//! 2. PORTS `(port set, protocol, port)` → allowed when any entry matches. Prefix lengths encode
-//!    wildcards: 32 = any protocol and port, 40 = any port of the protocol, 40 + k = a port prefix of k
-//!    bits (an `endPort` range becomes at most 30 such prefixes).
+//! 2. PORTS `(port set, protocol, port)` → the longest matching entry's verdict (no entry: denied).
+//!    Prefix lengths encode wildcards: 32 = any protocol and port, 40 = any port of the protocol,
+//!    40 + k = a port prefix of k bits (an `endPort` range becomes at most 30 such prefixes).
+//!    NetworkPolicy alone only writes allowing entries; cluster-wide tiers add denying ones under
+//!    allowing ones ("everything but TCP 22").
 
 /// The endpoint is not isolated in this direction: everything is allowed.
 pub const TABLE_ALLOW_ALL: u32 = 0;
@@ -82,7 +84,7 @@ impl PortKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortValue {
-    /// Always 1: presence is the answer.
+    /// 1 allows, 0 denies (a longer prefix refusing part of what a shorter one allows).
     pub allow: u32,
 }
 

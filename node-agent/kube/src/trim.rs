@@ -103,7 +103,8 @@ pub fn service(service: &mut Service) {
     };
 }
 
-/// Pod CIDRs and addresses (not images, conditions or capacity, which are most of a Node).
+/// Labels (ClusterNetworkPolicy `nodes` peers), pod CIDRs and addresses (not images, conditions or
+/// capacity, which are most of a Node).
 pub fn node(node: &mut Node) {
     let spec = node.spec.take().map(|spec| NodeSpec {
         pod_cidr: spec.pod_cidr,
@@ -115,7 +116,7 @@ pub fn node(node: &mut Node) {
         ..NodeStatus::default()
     });
     *node = Node {
-        metadata: meta(&mut node.metadata, false),
+        metadata: meta(&mut node.metadata, true),
         spec,
         status,
     };
@@ -217,7 +218,7 @@ mod tests {
         );
         let status = trimmed.status.unwrap();
         assert!(status.images.is_none() && status.conditions.is_none());
-        assert!(trimmed.metadata.labels.is_none() && trimmed.metadata.annotations.is_none());
+        assert!(trimmed.metadata.labels.is_some() && trimmed.metadata.annotations.is_none());
         assert!(trimmed.spec.unwrap().taints.is_none());
     }
 

@@ -11,6 +11,7 @@
 //! 3. [`plan::Programmer`] assigns table and port-set ids and turns each new compilation into the
 //!    ordered map writes that move the datapath from what is programmed to what is wanted.
 
+pub mod cluster_policy;
 pub mod compile;
 mod fast_hash;
 pub mod manifest;

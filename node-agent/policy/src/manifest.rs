@@ -13,6 +13,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::cluster_policy::{self, ClusterNetworkPolicy};
+
 /// One object from a manifest.
 #[allow(
     clippy::large_enum_variant,
@@ -23,6 +25,7 @@ pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
     NetworkPolicy(NetworkPolicy),
+    ClusterNetworkPolicy(ClusterNetworkPolicy),
     Service(Service),
     Node(Node),
     /// A kind (or apiVersion) the compiler does not use.
@@ -135,6 +138,16 @@ fn push_objects(document: usize, value: Value, out: &mut Vec<Object>) -> Result<
         ("v1", "Pod") => out.push(Object::Pod(strict(document, &kind, value)?)),
         ("networking.k8s.io/v1", "NetworkPolicy") => {
             out.push(Object::NetworkPolicy(strict(document, &kind, value)?));
+        }
+        (version, cluster_policy::KIND)
+            if version
+                .strip_prefix(cluster_policy::GROUP)
+                .and_then(|v| v.strip_prefix('/'))
+                .is_some_and(|v| cluster_policy::VERSIONS.contains(&v)) =>
+        {
+            out.push(Object::ClusterNetworkPolicy(strict(
+                document, &kind, value,
+            )?));
         }
         ("v1", "Service") => out.push(Object::Service(strict(document, &kind, value)?)),
         ("v1", "Node") => out.push(Object::Node(strict(document, &kind, value)?)),

@@ -21,6 +21,7 @@ use k8s_openapi::api::{
 use thiserror::Error;
 
 use crate::{
+    cluster_policy::{ClusterNetworkPolicy, ClusterPolicy, ClusterProblem},
     compile::{
         policy::{parse_policy, ParsedPolicy},
         Problem,
@@ -171,6 +172,10 @@ pub struct NodeInfo {
     pub ip: Option<Ipv4Addr>,
     /// The node's IPv4 pod ranges (`spec.podCIDRs`, or `spec.podCIDR` on older objects).
     pub pod_cidrs: Vec<Ipv4Net>,
+    /// Every IPv4 address in `status.addresses` (what a ClusterNetworkPolicy `nodes` peer means).
+    pub addresses: Vec<Ipv4Addr>,
+    /// The node's labels (for ClusterNetworkPolicy `nodes` peers).
+    pub labels: Labels,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -242,10 +247,18 @@ impl NodeInfo {
                 break;
             }
         }
+        let mut all: Vec<Ipv4Addr> = addresses
+            .iter()
+            .filter_map(|a| a.address.parse::<Ipv4Addr>().ok())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
         Ok(NodeInfo {
             name,
             ip,
             pod_cidrs,
+            addresses: all,
+            labels: node.metadata.labels.clone().unwrap_or_default(),
         })
     }
 }
@@ -357,9 +370,59 @@ pub struct Cluster {
     label_sets: FastSet<Arc<Labels>>,
     policies: BTreeMap<PolicyKey, Arc<Policy>>,
     nodes: BTreeMap<String, NodeInfo>,
+    /// ClusterNetworkPolicies that are enforced (maybe with problems), by name.
+    cluster_policies: BTreeMap<String, Arc<ClusterPolicy>>,
+    /// ClusterNetworkPolicies that cannot be enforced at all, by name, with why.
+    unenforced_cluster_policies: BTreeMap<String, ClusterProblem>,
 }
 
 impl Cluster {
+    /// Checks and stores a ClusterNetworkPolicy (see [`ClusterPolicy::from_object`]); returns
+    /// whether the model changed.
+    pub fn upsert_cluster_policy(&mut self, object: &ClusterNetworkPolicy) -> bool {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        match ClusterPolicy::from_object(object) {
+            Ok(policy) => {
+                let removed = self.unenforced_cluster_policies.remove(&name).is_some();
+                if self
+                    .cluster_policies
+                    .get(&name)
+                    .is_some_and(|p| **p == policy)
+                {
+                    return removed;
+                }
+                self.cluster_policies.insert(name, Arc::new(policy));
+                true
+            }
+            Err(problem) => {
+                let removed = self.cluster_policies.remove(&name).is_some();
+                let changed = self.unenforced_cluster_policies.get(&name) != Some(&problem);
+                self.unenforced_cluster_policies.insert(name, problem);
+                removed || changed
+            }
+        }
+    }
+
+    pub fn delete_cluster_policy(&mut self, name: &str) -> bool {
+        let a = self.cluster_policies.remove(name).is_some();
+        let b = self.unenforced_cluster_policies.remove(name).is_some();
+        a || b
+    }
+
+    /// The enforced ClusterNetworkPolicies, by name.
+    pub fn cluster_policies(&self) -> impl Iterator<Item = &ClusterPolicy> {
+        self.cluster_policies.values().map(|p| &**p)
+    }
+
+    pub(crate) fn cluster_policy_entries(&self) -> &BTreeMap<String, Arc<ClusterPolicy>> {
+        &self.cluster_policies
+    }
+
+    /// The ClusterNetworkPolicies that are not enforced at all, with why.
+    pub fn unenforced_cluster_policies(&self) -> impl Iterator<Item = &ClusterProblem> {
+        self.unenforced_cluster_policies.values()
+    }
+
     pub fn upsert_node(&mut self, node: NodeInfo) {
         self.nodes.insert(node.name.clone(), node);
     }
@@ -516,6 +579,10 @@ impl Cluster {
                 Ok(())
             }
             Object::NetworkPolicy(policy) => self.upsert_policy(policy),
+            Object::ClusterNetworkPolicy(policy) => {
+                self.upsert_cluster_policy(&policy);
+                Ok(())
+            }
             Object::Node(node) => {
                 self.upsert_node(NodeInfo::from_k8s(&node)?);
                 Ok(())
@@ -760,6 +827,8 @@ mod tests {
             name: "n1".into(),
             ip: Some(ip),
             pod_cidrs: vec![],
+            addresses: vec![ip],
+            labels: Labels::new(),
         };
         cluster.upsert_node(node(Ipv4Addr::new(192, 0, 2, 11)));
         cluster.upsert_node(node(Ipv4Addr::new(192, 0, 2, 99)));

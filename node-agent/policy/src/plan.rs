@@ -650,10 +650,12 @@ pub fn port_entry(prefix_len: u32, key: &PortKey) -> Option<(u32, PortPrefix)> {
         .checked_sub(PORT_PREFIX_ANY_PORT)
         .filter(|&l| l <= 16)?;
     let proto = Protocol::from_number(key.proto)?;
+    // The verdict is the value's, not the key's; what reads this only deletes.
     let prefix = PortPrefix {
         proto: Some(proto),
         port: u16::from_be_bytes(key.port),
         len: len as u8,
+        deny: false,
     };
     // Only canonical keys (bits past the prefix are zero) are Weir's.
     (prefix.port & !mask(prefix.len) == 0).then_some((portset, prefix))

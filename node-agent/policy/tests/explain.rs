@@ -231,6 +231,9 @@ fn explanations_allow_exactly_what_the_compiled_tables_allow() {
                                 DirectionVerdict::Allowed { .. } => 1,
                                 DirectionVerdict::Denied { .. } => 2,
                                 DirectionVerdict::FailClosed { .. } => 3,
+                                DirectionVerdict::Cluster { .. } => {
+                                    unreachable!("no ClusterNetworkPolicy here")
+                                }
                             }] += 1;
                             explained += 1;
                             if left_out.is_empty() && rng.random_bool(0.02) {

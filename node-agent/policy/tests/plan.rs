@@ -133,6 +133,7 @@ impl FakeMaps {
                     proto: Some(proto),
                     port: port & mask,
                     len,
+                    deny: false,
                 },
             ))
         }))
@@ -620,11 +621,13 @@ fn trie_keys_round_trip() {
             proto: Some(Protocol::Tcp),
             port: 8080,
             len: 16,
+            deny: false,
         },
         PortPrefix {
             proto: Some(Protocol::Sctp),
             port: 9216,
             len: 7,
+            deny: false,
         },
     ] {
         let (len, key) = port_key(3, prefix);
@@ -636,6 +639,7 @@ fn trie_keys_round_trip() {
             proto: Some(Protocol::Tcp),
             port: 443,
             len: 16,
+            deny: false,
         },
     );
     assert_eq!((len, key.proto, key.port), (56, 6, [1, 187]));

@@ -344,7 +344,7 @@ fn apply<D: Datapath>(
     for (portset, prefix) in &plan.portset_upserts {
         endpoints
             .datapath_mut()
-            .set_port(port_entry(*portset, prefix))?;
+            .set_port(port_entry(*portset, prefix), !prefix.deny)?;
     }
     for (table, net, portset) in &plan.peer_upserts {
         endpoints.datapath_mut().set_peer(

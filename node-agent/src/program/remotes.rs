@@ -100,6 +100,8 @@ mod tests {
             name: name.into(),
             ip: ip.map(Ipv4Addr::from),
             pod_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            addresses: ip.map(Ipv4Addr::from).into_iter().collect(),
+            labels: Default::default(),
         }
     }
 

@@ -17,11 +17,43 @@
 use std::{fmt, net::Ipv4Addr};
 
 use super::{
-    incremental::{named_ports_allow, Chosen, Isolation},
+    incremental::{named_ports_allow, Chosen, Isolation, NamespaceTier, TableKey},
     policy::{block_contains, Rule},
+    tiers::{Action, Tier},
     Direction, Incremental,
 };
-use crate::model::{NamedPort, PodInfo, PodKey, PolicyKey};
+use crate::{
+    cluster_policy::ClusterRule,
+    model::{NamedPort, PodInfo, PodKey, PolicyKey},
+};
+
+/// A rule of a ClusterNetworkPolicy that decided a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterRuleRef {
+    pub tier: Tier,
+    pub policy: String,
+    pub direction: Direction,
+    /// Its position in the policy's ingress or egress list, as written.
+    pub index: usize,
+    /// Its `name`, when it has one.
+    pub name: Option<String>,
+    pub action: Action,
+}
+
+/// `Admin deny-metadata egress[0] (block-imds): Deny`.
+impl fmt::Display for ClusterRuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = match self.direction {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        };
+        write!(f, "{:?} {} {list}[{}]", self.tier, self.policy, self.index)?;
+        if let Some(name) = &self.name {
+            write!(f, " ({name})")?;
+        }
+        write!(f, ": {:?}", self.action)
+    }
+}
 
 /// A rule of a policy: `index` is its position in the policy's ingress or egress list, as written
 /// (invalid rules, which the compiler drops, still count).
@@ -65,21 +97,25 @@ pub enum DirectionVerdict {
         isolated_by: Vec<PolicyKey>,
         because: Vec<PolicyKey>,
     },
+    /// A ClusterNetworkPolicy rule decided: `Accept` or `Deny` in the Admin tier (before any
+    /// NetworkPolicy), or in the Baseline tier (no NetworkPolicy isolates the pod).
+    Cluster { rule: ClusterRuleRef },
 }
 
 impl DirectionVerdict {
     /// Whether the flow is allowed in this direction.
     pub fn allows(&self) -> bool {
-        matches!(
-            self,
-            DirectionVerdict::Unisolated | DirectionVerdict::Allowed { .. }
-        )
+        match self {
+            DirectionVerdict::Unisolated | DirectionVerdict::Allowed { .. } => true,
+            DirectionVerdict::Denied { .. } | DirectionVerdict::FailClosed { .. } => false,
+            DirectionVerdict::Cluster { rule } => rule.action == Action::Accept,
+        }
     }
 
     /// The policies isolating the endpoint in this direction (empty when unisolated).
     pub fn isolating(&self) -> &[PolicyKey] {
         match self {
-            DirectionVerdict::Unisolated => &[],
+            DirectionVerdict::Unisolated | DirectionVerdict::Cluster { .. } => &[],
             DirectionVerdict::Allowed { isolated_by, .. }
             | DirectionVerdict::Denied { isolated_by }
             | DirectionVerdict::FailClosed { isolated_by, .. } => isolated_by,
@@ -105,13 +141,36 @@ impl Incremental {
     ) -> Option<DirectionVerdict> {
         let state = self.endpoints.get(&endpoint)?;
         let d = direction.index();
+        let peer_pods: Vec<&PodInfo> = self.pods_at(peer).collect();
+        if let (Chosen::Table(table), Some(_)) = (&state.chosen[d], &state.key) {
+            if !table.cluster.is_empty() {
+                return Some(self.explain_tiers(
+                    endpoint,
+                    table,
+                    direction,
+                    &peer_pods,
+                    (peer, proto, port),
+                ));
+            }
+        }
         let verdict = match (&state.chosen[d], &state.key) {
             (Chosen::Unisolated, _) => DirectionVerdict::Unisolated,
             // Only an endpoint with a pod key is ever isolated.
             (_, None) => DirectionVerdict::Unisolated,
-            (Chosen::FailClosed, Some(key)) => {
-                let mut isolated_by = Vec::new();
-                let mut because = Vec::new();
+            (Chosen::FailClosed, Some(_)) => self.explain_fail_closed(endpoint, direction),
+            (Chosen::Table(table), Some(_)) => {
+                self.explain_namespace_tier(table, direction, &peer_pods, (peer, proto, port))
+            }
+        };
+        Some(verdict)
+    }
+
+    /// The policies failing an endpoint direction closed.
+    fn explain_fail_closed(&self, endpoint: Ipv4Addr, direction: Direction) -> DirectionVerdict {
+        let mut isolated_by = Vec::new();
+        let mut because = Vec::new();
+        if let Some(state) = self.endpoints.get(&endpoint) {
+            if let Some(key) = &state.key {
                 self.isolating(key, state.pod.as_deref(), |id, d, how| {
                     if d != direction {
                         return;
@@ -122,14 +181,114 @@ impl Incremental {
                         because.push(policy.clone());
                     }
                 });
-                DirectionVerdict::FailClosed {
-                    isolated_by,
-                    because,
+            }
+        }
+        DirectionVerdict::FailClosed {
+            isolated_by,
+            because,
+        }
+    }
+
+    /// Tiers in order: the first Admin rule covering the flow that accepts or denies decides; a
+    /// `Pass` (or no rule) goes on to the NetworkPolicy tier, which decides if it isolates the
+    /// pod; else the first Baseline rule that accepts or denies; else allowed.
+    fn explain_tiers(
+        &self,
+        endpoint: Ipv4Addr,
+        table: &TableKey,
+        direction: Direction,
+        peer_pods: &[&PodInfo],
+        flow: (Ipv4Addr, u8, u16),
+    ) -> DirectionVerdict {
+        let local_ports = table.ports.as_deref().unwrap_or_default();
+        let first_match = |tier: Tier| -> Option<ClusterRuleRef> {
+            for &i in &table.cluster {
+                let policy = &self.cluster[i as usize];
+                if policy.tier != tier {
+                    continue;
+                }
+                for rule in &policy.rules[direction.index()] {
+                    if self.cluster_rule_admits(rule, direction, local_ports, peer_pods, flow) {
+                        return Some(ClusterRuleRef {
+                            tier,
+                            policy: policy.name.clone(),
+                            direction,
+                            index: rule.index as usize,
+                            name: rule.name.clone(),
+                            action: rule.action,
+                        });
+                    }
                 }
             }
-            (Chosen::Table(table), Some(_)) => {
+            None
+        };
+        if let Some(rule) = first_match(Tier::Admin).filter(|r| r.action != Action::Pass) {
+            return DirectionVerdict::Cluster { rule };
+        }
+        match table.namespace_tier {
+            NamespaceTier::Isolated => {
+                self.explain_namespace_tier(table, direction, peer_pods, flow)
+            }
+            NamespaceTier::FailClosed => self.explain_fail_closed(endpoint, direction),
+            NamespaceTier::Unisolated => match first_match(Tier::Baseline) {
+                Some(rule) if rule.action != Action::Pass => DirectionVerdict::Cluster { rule },
+                _ => DirectionVerdict::Unisolated,
+            },
+        }
+    }
+
+    /// Whether a ClusterNetworkPolicy rule covers a flow: what its blocks in
+    /// `cluster_rule_blocks` give the peer's address and the port.
+    fn cluster_rule_admits(
+        &self,
+        rule: &ClusterRule,
+        direction: Direction,
+        local_ports: &[NamedPort],
+        peer_pods: &[&PodInfo],
+        (peer, proto, port): (Ipv4Addr, u8, u16),
+    ) -> bool {
+        let by_address = rule.peers.all
+            || rule.peers.networks.iter().any(|n| n.contains(&peer))
+            || rule.peers.nodes.iter().any(|selector| {
+                self.node_addresses().any(|(labels, addresses)| {
+                    selector.matches(labels) && addresses.contains(&peer)
+                })
+            });
+        if by_address && rule.ports.numeric.allows(proto, port) {
+            return true;
+        }
+        peer_pods.iter().any(|pod| {
+            let selected = rule
+                .peers
+                .pods
+                .iter()
+                .any(|p| self.peer_selects("", p, pod));
+            if !selected {
+                return false;
+            }
+            if rule.ports.numeric.allows(proto, port) {
+                return true;
+            }
+            let named_against = match direction {
+                Direction::Ingress => local_ports,
+                Direction::Egress => &pod.ports[..],
+            };
+            named_ports_allow(&rule.ports, named_against, proto, port)
+        })
+    }
+
+    /// The NetworkPolicy tier of an isolated endpoint direction: the rules admitting the flow.
+    fn explain_namespace_tier(
+        &self,
+        table: &TableKey,
+        direction: Direction,
+        peer_pods: &[&PodInfo],
+        (peer, proto, port): (Ipv4Addr, u8, u16),
+    ) -> DirectionVerdict {
+        let d = direction.index();
+        {
+            {
                 let local_ports = table.ports.as_deref().unwrap_or_default();
-                let peer_pods: Vec<&PodInfo> = self.pods_at(peer).collect();
                 let mut isolated_by = Vec::with_capacity(table.policies.len());
                 let mut rules = Vec::new();
                 for &id in &table.policies {
@@ -142,7 +301,7 @@ impl Incremental {
                             namespace,
                             direction,
                             local_ports,
-                            &peer_pods,
+                            peer_pods,
                             (peer, proto, port),
                         );
                         if admits {
@@ -160,8 +319,7 @@ impl Incremental {
                     DirectionVerdict::Allowed { isolated_by, rules }
                 }
             }
-        };
-        Some(verdict)
+        }
     }
 
     /// Whether one rule of a policy in `namespace` admits a flow with the peer at `peer_pods`'
@@ -193,11 +351,12 @@ impl Incremental {
         }
         match direction {
             // The destination is the local pod, whatever the peer.
-            Direction::Ingress => named_ports_allow(rule, local_ports, proto, port),
+            Direction::Ingress => named_ports_allow(&rule.ports, local_ports, proto, port),
             // The destination is the peer: each pod at its address that the rule covers adds
             // what its own named ports resolve to.
             Direction::Egress => peer_pods.iter().any(|pod| {
-                (by_address || selected(pod)) && named_ports_allow(rule, &pod.ports, proto, port)
+                (by_address || selected(pod))
+                    && named_ports_allow(&rule.ports, &pod.ports, proto, port)
             }),
         }
     }

@@ -45,11 +45,13 @@ use std::{
 use ipnet::Ipv4Net;
 
 use super::{
-    policy::{block_contains, PodPeer, Rule},
+    policy::{block_contains, PodPeer, Rule, RulePorts},
     table::{self, Block, PortSets, EMPTY},
+    tiers::{Action, PortMarks, Tier},
     Compiled, Direction, DirectionRules, EndpointRules, Problem, RuleTable,
 };
 use crate::{
+    cluster_policy::{ClusterPolicy, ClusterRule},
     fast_hash::{FastMap, FastSet},
     model::{Cluster, Labels, NamedPort, PodInfo, PodKey, Policy, PolicyKey},
 };
@@ -133,10 +135,27 @@ type SelectorKey = (Option<String>, PodPeer);
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct TableKey {
     direction: Direction,
-    /// The policies selecting the endpoint, in key order.
+    /// The NetworkPolicies selecting the endpoint, in key order.
     pub(super) policies: Vec<u32>,
     /// The endpoint's named ports, when an ingress rule of those policies names ports.
     pub(super) ports: Option<Vec<NamedPort>>,
+    /// The ClusterNetworkPolicies applying to the endpoint in this direction, as positions in
+    /// [`Incremental::cluster`] (evaluation order); empty for NetworkPolicy alone.
+    pub(super) cluster: Vec<u32>,
+    /// What the NetworkPolicy tier does (always `Isolated` when `cluster` is empty).
+    pub(super) namespace_tier: NamespaceTier,
+}
+
+/// The NetworkPolicy tier of one endpoint direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum NamespaceTier {
+    /// No NetworkPolicy isolates it: the Baseline tier and the default decide.
+    Unisolated,
+    /// `policies` isolate it: they decide whatever reaches this tier.
+    Isolated,
+    /// A NetworkPolicy that would isolate it cannot be enforced: whatever reaches this tier is
+    /// denied.
+    FailClosed,
 }
 
 struct CachedTable {
@@ -145,6 +164,8 @@ struct CachedTable {
     selectors: Vec<SelectorKey>,
     /// It has an egress rule with named ports and address peers, which reads every pod.
     reads_every_pod: bool,
+    /// It has a ClusterNetworkPolicy `nodes` peer, which reads the nodes.
+    reads_nodes: bool,
     /// The compilation that last used it.
     used: u64,
 }
@@ -192,6 +213,10 @@ struct Changes {
     pods: Vec<PodChange>,
     /// Namespaces whose labels changed: (name, before, after).
     namespaces: Vec<(String, Option<Labels>, Option<Labels>)>,
+    /// The ClusterNetworkPolicies changed (any of them: they are few, and cluster-wide).
+    cluster: bool,
+    /// A node's labels or addresses changed.
+    nodes: bool,
 }
 
 /// The compiler with its work kept between calls (see the module documentation).
@@ -215,6 +240,17 @@ pub struct Incremental {
     /// Every local endpoint of the last compilation.
     pub(super) endpoints: FastMap<Ipv4Addr, EndpointState>,
     generation: u64,
+    /// The enforced ClusterNetworkPolicies in evaluation order (tier, priority, name).
+    pub(super) cluster: Vec<Arc<ClusterPolicy>>,
+    /// Every node's labels and IPv4 addresses, as `nodes` peers see them.
+    nodes: BTreeMap<String, (Labels, Vec<Ipv4Addr>)>,
+}
+
+impl Incremental {
+    /// Every node's labels and IPv4 addresses, as the last compilation saw them.
+    pub(super) fn node_addresses(&self) -> impl Iterator<Item = &(Labels, Vec<Ipv4Addr>)> {
+        self.nodes.values()
+    }
 }
 
 impl Incremental {
@@ -231,6 +267,8 @@ impl Incremental {
         self.sync_policies(cluster, left_out, &mut changes);
         let old_namespaces = self.sync_namespaces(cluster, &mut changes);
         self.sync_pods(cluster, local, &mut changes);
+        self.sync_cluster_policies(cluster, &mut changes);
+        self.sync_nodes(cluster, &mut changes);
         self.invalidate(&changes, &old_namespaces);
 
         let mut sets = PortSets::new();
@@ -460,8 +498,46 @@ impl Incremental {
         }
     }
 
+    /// Takes the ClusterNetworkPolicies from the model, in evaluation order.
+    fn sync_cluster_policies(&mut self, cluster: &Cluster, changes: &mut Changes) {
+        let mut now: Vec<Arc<ClusterPolicy>> =
+            cluster.cluster_policy_entries().values().cloned().collect();
+        now.sort_by(|a, b| a.order().cmp(&b.order()));
+        let same = now.len() == self.cluster.len()
+            && now
+                .iter()
+                .zip(&self.cluster)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b);
+        if !same {
+            changes.cluster = true;
+        }
+        self.cluster = now;
+    }
+
+    /// Takes the nodes' labels and addresses from the model (only while some policy could read
+    /// them: without ClusterNetworkPolicies nothing does).
+    fn sync_nodes(&mut self, cluster: &Cluster, changes: &mut Changes) {
+        if self.cluster.is_empty() {
+            self.nodes.clear();
+            return;
+        }
+        let now: BTreeMap<String, (Labels, Vec<Ipv4Addr>)> = cluster
+            .nodes()
+            .map(|n| (n.name.clone(), (n.labels.clone(), n.addresses.clone())))
+            .collect();
+        if now != self.nodes {
+            changes.nodes = true;
+            self.nodes = now;
+        }
+    }
+
     /// Drops the selector results and tables the changes can reach.
     fn invalidate(&mut self, changes: &Changes, old_namespaces: &BTreeMap<String, Labels>) {
+        if changes.cluster || changes.nodes {
+            self.tables.retain(|key, cached| {
+                !(changes.cluster && !key.cluster.is_empty() || changes.nodes && cached.reads_nodes)
+            });
+        }
         if changes.pods.len() > MASS_CHANGE {
             self.selected.clear();
             self.tables.clear();
@@ -507,6 +583,10 @@ impl Incremental {
                     _ => false,
                 }
                 && key.is_none_or(|k| !changes.policy_namespaces.contains(&k.namespace))
+                // Which ClusterNetworkPolicies apply depends on every one of them and on the
+                // namespace's labels.
+                && !changes.cluster
+                && (self.cluster.is_empty() || changes.namespaces.is_empty())
         });
         if !current {
             let chosen = self.choose(key, pod.as_deref());
@@ -539,27 +619,74 @@ impl Incremental {
             Isolation::Selects => selecting[d.index()].push(id),
             Isolation::Unenforceable | Isolation::MaySelect => fail[d.index()] = true,
         });
+        let namespace_labels = self.namespaces.get(&key.namespace);
         Direction::ALL.map(|d| {
             let policies = std::mem::take(&mut selecting[d.index()]);
-            if fail[d.index()] {
-                Chosen::FailClosed
+            let cluster = match self.applying_cluster_policies(namespace_labels, pod, d) {
+                Some(cluster) => cluster,
+                // Unknown labels, and some ClusterNetworkPolicy might apply.
+                None => return Chosen::FailClosed,
+            };
+            let namespace_tier = if fail[d.index()] {
+                NamespaceTier::FailClosed
             } else if policies.is_empty() {
-                Chosen::Unisolated
+                NamespaceTier::Unisolated
             } else {
-                let names_ports = d == Direction::Ingress
-                    && policies.iter().any(|&id| {
-                        self.policies.get(id).policy.parsed.rules[d.index()]
-                            .iter()
-                            .any(|r| !r.ports.named.is_empty())
-                    });
-                Chosen::Table(TableKey {
-                    direction: d,
-                    policies,
-                    // A policy selects the pod only when its labels are known.
-                    ports: pod.filter(|_| names_ports).map(|p| p.ports.clone()),
-                })
+                NamespaceTier::Isolated
+            };
+            if cluster.is_empty() {
+                match namespace_tier {
+                    NamespaceTier::FailClosed => return Chosen::FailClosed,
+                    NamespaceTier::Unisolated => return Chosen::Unisolated,
+                    NamespaceTier::Isolated => {}
+                }
             }
+            let names_ports = d == Direction::Ingress
+                && (policies.iter().any(|&id| {
+                    self.policies.get(id).policy.parsed.rules[d.index()]
+                        .iter()
+                        .any(|r| !r.ports.named.is_empty())
+                }) || cluster.iter().any(|&i| {
+                    self.cluster[i as usize].rules[d.index()]
+                        .iter()
+                        .any(|r| !r.ports.named.is_empty())
+                }));
+            Chosen::Table(TableKey {
+                direction: d,
+                policies,
+                // A policy selects the pod only when its labels are known.
+                ports: pod.filter(|_| names_ports).map(|p| p.ports.clone()),
+                cluster,
+                namespace_tier,
+            })
         })
+    }
+
+    /// The ClusterNetworkPolicies with rules in direction `d` whose subject is the pod, as
+    /// positions in [`Self::cluster`]; `None` when the pod's labels are unknown and one of them
+    /// might select it (its namespace matches).
+    pub(super) fn applying_cluster_policies(
+        &self,
+        namespace_labels: Option<&Labels>,
+        pod: Option<&PodInfo>,
+        d: Direction,
+    ) -> Option<Vec<u32>> {
+        let empty = Labels::new();
+        let namespace_labels = namespace_labels.unwrap_or(&empty);
+        let mut out = Vec::new();
+        for (i, policy) in self.cluster.iter().enumerate() {
+            if policy.rules[d.index()].is_empty()
+                || !policy.subject.namespaces.matches(namespace_labels)
+            {
+                continue;
+            }
+            match pod {
+                None => return None,
+                Some(pod) if policy.subject.pods.matches(&pod.labels) => out.push(i as u32),
+                Some(_) => {}
+            }
+        }
+        Some(out)
     }
 
     /// Calls `f(policy id, direction, how)` for every policy of the pod's namespace, in key order,
@@ -630,7 +757,11 @@ impl Incremental {
             cached.used = self.generation;
             return cached.table.clone();
         }
-        let mut built = self.build_table(&key, sets);
+        let mut built = if key.cluster.is_empty() {
+            self.build_table(&key, sets)
+        } else {
+            self.build_tiered_table(&key, sets)
+        };
         built.table = match self.distinct.get(&built.table) {
             Some(existing) => existing.clone(),
             None => {
@@ -644,32 +775,201 @@ impl Incremental {
     }
 
     fn build_table(&mut self, key: &TableKey, sets: &mut PortSets) -> CachedTable {
-        let d = key.direction;
-        let policies: Vec<Arc<Policy>> = key
-            .policies
+        let mut selectors = FastSet::default();
+        let mut blocks: Vec<Block<'_>> = Vec::new();
+        let policies = self.key_policies(key);
+        let reads_every_pod =
+            self.namespace_blocks(key, &policies, sets, &mut blocks, &mut selectors);
+        let table = Arc::new(table::build(&blocks, sets));
+        CachedTable {
+            table,
+            selectors: selectors.into_iter().collect(),
+            reads_every_pod,
+            reads_nodes: false,
+            used: self.generation,
+        }
+    }
+
+    fn key_policies(&self, key: &TableKey) -> Vec<Arc<Policy>> {
+        key.policies
             .iter()
             .map(|&id| self.policies.get(id).policy.clone())
-            .collect();
-        let local_ports = key.ports.as_deref().unwrap_or_default();
+            .collect()
+    }
+
+    /// A table for an endpoint direction some ClusterNetworkPolicy applies to: every rule of every
+    /// tier becomes blocks at its own layer (layers in evaluation order: the Admin rules, the
+    /// NetworkPolicy tier, the Baseline rules), and each entry's value is what evaluating the
+    /// layers covering it gives (`tiers.rs`).
+    fn build_tiered_table(&mut self, key: &TableKey, sets: &mut PortSets) -> CachedTable {
+        let d = key.direction;
         let mut selectors = FastSet::default();
-        let mut reads_every_pod = false;
         let mut blocks: Vec<Block<'_>> = Vec::new();
-        for policy in &policies {
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut reads_nodes = false;
+        let cluster: Vec<Arc<ClusterPolicy>> = key
+            .cluster
+            .iter()
+            .map(|&i| self.cluster[i as usize].clone())
+            .collect();
+        let local_ports = key.ports.clone().unwrap_or_default();
+        let mut rule_blocks = |this: &mut Self,
+                               tier: Tier,
+                               blocks: &mut Vec<Block<'static>>,
+                               layers: &mut Vec<Layer>,
+                               selectors: &mut FastSet<SelectorKey>,
+                               sets: &mut PortSets| {
+            for policy in cluster.iter().filter(|p| p.tier == tier) {
+                for rule in &policy.rules[d.index()] {
+                    let layer = layers.len() as u32;
+                    layers.push(Layer::Cluster(rule.action));
+                    reads_nodes |= !rule.peers.nodes.is_empty();
+                    this.cluster_rule_blocks(rule, d, &local_ports, layer, blocks, selectors, sets);
+                }
+            }
+        };
+        let mut owned: Vec<Block<'static>> = Vec::new();
+        rule_blocks(
+            self,
+            Tier::Admin,
+            &mut owned,
+            &mut layers,
+            &mut selectors,
+            sets,
+        );
+        let namespace_layer = layers.len() as u32;
+        layers.push(Layer::Namespace);
+        rule_blocks(
+            self,
+            Tier::Baseline,
+            &mut owned,
+            &mut layers,
+            &mut selectors,
+            sets,
+        );
+        // Every address gets a verdict, even one no rule names (the default allows).
+        owned.push(Block {
+            layer: namespace_layer,
+            ..block(Ipv4Net::default(), &[], EMPTY)
+        });
+        let policies = self.key_policies(key);
+        let mut reads_every_pod = false;
+        if key.namespace_tier == NamespaceTier::Isolated {
+            reads_every_pod =
+                self.namespace_blocks(key, &policies, sets, &mut blocks, &mut selectors);
+            for b in &mut blocks {
+                b.layer = namespace_layer;
+            }
+        }
+        blocks.extend(owned);
+        let namespace_tier = key.namespace_tier;
+        let mut cache: FastMap<Vec<(u32, u32)>, u32> = FastMap::default();
+        let mut active: Vec<(u32, u32)> = Vec::new();
+        let table = table::build_with(&blocks, sets, |here, sets| {
+            active.clear();
+            active.extend(here.iter().map(|&b| {
+                let b = &blocks[b as usize];
+                (b.layer, b.ports)
+            }));
+            active.sort_unstable();
+            active.dedup();
+            if let Some(&id) = cache.get(&active) {
+                return id;
+            }
+            let id = evaluate(&active, &layers, namespace_layer, namespace_tier, sets);
+            cache.insert(active.clone(), id);
+            id
+        });
+        CachedTable {
+            table: Arc::new(table),
+            selectors: selectors.into_iter().collect(),
+            reads_every_pod,
+            reads_nodes,
+            used: self.generation,
+        }
+    }
+
+    /// The blocks of one ClusterNetworkPolicy rule at `layer`.
+    #[allow(clippy::too_many_arguments)]
+    fn cluster_rule_blocks(
+        &mut self,
+        rule: &ClusterRule,
+        d: Direction,
+        local_ports: &[NamedPort],
+        layer: u32,
+        blocks: &mut Vec<Block<'static>>,
+        selectors: &mut FastSet<SelectorKey>,
+        sets: &mut PortSets,
+    ) {
+        let numeric = sets.intern_ref(&rule.ports.numeric);
+        let at = |net, ports| Block {
+            layer,
+            ..block(net, &[], ports)
+        };
+        if rule.peers.all {
+            blocks.push(at(Ipv4Net::default(), numeric));
+        }
+        for net in &rule.peers.networks {
+            blocks.push(at(*net, numeric));
+        }
+        for selector in &rule.peers.nodes {
+            for (labels, addresses) in self.nodes.values() {
+                if selector.matches(labels) {
+                    blocks.extend(addresses.iter().map(|ip| at(host(*ip), numeric)));
+                }
+            }
+        }
+        let mut pods: Vec<u32> = Vec::new();
+        for peer in &rule.peers.pods {
+            // Cluster-scoped: a namespace selector always, so no scope.
+            pods.extend(self.selected_pods("", peer, selectors).iter());
+        }
+        pods.sort_unstable();
+        pods.dedup();
+        for id in pods {
+            let pod = self.pods.get(id);
+            // Named ports resolve against the destination: the local pod for ingress, the peer
+            // for egress.
+            let named_against = match d {
+                Direction::Ingress => local_ports,
+                Direction::Egress => &pod.info.ports[..],
+            };
+            let ports = resolve(sets, numeric, &rule.ports, named_against);
+            if ports != EMPTY {
+                blocks.push(at(host(pod.ip), ports));
+            }
+        }
+    }
+
+    /// The blocks of the NetworkPolicies of a table (at layer 0); returns whether they read every
+    /// pod.
+    fn namespace_blocks<'a>(
+        &mut self,
+        key: &TableKey,
+        policies: &'a [Arc<Policy>],
+        sets: &mut PortSets,
+        blocks: &mut Vec<Block<'a>>,
+        selectors: &mut FastSet<SelectorKey>,
+    ) -> bool {
+        let d = key.direction;
+        let local_ports = key.ports.as_deref().unwrap_or_default();
+        let mut reads_every_pod = false;
+        for policy in policies {
             let namespace = policy.key().namespace.as_str();
             for rule in &policy.parsed.rules[d.index()] {
                 let numeric = sets.intern_ref(&rule.ports.numeric);
                 let mut pods: Vec<u32> = Vec::new();
                 for peer in &rule.peers.pods {
-                    pods.extend(self.selected_pods(namespace, peer, &mut selectors).iter());
+                    pods.extend(self.selected_pods(namespace, peer, selectors).iter());
                 }
                 pods.sort_unstable();
                 pods.dedup();
                 if d == Direction::Ingress || rule.ports.named.is_empty() {
-                    let ports = resolve(sets, numeric, rule, local_ports);
-                    self.push_uniform(&mut blocks, rule, &pods, ports);
+                    let ports = resolve(sets, numeric, &rule.ports, local_ports);
+                    self.push_uniform(blocks, rule, &pods, ports);
                 } else {
                     reads_every_pod |= rule.peers.all || !rule.peers.blocks.is_empty();
-                    self.push_per_destination(&mut blocks, rule, &pods, numeric, sets);
+                    self.push_per_destination(blocks, rule, &pods, numeric, sets);
                 }
             }
         }
@@ -678,13 +978,7 @@ impl Incremental {
         // same), so the build sorts it once.
         let mut seen: FastSet<(Ipv4Net, u32)> = FastSet::default();
         blocks.retain(|b| !b.except.is_empty() || seen.insert((b.net, b.ports)));
-        let table = Arc::new(table::build(&blocks, sets));
-        CachedTable {
-            table,
-            selectors: selectors.into_iter().collect(),
-            reads_every_pod,
-            used: self.generation,
-        }
+        reads_every_pod
     }
 
     /// Blocks of a rule whose port set is the same for every peer.
@@ -726,7 +1020,7 @@ impl Incremental {
         for pod in self.pods.iter() {
             let in_block = rule.peers.blocks.iter().any(|b| block_contains(b, pod.ip));
             if rule.peers.all || in_block {
-                let resolved = resolve(sets, numeric, rule, &pod.info.ports);
+                let resolved = resolve(sets, numeric, &rule.ports, &pod.info.ports);
                 if resolved != numeric {
                     blocks.push(block(host(pod.ip), &[], resolved));
                 }
@@ -735,7 +1029,7 @@ impl Incremental {
         // ...and the pods the selectors match, with their numeric and named ports.
         for &id in pods {
             let pod = self.pods.get(id);
-            let resolved = resolve(sets, numeric, rule, &pod.info.ports);
+            let resolved = resolve(sets, numeric, &rule.ports, &pod.info.ports);
             if resolved != EMPTY {
                 blocks.push(block(host(pod.ip), &[], resolved));
             }
@@ -887,15 +1181,14 @@ fn reaches(
 }
 
 /// The rule's port set for a destination pod with these named ports.
-fn resolve(sets: &mut PortSets, numeric: u32, rule: &Rule, ports: &[NamedPort]) -> u32 {
-    if rule.ports.named.is_empty() {
+fn resolve(sets: &mut PortSets, numeric: u32, rule: &RulePorts, ports: &[NamedPort]) -> u32 {
+    if rule.named.is_empty() {
         return numeric;
     }
     let named: Vec<_> = ports
         .iter()
         .filter(|np| {
-            rule.ports
-                .named
+            rule.named
                 .iter()
                 .any(|(name, proto)| *name == np.name && *proto == np.protocol)
         })
@@ -912,12 +1205,16 @@ fn resolve(sets: &mut PortSets, numeric: u32, rule: &Rule, ports: &[NamedPort]) 
 
 /// Whether what [`resolve`] adds to a rule's numeric ports for a pod with these named ports allows
 /// a packet with this protocol number and destination port.
-pub(super) fn named_ports_allow(rule: &Rule, ports: &[NamedPort], proto: u8, port: u16) -> bool {
+pub(super) fn named_ports_allow(
+    rule: &RulePorts,
+    ports: &[NamedPort],
+    proto: u8,
+    port: u16,
+) -> bool {
     ports.iter().any(|np| {
         np.port == port
             && np.protocol.number() == proto
             && rule
-                .ports
                 .named
                 .iter()
                 .any(|(name, p)| *name == np.name && *p == np.protocol)
@@ -963,7 +1260,68 @@ fn merge_join<'a, K: Ord + 'a, A: 'a, B: 'a>(
 }
 
 fn block(net: Ipv4Net, except: &[Ipv4Net], ports: u32) -> Block<'_> {
-    Block { net, except, ports }
+    Block {
+        net,
+        except,
+        ports,
+        layer: 0,
+    }
+}
+
+/// What a layer of a tiered table is.
+#[derive(Clone, Copy)]
+enum Layer {
+    /// One ClusterNetworkPolicy rule.
+    Cluster(Action),
+    /// The NetworkPolicy tier.
+    Namespace,
+}
+
+/// The port set an entry gets from the (layer, port set) pairs covering it, sorted: Admin rules in
+/// order, then the NetworkPolicy tier, then Baseline rules, then the default (`tiers.rs`).
+fn evaluate(
+    active: &[(u32, u32)],
+    layers: &[Layer],
+    namespace_layer: u32,
+    namespace_tier: NamespaceTier,
+    sets: &mut PortSets,
+) -> u32 {
+    let mut marks = PortMarks::open();
+    let mut allowed_by_namespace: Vec<u32> = Vec::new();
+    let mut admin_done = false;
+    for &(layer, ports) in active {
+        if layer >= namespace_layer && !admin_done {
+            marks.end_admin_tier();
+            admin_done = true;
+        }
+        match layers[layer as usize] {
+            Layer::Namespace => allowed_by_namespace.push(ports),
+            Layer::Cluster(action) if layer < namespace_layer => {
+                marks.apply(sets.get(ports), action);
+            }
+            // Baseline is reached only when no NetworkPolicy isolates: one that does decides
+            // everything left.
+            Layer::Cluster(action) => {
+                if namespace_tier == NamespaceTier::Unisolated {
+                    marks.apply(sets.get(ports), action);
+                }
+            }
+        }
+    }
+    if !admin_done {
+        marks.end_admin_tier();
+    }
+    match namespace_tier {
+        NamespaceTier::Unisolated => marks.default_allow(),
+        NamespaceTier::Isolated => {
+            allowed_by_namespace.sort_unstable();
+            allowed_by_namespace.dedup();
+            let allowed = sets.union(&allowed_by_namespace);
+            marks.isolate(sets.get(allowed));
+        }
+        NamespaceTier::FailClosed => marks.isolate(&super::PortSet::empty()),
+    }
+    sets.intern(marks.to_port_set())
 }
 
 fn host(ip: Ipv4Addr) -> Ipv4Net {

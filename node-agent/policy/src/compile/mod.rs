@@ -21,6 +21,7 @@ mod incremental;
 pub(crate) mod policy;
 pub mod ports;
 mod table;
+pub mod tiers;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -30,7 +31,7 @@ use std::{
 };
 
 pub use self::{
-    explain::{DirectionVerdict, RuleRef},
+    explain::{ClusterRuleRef, DirectionVerdict, RuleRef},
     incremental::Incremental,
     ports::{range_prefixes, PortPrefix, PortSet},
     table::RuleTable,

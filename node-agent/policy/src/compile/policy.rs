@@ -370,7 +370,7 @@ fn port_number(n: i32, field: &str) -> Result<u16, String> {
 
 /// A port name must be an IANA service name: 1-15 lowercase letters, digits and inner single
 /// hyphens, with at least one letter (so "80" is not a name).
-fn check_port_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_port_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 15
         && name

@@ -11,7 +11,8 @@ use weir_common::policy::{PORT_PREFIX_ANY_PORT, PORT_PREFIX_ANY_PROTO};
 
 use crate::model::Protocol;
 
-/// One PORTS trie entry: a protocol (or any) and the first `len` bits of the destination port.
+/// One PORTS trie entry: a protocol (or any) and the first `len` bits of the destination port, with
+/// its verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortPrefix {
     /// `None`: any IP protocol, any port (including ICMP and every protocol without ports).
@@ -20,6 +21,9 @@ pub struct PortPrefix {
     pub port: u16,
     /// How many leading bits of the port must match, 0..=16 (0 = any port).
     pub len: u8,
+    /// The entry refuses what it matches (a hole in a shorter allowing entry). NetworkPolicy alone
+    /// never needs one; cluster-wide tiers do ("everything but TCP 22").
+    pub deny: bool,
 }
 
 impl PortPrefix {
@@ -28,6 +32,7 @@ impl PortPrefix {
         proto: None,
         port: 0,
         len: 0,
+        deny: false,
     };
 
     /// Every port of one protocol.
@@ -36,6 +41,7 @@ impl PortPrefix {
             proto: Some(proto),
             port: 0,
             len: 0,
+            deny: false,
         }
     }
 
@@ -136,6 +142,7 @@ impl PortSet {
                     proto: Some(proto),
                     port,
                     len,
+                    deny: false,
                 }
             }));
         }
@@ -144,7 +151,7 @@ impl PortSet {
         Self(prefixes.into())
     }
 
-    /// Everything either set allows.
+    /// Everything either set allows (sets without denying entries: NetworkPolicy's).
     pub fn union(&self, other: &PortSet) -> PortSet {
         if self.is_any() || other.is_empty() {
             return self.clone();
@@ -173,9 +180,20 @@ impl PortSet {
     }
 
     /// Whether a packet with this protocol number and destination port is allowed, exactly as the
-    /// PORTS lookup decides (any matching entry allows; ICMP and others use port 0).
+    /// PORTS lookup decides (the longest matching entry's verdict, none denies; ICMP and others
+    /// use port 0).
     pub fn allows(&self, proto: u8, port: u16) -> bool {
-        self.0.iter().any(|p| p.matches(proto, port))
+        self.0
+            .iter()
+            .filter(|p| p.matches(proto, port))
+            .max_by_key(|p| p.kernel_prefix_len())
+            .is_some_and(|p| !p.deny)
+    }
+
+    /// A set from entries already canonical (see [`crate::compile::tiers`]).
+    pub(crate) fn from_canonical(mut entries: Vec<PortPrefix>) -> Self {
+        entries.sort_unstable();
+        Self(entries.into())
     }
 
     /// The port ranges per protocol (not meaningful for the "any" set).
@@ -331,6 +349,7 @@ mod tests {
             proto: Some(Protocol::Udp),
             port: 53,
             len: 16,
+            deny: false,
         };
         assert_eq!(single.kernel_prefix_len(), 56);
         assert_eq!(single.kernel_proto(), 17);

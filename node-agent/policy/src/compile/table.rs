@@ -156,12 +156,14 @@ impl PortSets {
     }
 }
 
-/// What one peer of one rule contributes: `net` minus `except`, with the rule's port set.
+/// What one peer of one rule contributes: `net` minus `except`, with the rule's port set, at an
+/// evaluation layer (always 0 for NetworkPolicy alone; see `tiers.rs`).
 #[derive(Clone, Debug)]
 pub(crate) struct Block<'a> {
     pub net: Ipv4Net,
     pub except: &'a [Ipv4Net],
     pub ports: u32,
+    pub layer: u32,
 }
 
 /// Whether `outer` contains `inner` (both normalized).
@@ -177,8 +179,26 @@ struct Frame {
     effective: u32,
 }
 
-/// Builds the canonical table for a list of blocks (see the module documentation).
+/// Builds the canonical table for a list of blocks (see the module documentation): the value of
+/// an entry is the union of its blocks' port sets.
 pub(crate) fn build(blocks: &[Block<'_>], sets: &mut PortSets) -> RuleTable {
+    let mut ids = Vec::new();
+    build_with(blocks, sets, |active, sets| {
+        ids.clear();
+        ids.extend(active.iter().map(|&b| blocks[b as usize].ports));
+        ids.sort_unstable();
+        ids.dedup();
+        sets.union(&ids)
+    })
+}
+
+/// [`build`] with the value of an entry computed by `value` from the indices of the blocks
+/// covering it (the proof above holds for any function of that set).
+pub(crate) fn build_with(
+    blocks: &[Block<'_>],
+    sets: &mut PortSets,
+    mut value: impl FnMut(&[u32], &mut PortSets) -> u32,
+) -> RuleTable {
     // (prefix, block, starts here?) sorted so that prefixes come in pre-order of containment.
     let mut events: Vec<(Ipv4Net, u32, bool)> = Vec::with_capacity(blocks.len());
     for (i, block) in blocks.iter().enumerate() {
@@ -190,7 +210,7 @@ pub(crate) fn build(blocks: &[Block<'_>], sets: &mut PortSets) -> RuleTable {
 
     let mut entries = BTreeMap::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut ids = Vec::new();
+    let mut here: Vec<u32> = Vec::new();
     for group in events.chunk_by(|a, b| a.0 == b.0) {
         let net = group[0].0;
         while stack.last().is_some_and(|top| !covers(top.net, net)) {
@@ -206,11 +226,9 @@ pub(crate) fn build(blocks: &[Block<'_>], sets: &mut PortSets) -> RuleTable {
             .copied()
             .filter(|&b| !ends(b))
             .chain(group.iter().filter(|e| e.2).map(|e| e.1));
-        ids.clear();
-        ids.extend(active.clone().map(|b| blocks[b as usize].ports));
-        ids.sort_unstable();
-        ids.dedup();
-        let value = sets.union(&ids);
+        here.clear();
+        here.extend(active.clone());
+        let value = value(&here, sets);
         let effective = if value == parent_effective {
             parent_effective
         } else {
@@ -270,6 +288,7 @@ mod tests {
                 net: net("0.0.0.0/0"),
                 except: &except,
                 ports: any,
+                layer: 0,
             }],
             &mut sets,
         );
@@ -290,11 +309,13 @@ mod tests {
                     net: net("10.0.0.0/8"),
                     except: &[],
                     ports: p80,
+                    layer: 0,
                 },
                 Block {
                     net: net("10.1.2.3/32"),
                     except: &[],
                     ports: p443,
+                    layer: 0,
                 },
             ],
             &mut sets,
@@ -314,16 +335,19 @@ mod tests {
                     net: net("10.0.0.0/8"),
                     except: &[],
                     ports: p80,
+                    layer: 0,
                 },
                 Block {
                     net: net("10.1.0.0/16"),
                     except: &[],
                     ports: p80,
+                    layer: 0,
                 },
                 Block {
                     net: net("192.168.0.0/16"),
                     except: &[],
                     ports: EMPTY,
+                    layer: 0,
                 },
             ],
             &mut sets,
@@ -374,6 +398,7 @@ mod tests {
                     net: *n,
                     except: e,
                     ports: choices[rng.random_range(0..choices.len())],
+                    layer: 0,
                 })
                 .collect();
             let table = build(&blocks, &mut sets);

@@ -16,7 +16,8 @@ pub struct FakeDatapath {
     pub config: Option<NodeConfig>,
     pub counters: BTreeMap<(u32, u8, u16), CounterValue>,
     pub peers: BTreeMap<PeerEntry, u32>,
-    pub ports: BTreeSet<PortEntry>,
+    /// PORTS entries with their verdicts.
+    pub ports: BTreeMap<PortEntry, bool>,
     pub host_ips: Vec<Ipv4Addr>,
     pub host_ports: Vec<weir_common::HostPortKey>,
     pub remotes: BTreeMap<ipnet::Ipv4Net, Ipv4Addr>,
@@ -120,16 +121,22 @@ impl Datapath for FakeDatapath {
         let Some(portset) = portset.filter(|&p| p != 0) else {
             return Ok(false);
         };
-        Ok(self.ports.iter().any(|e| {
-            e.portset == portset
-                && (e.prefix_len <= 32
-                    || e.proto == proto
-                        && (e.prefix_len <= 40 || {
-                            let bits = e.prefix_len - 40;
-                            let mask = u16::MAX.checked_shl(16 - bits).unwrap_or(0);
-                            e.port & mask == port & mask
-                        }))
-        }))
+        // The longest matching entry decides, as in the trie.
+        let longest = self
+            .ports
+            .iter()
+            .filter(|(e, _)| {
+                e.portset == portset
+                    && (e.prefix_len <= 32
+                        || e.proto == proto
+                            && (e.prefix_len <= 40 || {
+                                let bits = e.prefix_len - 40;
+                                let mask = u16::MAX.checked_shl(16 - bits).unwrap_or(0);
+                                e.port & mask == port & mask
+                            }))
+            })
+            .max_by_key(|(e, _)| e.prefix_len);
+        Ok(longest.is_some_and(|(_, &allow)| allow))
     }
     fn policy_capacity(&self) -> (usize, usize) {
         (
@@ -161,8 +168,8 @@ impl Datapath for FakeDatapath {
     fn peers(&self) -> Result<Vec<PeerEntry>, DatapathError> {
         Ok(self.peers.keys().copied().collect())
     }
-    fn set_port(&mut self, entry: PortEntry) -> Result<(), DatapathError> {
-        self.ports.insert(entry);
+    fn set_port(&mut self, entry: PortEntry, allow: bool) -> Result<(), DatapathError> {
+        self.ports.insert(entry, allow);
         Ok(())
     }
     fn remove_port(&mut self, entry: PortEntry) -> Result<(), DatapathError> {
@@ -170,7 +177,7 @@ impl Datapath for FakeDatapath {
         Ok(())
     }
     fn ports(&self) -> Result<Vec<PortEntry>, DatapathError> {
-        Ok(self.ports.iter().copied().collect())
+        Ok(self.ports.keys().copied().collect())
     }
     fn set_host_ips(&mut self, ips: &[Ipv4Addr]) -> Result<(), DatapathError> {
         self.host_ips = ips.to_vec();

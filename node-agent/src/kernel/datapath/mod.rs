@@ -116,7 +116,8 @@ pub trait Datapath: Send {
     fn remove_peer(&mut self, entry: PeerEntry) -> Result<(), DatapathError>;
     fn peers(&self) -> Result<Vec<PeerEntry>, DatapathError>;
     /// PORTS: `(port set, proto, port prefix)` → allow.
-    fn set_port(&mut self, entry: PortEntry) -> Result<(), DatapathError>;
+    /// Writes a PORTS entry with its verdict (`allow` false: a hole in a shorter allowing entry).
+    fn set_port(&mut self, entry: PortEntry, allow: bool) -> Result<(), DatapathError>;
     /// Remove a PORTS entry; absent is fine.
     fn remove_port(&mut self, entry: PortEntry) -> Result<(), DatapathError>;
     fn ports(&self) -> Result<Vec<PortEntry>, DatapathError>;

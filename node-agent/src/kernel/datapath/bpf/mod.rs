@@ -467,15 +467,18 @@ impl Datapath for BpfDatapath {
         }
         let port_key = Key::new(PORT_KEY_BITS, PortKey::new(portset, proto, port));
         match self.ports_map()?.get(&port_key, 0) {
-            Ok(_) => Ok(true),
+            Ok(value) => Ok(value.allow != 0),
             Err(MapError::KeyNotFound) => Ok(false),
             Err(source) => Err(map_err(POLICY_PORTS)(source)),
         }
     }
 
-    fn set_port(&mut self, entry: PortEntry) -> Result<(), DatapathError> {
+    fn set_port(&mut self, entry: PortEntry, allow: bool) -> Result<(), DatapathError> {
+        let value = PortValue {
+            allow: u32::from(allow),
+        };
         self.ports_map_mut()?
-            .insert(&port_key(entry), PortValue { allow: 1 }, 0)
+            .insert(&port_key(entry), value, 0)
             .map_err(map_err(POLICY_PORTS))
     }
 
