@@ -60,14 +60,27 @@ pub fn notices(
         let Some(object) = ObjectKey::parse(&r.object) else {
             continue;
         };
-        let reason = match object.kind {
-            crate::Kind::NetworkPolicy => "NetworkPolicyRejected",
-            _ => "ObjectRejected",
+        let (reason, mut note) = match object.kind {
+            crate::Kind::NetworkPolicy => (
+                "NetworkPolicyRejected",
+                format!(
+                    "weir cannot program this object; the pods it selects are isolated: {}",
+                    r.reason
+                ),
+            ),
+            // Its status condition says the same; the Event is what `kubectl describe` shows.
+            crate::Kind::ClusterNetworkPolicy => (
+                "ClusterNetworkPolicyFailedClosed",
+                format!("weir enforces this policy otherwise than written: {}", r.reason),
+            ),
+            _ => (
+                "ObjectRejected",
+                format!(
+                    "weir cannot program this object; the pods it selects are isolated: {}",
+                    r.reason
+                ),
+            ),
         };
-        let mut note = format!(
-            "weir cannot program this object; the pods it selects are isolated: {}",
-            r.reason
-        );
         truncate(&mut note);
         out.insert(Notice {
             object,

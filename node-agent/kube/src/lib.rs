@@ -11,6 +11,7 @@
 
 pub mod events;
 pub mod state;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trim;
@@ -30,7 +31,7 @@ use kube::{
     runtime::{watcher, WatchStreamExt},
     Api, Client,
 };
-pub use state::{Kind, ObjectKey, Snapshot, State, Watched};
+pub use state::{ClusterNetworkPolicyObject, Kind, ObjectKey, Snapshot, State, Watched};
 use tokio::{sync::watch, task::AbortHandle};
 use tracing::{debug, info, warn};
 use weir_agent_api::Rejected;
@@ -105,6 +106,7 @@ impl KubeSource {
             spawn_watcher::<NetworkPolicy>(&client, &shared),
             spawn_watcher::<Service>(&client, &shared),
             spawn_watcher::<Node>(&client, &shared),
+            spawn_watcher::<ClusterNetworkPolicyObject>(&client, &shared),
         ];
         Self {
             shared,
@@ -228,7 +230,12 @@ impl KubeSource {
 pub struct RetryBackoff {
     next: Duration,
     jitter: u64,
+    max: Duration,
 }
+
+/// The longest wait between two looks for a CRD that is not installed: every node asks, so not
+/// every second; a CRD installed later is picked up within this.
+pub const ABSENT_CRD_RETRY_MAX: Duration = Duration::from_secs(20);
 
 /// The longest wait between two retries of a failed watch.
 pub const RETRY_MAX: Duration = Duration::from_millis(1000);
@@ -243,6 +250,17 @@ impl Default for RetryBackoff {
         Self {
             next: RETRY_FIRST,
             jitter: seed,
+            max: RETRY_MAX,
+        }
+    }
+}
+
+impl RetryBackoff {
+    /// Retries growing to `max` instead of [`RETRY_MAX`].
+    pub fn up_to(max: Duration) -> Self {
+        Self {
+            max,
+            ..Self::default()
         }
     }
 }
@@ -256,10 +274,10 @@ impl Iterator for RetryBackoff {
         self.jitter ^= self.jitter >> 7;
         self.jitter ^= self.jitter << 17;
         let base = self.next;
-        self.next = (self.next * 2).min(RETRY_MAX);
+        self.next = (self.next * 2).min(self.max);
         let spread = base.as_millis() as u64 / 2;
         let extra = if spread == 0 { 0 } else { self.jitter % spread };
-        Some((base + Duration::from_millis(extra)).min(RETRY_MAX))
+        Some((base + Duration::from_millis(extra)).min(self.max))
     }
 }
 
@@ -269,24 +287,59 @@ impl kube::runtime::utils::Backoff for RetryBackoff {
     }
 }
 
+/// Whether a watch failed because the API does not serve the kind (a CRD not installed).
+fn not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 404,
+        watcher::Error::WatchError(status) => status.code == 404,
+        _ => false,
+    }
+}
+
 fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHandle {
     let api: Api<K> = Api::all(client.clone());
     let shared = Arc::clone(shared);
+    // ClusterNetworkPolicy is a CRD a cluster may not have: while it is not served there are no
+    // such policies (the kind counts as listed, empty), and it is looked for again now and then.
+    let optional = K::KIND == Kind::ClusterNetworkPolicy;
     tokio::spawn(async move {
+        let backoff = if optional {
+            RetryBackoff::up_to(ABSENT_CRD_RETRY_MAX)
+        } else {
+            RetryBackoff::default()
+        };
         // Small list pages: a relist of a big cluster holds one page of untrimmed objects at a
         // time, not 500.
         let stream = watcher(api, watcher::Config::default().page_size(100))
-            .backoff(RetryBackoff::default())
+            .backoff(backoff)
             .modify(K::trim);
         let mut stream = std::pin::pin!(stream);
         let mut failing = false;
+        let mut absent = false;
         while let Some(event) = stream.next().await {
             match event {
                 Ok(event) => {
                     if std::mem::take(&mut failing) {
                         info!(kind = K::KIND.as_str(), "watch recovered");
                     }
+                    absent = false;
                     shared.handle(event);
+                }
+                Err(e) if optional && not_served(&e) => {
+                    if !absent {
+                        absent = true;
+                        info!(
+                            kind = K::KIND.as_str(),
+                            "not served by the API (its CRD is not installed): none are enforced; \
+                             looking again every {}s",
+                            ABSENT_CRD_RETRY_MAX.as_secs()
+                        );
+                        // An empty list: none exist (and any seen before are gone).
+                        shared.handle(watcher::Event::<K>::Init);
+                        shared.handle(watcher::Event::<K>::InitDone);
+                    }
                 }
                 Err(e) if failing => {
                     debug!(kind = K::KIND.as_str(), error = %e, "watch still failing")

@@ -21,7 +21,10 @@ use k8s_openapi::api::{
 };
 use kube::runtime::watcher;
 use weir_agent_api::Rejected;
-use weir_policy::model::{Cluster, Labels, NodeInfo, PodInfo, PodKey, Policy, PolicyKey};
+use weir_policy::{
+    cluster_policy::{self, ClusterNetworkPolicy},
+    model::{Cluster, Labels, NodeInfo, PodInfo, PodKey, Policy, PolicyKey},
+};
 
 use crate::trim;
 
@@ -33,15 +36,17 @@ pub enum Kind {
     NetworkPolicy,
     Service,
     Node,
+    ClusterNetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::NetworkPolicy,
         Kind::Service,
         Kind::Node,
+        Kind::ClusterNetworkPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,12 +56,14 @@ impl Kind {
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Service => "Service",
             Kind::Node => "Node",
+            Kind::ClusterNetworkPolicy => cluster_policy::KIND,
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::NetworkPolicy => "networking.k8s.io/v1",
+            Kind::ClusterNetworkPolicy => "policy.networking.k8s.io/v1beta1",
             _ => "v1",
         }
     }
@@ -70,6 +77,7 @@ impl Kind {
             Kind::NetworkPolicy => (NetworkPolicy::GROUP, NetworkPolicy::URL_PATH_SEGMENT),
             Kind::Service => (Service::GROUP, Service::URL_PATH_SEGMENT),
             Kind::Node => (Node::GROUP, Node::URL_PATH_SEGMENT),
+            Kind::ClusterNetworkPolicy => (cluster_policy::GROUP, cluster_policy::PLURAL),
         }
     }
 
@@ -118,6 +126,8 @@ pub enum Item {
     Pod(PodInfo),
     /// Checked as it comes off the stream: a relist buffers the compact form, not the spec.
     NetworkPolicy(Box<Policy>),
+    /// Checked by the model when applied (its problems are the object's status).
+    ClusterNetworkPolicy(Box<ClusterNetworkPolicy>),
     /// A Service's IPv4 ClusterIPs.
     Service(Vec<Ipv4Addr>),
     Node(NodeInfo),
@@ -242,6 +252,47 @@ impl Watched for Node {
             .map(Item::Node)
             .map_err(|e| e.to_string());
         entry_of(Self::KIND, &self.metadata, item)
+    }
+}
+
+/// A ClusterNetworkPolicy as the API serves it (the CRD's `v1beta1`), for kube's typed API.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct ClusterNetworkPolicyObject(pub ClusterNetworkPolicy);
+
+impl kube::Resource for ClusterNetworkPolicyObject {
+    type DynamicType = ();
+    type Scope = kube::core::ClusterResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        cluster_policy::KIND.into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        cluster_policy::GROUP.into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        cluster_policy::VERSION.into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        cluster_policy::PLURAL.into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+impl Watched for ClusterNetworkPolicyObject {
+    const KIND: Kind = Kind::ClusterNetworkPolicy;
+    fn trim(&mut self) {
+        trim::cluster_network_policy(&mut self.0);
+    }
+    fn entry(self) -> Entry {
+        let meta = self.0.metadata.clone();
+        let item = Ok(Item::ClusterNetworkPolicy(Box::new(self.0)));
+        entry_of(Self::KIND, &meta, item)
     }
 }
 
@@ -392,6 +443,9 @@ impl State {
                 // Services do not change the model.
                 false
             }
+            Item::ClusterNetworkPolicy(policy) => {
+                Arc::make_mut(&mut self.cluster).upsert_cluster_policy(&policy)
+            }
             Item::Node(node) => {
                 if self.cluster.node(&node.name) == Some(&node) {
                     false
@@ -424,6 +478,7 @@ impl State {
                 .is_some(),
             Kind::Service => false,
             Kind::Node => self.cluster.node(&key.name).is_some(),
+            Kind::ClusterNetworkPolicy => true,
         };
         if !present {
             return false;
@@ -437,6 +492,7 @@ impl State {
             }
             Kind::Service => false,
             Kind::Node => cluster.delete_node(&key.name),
+            Kind::ClusterNetworkPolicy => cluster.delete_cluster_policy(&key.name),
         }
     }
 
@@ -618,12 +674,40 @@ mod tests {
         listed::<Pod>(&mut state, vec![]);
         listed::<NetworkPolicy>(&mut state, vec![]);
         listed::<Service>(&mut state, vec![]);
+        listed::<ClusterNetworkPolicyObject>(&mut state, vec![]);
         assert!(!state.is_synced());
         // A list that started but did not finish does not count.
         state.handle(Event::<Node>::Init);
         assert!(!state.is_synced());
         state.handle(Event::<Node>::InitDone);
         assert!(state.is_synced());
+    }
+
+    #[test]
+    fn cluster_policies_come_and_go_with_their_objects() {
+        let mut state = State::new(None);
+        let object = |tier: &str| {
+            ClusterNetworkPolicyObject(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "c", "generation": 2, "annotations": {"a": "b"}},
+                    "spec": {"tier": tier, "priority": 5, "subject": {"namespaces": {}}},
+                    "status": {"conditions": []}
+                }))
+                .unwrap(),
+            )
+        };
+        let mut trimmed = object("Admin");
+        trimmed.trim();
+        assert!(trimmed.0.status.is_none() && trimmed.0.metadata.annotations.is_none());
+        assert_eq!(trimmed.0.metadata.generation, Some(2));
+        assert!(listed(&mut state, vec![trimmed]));
+        assert_eq!(state.cluster().cluster_policies().count(), 1);
+        // Unenforceable: it leaves the enforced ones (and is reported by the model).
+        assert!(state.handle(Event::Apply(object("Sideways"))));
+        assert_eq!(state.cluster().cluster_policies().count(), 0);
+        assert_eq!(state.cluster().unenforced_cluster_policies().count(), 1);
+        assert!(state.handle(Event::Delete(object("Sideways"))));
+        assert_eq!(state.cluster().unenforced_cluster_policies().count(), 0);
     }
 
     #[test]

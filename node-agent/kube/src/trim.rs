@@ -103,6 +103,17 @@ pub fn service(service: &mut Service) {
     };
 }
 
+/// The spec and the generation (for the status condition's `observedGeneration`); not the
+/// status, annotations or managed fields.
+pub fn cluster_network_policy(policy: &mut weir_policy::cluster_policy::ClusterNetworkPolicy) {
+    let generation = policy.metadata.generation;
+    policy.metadata = ObjectMeta {
+        generation,
+        ..meta(&mut policy.metadata, false)
+    };
+    policy.status = None;
+}
+
 /// Labels (ClusterNetworkPolicy `nodes` peers), pod CIDRs and addresses (not images, conditions or
 /// capacity, which are most of a Node).
 pub fn node(node: &mut Node) {

@@ -24,7 +24,7 @@ use weir_common::{
     FlowEvent, Reason,
 };
 use weir_policy::{
-    compile::{Direction, DirectionVerdict, RuleRef},
+    compile::{ClusterRuleRef, Direction, DirectionVerdict, RuleRef},
     model::{PodKey, PolicyKey, Protocol},
 };
 
@@ -165,6 +165,11 @@ fn rule_name(rule: &RuleRef) -> String {
     rule.to_string()
 }
 
+/// `ClusterNetworkPolicy name`, as flows list policies.
+fn cluster_policy_name(rule: &ClusterRuleRef) -> String {
+    format!("ClusterNetworkPolicy {}", rule.policy)
+}
+
 fn policy_names<'a>(keys: impl IntoIterator<Item = &'a PolicyKey>) -> Vec<String> {
     let mut names: Vec<String> = keys.into_iter().map(ToString::to_string).collect();
     names.dedup();
@@ -290,6 +295,11 @@ impl Agent {
                     Some(DirectionVerdict::Unisolated) => {
                         flow.reason = "not_isolated".to_owned();
                     }
+                    Some(DirectionVerdict::Cluster { rule }) => {
+                        flow.reason = "accepted_by_cluster_policy".to_owned();
+                        flow.policies = vec![cluster_policy_name(&rule)];
+                        flow.rules = vec![rule.to_string()];
+                    }
                     // The model moved on since the packet was judged.
                     _ => flow.reason = "allowed_by_policy".to_owned(),
                 }
@@ -299,8 +309,13 @@ impl Agent {
                     || format!("unknown_{}", event.reason),
                     |r| r.name().to_owned(),
                 );
-                if let Some(explained) = &explained {
-                    flow.policies = policy_names(explained.isolating());
+                match &explained {
+                    Some(DirectionVerdict::Cluster { rule }) => {
+                        flow.policies = vec![cluster_policy_name(rule)];
+                        flow.rules = vec![rule.to_string()];
+                    }
+                    Some(explained) => flow.policies = policy_names(explained.isolating()),
+                    None => {}
                 }
             }
             Some(flow)
@@ -411,6 +426,15 @@ impl Agent {
                 DirectionVerdict::FailClosed { because, .. } => {
                     ("fail_closed", Vec::new(), policy_names(because))
                 }
+                DirectionVerdict::Cluster { rule } => (
+                    if verdict.allows() {
+                        "accepted_by_cluster_policy"
+                    } else {
+                        "denied_by_cluster_policy"
+                    },
+                    vec![rule.to_string()],
+                    Vec::new(),
+                ),
             };
             directions.push(ExplainedDirection {
                 direction: direction_name(direction).to_owned(),

@@ -57,6 +57,7 @@ pub async fn run(
     kube: Option<Kubernetes>,
     telemetry: Arc<Telemetry>,
 ) -> Result<()> {
+    let node_name = config.node_name.clone();
     info!(node = %config.node_name, pod_cidr = %config.pod_cidr, cluster_cidr = %config.cluster_cidr, "starting");
     let socket = config.paths.socket();
     let pin_dir = config.paths.pin_dir();
@@ -84,6 +85,13 @@ pub async fn run(
     let flow_log = agent.flow_log();
     let (flow_events, flow_batches) = mpsc::channel(FLOW_BATCHES_QUEUED);
     let source = kube.as_ref().map(|k| k.source.clone());
+    if let Some(kube) = &kube {
+        tokio::spawn(Kubernetes::write_cluster_policy_status(
+            kube.client.clone(),
+            kube.source.clone(),
+            node_name.clone(),
+        ));
+    }
     let problems = kube.map(|kube| {
         let (problems, published) = watch::channel(Problems::default());
         tokio::spawn(publish_events(kube.notices, kube.source, published));

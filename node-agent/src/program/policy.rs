@@ -302,6 +302,10 @@ impl PolicyMaps {
                 ),
                 reason: p.message.clone(),
             })
+            .chain(compiled.cluster_problems.iter().map(|p| Rejected {
+                object: format!("ClusterNetworkPolicy {}", p.policy),
+                reason: p.message.clone(),
+            }))
             .collect();
         for p in &self.problems {
             warn!(object = %p.object, reason = %p.reason, "policy rejected; the pods it selects are isolated");

@@ -8,6 +8,7 @@ use weir_kube::{events::Notices, KubeSource, Options};
 pub struct Kubernetes {
     pub source: KubeSource,
     pub notices: Notices,
+    pub client: kube::Client,
 }
 
 impl Kubernetes {
@@ -30,7 +31,19 @@ impl Kubernetes {
         );
         Self {
             source,
-            notices: Notices::new(client, node_name, Some(service_cidr)),
+            notices: Notices::new(client.clone(), node_name, Some(service_cidr)),
+            client,
         }
+    }
+
+    /// Writes ClusterNetworkPolicy status conditions whenever this agent holds the cluster's
+    /// status Lease (in the agent's own namespace); runs for ever.
+    pub async fn write_cluster_policy_status(
+        client: kube::Client,
+        source: KubeSource,
+        identity: String,
+    ) {
+        let namespace = client.default_namespace().to_owned();
+        weir_kube::status::run(client, source, namespace, identity).await;
     }
 }

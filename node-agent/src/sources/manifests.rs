@@ -36,6 +36,7 @@ enum ObjectKey {
     Namespace(String),
     Pod(PodKey),
     Policy(PolicyKey),
+    ClusterPolicy(String),
     Node(String),
 }
 
@@ -250,6 +251,9 @@ impl ManifestDir {
                 ObjectKey::Policy(policy) => {
                     self.cluster.delete_policy(policy);
                 }
+                ObjectKey::ClusterPolicy(name) => {
+                    self.cluster.delete_cluster_policy(name);
+                }
                 ObjectKey::Node(name) => {
                     self.cluster.delete_node(name);
                 }
@@ -324,6 +328,7 @@ fn object_key(object: &Object) -> Option<ObjectKey> {
         Object::Namespace(o) => &o.metadata,
         Object::Pod(o) => &o.metadata,
         Object::NetworkPolicy(o) => &o.metadata,
+        Object::ClusterNetworkPolicy(o) => &o.metadata,
         Object::Node(o) => &o.metadata,
         _ => return None,
     };
@@ -337,6 +342,7 @@ fn object_key(object: &Object) -> Option<ObjectKey> {
         Object::Namespace(_) => ObjectKey::Namespace(name),
         Object::Pod(_) => ObjectKey::Pod(PodKey::new(namespace(), name)),
         Object::Node(_) => ObjectKey::Node(name),
+        Object::ClusterNetworkPolicy(_) => ObjectKey::ClusterPolicy(name),
         _ => ObjectKey::Policy(PolicyKey::new(namespace(), name)),
     })
 }
@@ -357,6 +363,7 @@ fn describe(object: &Object) -> String {
         Object::Namespace(o) => named("Namespace", &o.metadata),
         Object::Pod(o) => named("Pod", &o.metadata),
         Object::NetworkPolicy(o) => named("NetworkPolicy", &o.metadata),
+        Object::ClusterNetworkPolicy(o) => named("ClusterNetworkPolicy", &o.metadata),
         Object::Service(o) => named("Service", &o.metadata),
         Object::Node(o) => named("Node", &o.metadata),
         Object::Ignored { kind } => kind.clone(),

@@ -287,6 +287,11 @@ impl Incremental {
         let compiled = Compiled {
             endpoints,
             problems: self.problems(),
+            cluster_problems: cluster
+                .cluster_policies()
+                .flat_map(|p| p.problems().iter().cloned())
+                .chain(cluster.unenforced_cluster_policies().cloned())
+                .collect(),
             unknown_pods,
             footprints: self.footprints(local),
         };

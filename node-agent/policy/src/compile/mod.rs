@@ -118,6 +118,8 @@ pub struct Compiled {
     /// Every local endpoint, by address.
     pub endpoints: BTreeMap<Ipv4Addr, EndpointRules>,
     pub problems: Vec<Problem>,
+    /// What ClusterNetworkPolicies ask that is enforced otherwise (or not at all).
+    pub cluster_problems: Vec<crate::cluster_policy::ClusterProblem>,
     /// Local endpoints whose pod the model does not (yet) have, by address: closed wherever a
     /// policy of the pod's namespace isolates, until the pod appears.
     pub unknown_pods: BTreeMap<Ipv4Addr, PodKey>,
