@@ -11,7 +11,7 @@
 //!
 //! Checks are what an API server would refuse before storing anything: a document that is not an
 //! object, no `apiVersion`/`kind`/`metadata.name`, a kind the lab does not take (only Namespace,
-//! Pod and NetworkPolicy), fields of the wrong type (the typed `k8s-openapi` structs must
+//! Pod, NetworkPolicy and ClusterNetworkPolicy), fields of the wrong type (the typed `k8s-openapi` structs must
 //! deserialize), bad names and bad labels. What an object *means* is the agent's to judge.
 
 use std::{
@@ -45,6 +45,7 @@ pub enum Kind {
     Pod,
     Service,
     Node,
+    ClusterNetworkPolicy,
 }
 
 impl Kind {
@@ -55,18 +56,27 @@ impl Kind {
             Self::Pod => "Pod",
             Self::Service => "Service",
             Self::Node => "Node",
+            Self::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         }
     }
 
-    pub fn api_version(self) -> &'static str {
+    /// The apiVersions the lab takes for the kind.
+    pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Self::NetworkPolicy => "networking.k8s.io/v1",
-            Self::Namespace | Self::Pod | Self::Service | Self::Node => "v1",
+            Self::NetworkPolicy => &["networking.k8s.io/v1"],
+            Self::ClusterNetworkPolicy => &[
+                "policy.networking.k8s.io/v1beta1",
+                "policy.networking.k8s.io/v1alpha2",
+            ],
+            Self::Namespace | Self::Pod | Self::Service | Self::Node => &["v1"],
         }
     }
 
     pub fn is_namespaced(self) -> bool {
-        !matches!(self, Self::Namespace | Self::Node)
+        !matches!(
+            self,
+            Self::Namespace | Self::Node | Self::ClusterNetworkPolicy
+        )
     }
 
     /// Kinds `apply` accepts (Services are the lab's own).
@@ -75,6 +85,7 @@ impl Kind {
             "Namespace" => Some(Self::Namespace),
             "NetworkPolicy" => Some(Self::NetworkPolicy),
             "Pod" => Some(Self::Pod),
+            "ClusterNetworkPolicy" => Some(Self::ClusterNetworkPolicy),
             _ => None,
         }
     }
@@ -106,6 +117,14 @@ impl ObjectRef {
     pub fn node(name: &str) -> Self {
         Self {
             kind: Kind::Node,
+            namespace: None,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn cluster_policy(name: &str) -> Self {
+        Self {
+            kind: Kind::ClusterNetworkPolicy,
             namespace: None,
             name: name.to_owned(),
         }
@@ -166,12 +185,15 @@ impl Object {
         let api_version = field("apiVersion")?;
         let kind_name = field("kind")?;
         let Some(kind) = Kind::applicable(&kind_name) else {
-            bail!("kind {kind_name} is not one the lab applies (Namespace, Pod, NetworkPolicy)");
+            bail!(
+                "kind {kind_name} is not one the lab applies (Namespace, Pod, NetworkPolicy, \
+                 ClusterNetworkPolicy)"
+            );
         };
-        if api_version != kind.api_version() {
+        if !kind.api_versions().contains(&api_version.as_str()) {
             bail!(
                 "{kind} has apiVersion {}, not {api_version}",
-                kind.api_version()
+                kind.api_versions().join(" or ")
             );
         }
         let metadata = map
@@ -191,7 +213,11 @@ impl Object {
             };
             ObjectRef::namespaced(kind, &namespace, &name)
         } else {
-            ObjectRef::namespace(&name)
+            ObjectRef {
+                kind,
+                namespace: None,
+                name,
+            }
         };
         if let Some(ns) = &id.namespace {
             doc["metadata"]["namespace"] = Value::String(ns.clone());
@@ -207,8 +233,17 @@ impl Object {
             }
             Kind::Service => k8s_openapi::api::core::v1::Service::deserialize(&doc).map(drop),
             Kind::Node => k8s_openapi::api::core::v1::Node::deserialize(&doc).map(drop),
+            Kind::ClusterNetworkPolicy => {
+                weir_policy::cluster_policy::ClusterNetworkPolicy::deserialize(&doc).map(drop)
+            }
         };
         typed.with_context(|| format!("{id} does not match the {kind} schema"))?;
+        if kind == Kind::ClusterNetworkPolicy {
+            // Strictly, as the agent reads it: an unknown field (a typo) is an error here.
+            let text = serde_json::to_string(&doc)?;
+            weir_policy::manifest::parse_documents(&text)
+                .with_context(|| format!("{id} does not match the {kind} schema"))?;
+        }
         let object = Self { id, doc };
         for (key, value) in object.labels() {
             check_label(&key, &value).with_context(|| format!("{}", object.id))?;

@@ -161,11 +161,13 @@ pub struct ExplainedDirection {
     pub pod: String,
     /// "allowed" or "denied".
     pub verdict: String,
-    /// "not_isolated", "allowed_by_policy", "no_rule_admits", "fail_closed".
+    /// "not_isolated", "allowed_by_policy", "no_rule_admits", "fail_closed", or, when a
+    /// ClusterNetworkPolicy rule decided, "accepted_by_cluster_policy" / "denied_by_cluster_policy".
     pub reason: String,
     /// Policies selecting the pod for this direction.
     pub isolated_by: Vec<String>,
-    /// Rules that admit the flow ("namespace/name ingress[0]").
+    /// Rules that admit the flow ("namespace/name ingress[0]"), or the ClusterNetworkPolicy rule
+    /// that decided it ("Admin name ingress[0] (rule name): Deny").
     pub rules: Vec<String>,
     /// For `fail_closed`: the policies that cannot be enforced (empty: the pod is not known yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -71,7 +71,10 @@ pub fn notices(
             // Its status condition says the same; the Event is what `kubectl describe` shows.
             crate::Kind::ClusterNetworkPolicy => (
                 "ClusterNetworkPolicyFailedClosed",
-                format!("weir enforces this policy otherwise than written: {}", r.reason),
+                format!(
+                    "weir enforces this policy otherwise than written: {}",
+                    r.reason
+                ),
             ),
             _ => (
                 "ObjectRejected",

@@ -210,7 +210,10 @@ async fn hold(api: &Api<Lease>, identity: &str) -> Result<bool, kube::Error> {
     lease.spec = Some(next);
     // The resourceVersion read above makes this a compare-and-swap: of two agents taking an
     // expired Lease at once, one gets 409 Conflict.
-    match api.replace(LEASE_NAME, &PostParams::default(), &lease).await {
+    match api
+        .replace(LEASE_NAME, &PostParams::default(), &lease)
+        .await
+    {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(e) => Err(e),
@@ -239,7 +242,10 @@ mod tests {
             "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]
         })));
         let w = &wanted(&cluster)["p"];
-        assert_eq!((w.status, w.reason, w.generation), ("True", "Accepted", Some(3)));
+        assert_eq!(
+            (w.status, w.reason, w.generation),
+            ("True", "Accepted", Some(3))
+        );
 
         cluster.upsert_cluster_policy(&object(json!({
             "tier": "Admin", "priority": 1, "subject": {"namespaces": {}},

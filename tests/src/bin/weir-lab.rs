@@ -64,11 +64,12 @@ enum Cmd {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
-    /// Delete an object (NetworkPolicies only); returns once every agent has programmed it.
+    /// Delete a NetworkPolicy (NAMESPACE/NAME) or a ClusterNetworkPolicy (NAME); returns once
+    /// every agent has programmed it.
     Delete {
         kind: DeleteKind,
-        /// NAMESPACE/NAME
-        object: PodRef,
+        /// NAMESPACE/NAME, or NAME for a cluster-scoped kind
+        object: String,
     },
     /// Change labels of a pod (`label pod NS/NAME k=v k2-`) or a namespace (`label ns NS k=v`).
     Label {
@@ -167,6 +168,8 @@ struct UpArgs {
 enum DeleteKind {
     #[value(alias = "networkpolicies", alias = "netpol")]
     Networkpolicy,
+    #[value(alias = "clusternetworkpolicies", alias = "cnp")]
+    Clusternetworkpolicy,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -366,7 +369,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Delete {
             kind: DeleteKind::Networkpolicy,
             object,
-        } => Lab::open(&dir)?.delete_policy(&object.namespace, &object.name)?,
+        } => {
+            let object: PodRef = object.parse().context("NAMESPACE/NAME")?;
+            Lab::open(&dir)?.delete_policy(&object.namespace, &object.name)?
+        }
+        Cmd::Delete {
+            kind: DeleteKind::Clusternetworkpolicy,
+            object,
+        } => Lab::open(&dir)?.delete_cluster_policy(&object)?,
         Cmd::Label {
             kind,
             target,
@@ -613,8 +623,8 @@ mod tests {
                 panic!()
             };
             assert_eq!(
-                (kind, object),
-                (DeleteKind::Networkpolicy, PodRef::new("x", "allow"))
+                (kind, object.as_str()),
+                (DeleteKind::Networkpolicy, "x/allow")
             );
         }
         assert!(parse(&["delete", "pod", "x/a"]).is_err());

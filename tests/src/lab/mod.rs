@@ -357,6 +357,17 @@ impl Lab {
         sync_agents(&state).map(drop)
     }
 
+    /// Delete a ClusterNetworkPolicy and wait until every agent has programmed that.
+    pub fn delete_cluster_policy(&self, name: &str) -> Result<()> {
+        let lock = StateLock::acquire(&self.dir, true)?;
+        let state = load_up(&lock)?;
+        let id = ObjectRef::cluster_policy(name);
+        if !manifests(&state).remove(&id)? {
+            return Err(LabError::NoSuchObject(id.to_string()).into());
+        }
+        sync_agents(&state).map(drop)
+    }
+
     /// Change a pod's labels (`"k=v"` sets, `"k-"` removes) and wait until every agent has
     /// programmed that.
     pub fn label_pod(&self, namespace: &str, name: &str, changes: &[&str]) -> Result<()> {

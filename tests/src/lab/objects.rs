@@ -149,9 +149,11 @@ pub(super) fn apply_locked(lock: &StateLock, state: &mut LabState, text: &str) -
     }
     for object in others {
         let namespace = object.id.namespace.as_deref().unwrap_or("default");
-        let namespace_id = ensure_namespace(&manifests, namespace)?;
-        if !written.contains(&namespace_id) {
-            written.push(namespace_id);
+        if object.id.kind.is_namespaced() {
+            let namespace_id = ensure_namespace(&manifests, namespace)?;
+            if !written.contains(&namespace_id) {
+                written.push(namespace_id);
+            }
         }
         match object.id.kind {
             Kind::Pod => {
