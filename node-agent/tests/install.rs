@@ -13,7 +13,7 @@ use clap::Parser;
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     core::v1::{ConfigMap, Container, Namespace, SecurityContext, ServiceAccount, VolumeMount},
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use serde::Deserialize;
 use weir_policy::manifest::parse_strict;
@@ -29,6 +29,8 @@ struct Objects {
     service_accounts: Vec<ServiceAccount>,
     cluster_roles: Vec<ClusterRole>,
     bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     config_maps: Vec<ConfigMap>,
     daemon_sets: Vec<DaemonSet>,
 }
@@ -62,6 +64,12 @@ fn load(file: &str) -> Objects {
                 .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => objects
                 .bindings
+                .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
+            ("rbac.authorization.k8s.io/v1", "Role") => objects
+                .roles
+                .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => objects
+                .role_bindings
                 .push(parse_strict(document, value).unwrap_or_else(|e| fail(e))),
             ("apps/v1", "DaemonSet") => objects
                 .daemon_sets
@@ -291,7 +299,7 @@ fn the_daemonset_runs_the_agent_on_the_kubernetes_source_with_arguments_it_accep
 }
 
 #[test]
-fn rbac_lets_the_agent_watch_every_kind_it_uses_and_write_only_events() {
+fn rbac_lets_the_agent_watch_every_kind_it_uses_and_write_only_events_and_status() {
     let objects = load("weir.yaml");
     let sa = &objects.service_accounts[0];
     let binding = &objects.bindings[0];
@@ -318,14 +326,41 @@ fn rbac_lets_the_agent_watch_every_kind_it_uses_and_write_only_events() {
     assert!(
         allows("events.k8s.io", "events", "create") && allows("events.k8s.io", "events", "patch")
     );
+    assert!(allows(
+        "policy.networking.k8s.io",
+        "clusternetworkpolicies/status",
+        "patch"
+    ));
     for rule in rules {
         let writes = rule
             .verbs
             .iter()
             .any(|v| !matches!(v.as_str(), "get" | "list" | "watch"));
-        let events_only = rule.resources.iter().flatten().all(|r| r == "events");
-        assert!(!writes || events_only, "least privilege: {rule:?}");
+        let writable = rule
+            .resources
+            .iter()
+            .flatten()
+            .all(|r| r == "events" || r == "clusternetworkpolicies/status");
+        assert!(!writes || writable, "least privilege: {rule:?}");
         assert!(!rule.verbs.iter().any(|v| v == "*"));
+    }
+
+    // The status writer's Lease, in the agent's namespace, and nothing else there.
+    let role = &objects.roles[0];
+    let binding = &objects.role_bindings[0];
+    assert_eq!(role.metadata.namespace, sa.metadata.namespace);
+    assert_eq!(binding.metadata.namespace, sa.metadata.namespace);
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    assert_eq!(
+        binding.subjects.as_ref().unwrap()[0].name,
+        sa.metadata.name.clone().unwrap()
+    );
+    for rule in role.rules.as_ref().unwrap() {
+        assert_eq!(rule.resources.as_deref(), Some(&["leases".to_owned()][..]));
+        let named = rule.resource_names.as_deref()
+            == Some(&[weir_kube::status::LEASE_NAME.to_owned()][..]);
+        // `create` cannot be limited by name (the object does not exist yet).
+        assert!(named || rule.verbs == ["create"], "least privilege: {rule:?}");
     }
 }
 

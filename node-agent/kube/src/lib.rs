@@ -230,11 +230,10 @@ impl KubeSource {
 pub struct RetryBackoff {
     next: Duration,
     jitter: u64,
-    max: Duration,
 }
 
-/// The longest wait between two looks for a CRD that is not installed: every node asks, so not
-/// every second; a CRD installed later is picked up within this.
+/// The wait between two looks for a CRD that is not installed: every node asks, so not every
+/// second; a CRD installed later is picked up within this.
 pub const ABSENT_CRD_RETRY_MAX: Duration = Duration::from_secs(20);
 
 /// The longest wait between two retries of a failed watch.
@@ -250,20 +249,11 @@ impl Default for RetryBackoff {
         Self {
             next: RETRY_FIRST,
             jitter: seed,
-            max: RETRY_MAX,
         }
     }
 }
 
-impl RetryBackoff {
-    /// Retries growing to `max` instead of [`RETRY_MAX`].
-    pub fn up_to(max: Duration) -> Self {
-        Self {
-            max,
-            ..Self::default()
-        }
-    }
-}
+
 
 impl Iterator for RetryBackoff {
     type Item = Duration;
@@ -274,10 +264,10 @@ impl Iterator for RetryBackoff {
         self.jitter ^= self.jitter >> 7;
         self.jitter ^= self.jitter << 17;
         let base = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = (self.next * 2).min(RETRY_MAX);
         let spread = base.as_millis() as u64 / 2;
         let extra = if spread == 0 { 0 } else { self.jitter % spread };
-        Some((base + Duration::from_millis(extra)).min(self.max))
+        Some((base + Duration::from_millis(extra)).min(RETRY_MAX))
     }
 }
 
@@ -303,59 +293,81 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
     let shared = Arc::clone(shared);
     // ClusterNetworkPolicy is a CRD a cluster may not have: while it is not served there are no
     // such policies (the kind counts as listed, empty), and it is looked for again now and then.
+    // The watcher cannot do that itself: it reports each failed relist after an `Init` event,
+    // which resets its backoff, so an absent kind would be asked for ten times a second.
     let optional = K::KIND == Kind::ClusterNetworkPolicy;
     tokio::spawn(async move {
-        let backoff = if optional {
-            RetryBackoff::up_to(ABSENT_CRD_RETRY_MAX)
-        } else {
-            RetryBackoff::default()
-        };
-        // Small list pages: a relist of a big cluster holds one page of untrimmed objects at a
-        // time, not 500.
-        let stream = watcher(api, watcher::Config::default().page_size(100))
-            .backoff(backoff)
-            .modify(K::trim);
-        let mut stream = std::pin::pin!(stream);
-        let mut failing = false;
+        if !optional {
+            watch(api, &shared, false).await;
+            return;
+        }
         let mut absent = false;
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    if std::mem::take(&mut failing) {
-                        info!(kind = K::KIND.as_str(), "watch recovered");
-                    }
-                    absent = false;
-                    shared.handle(event);
-                }
-                Err(e) if optional && not_served(&e) => {
-                    if !absent {
-                        absent = true;
+        loop {
+            match api.list_metadata(&kube::api::ListParams::default().limit(1)).await {
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    if !std::mem::replace(&mut absent, true) {
                         info!(
                             kind = K::KIND.as_str(),
-                            "not served by the API (its CRD is not installed): none are enforced; \
-                             looking again every {}s",
+                            "not served by the API (its CRD is not installed): none are \
+                             enforced; looking again every {}s",
                             ABSENT_CRD_RETRY_MAX.as_secs()
                         );
                         // An empty list: none exist (and any seen before are gone).
                         shared.handle(watcher::Event::<K>::Init);
                         shared.handle(watcher::Event::<K>::InitDone);
                     }
-                }
-                Err(e) if failing => {
-                    debug!(kind = K::KIND.as_str(), error = %e, "watch still failing")
+                    tokio::time::sleep(ABSENT_CRD_RETRY_MAX).await;
                 }
                 Err(e) => {
-                    failing = true;
-                    warn!(
-                        kind = K::KIND.as_str(),
-                        error = %e,
-                        "watch failed; enforcing the last known state and retrying with backoff"
-                    );
+                    // The API server is unreachable: keep what is known, as for every kind.
+                    debug!(kind = K::KIND.as_str(), error = %e, "cannot tell whether the kind is served");
+                    tokio::time::sleep(RETRY_MAX).await;
+                }
+                Ok(_) => {
+                    if std::mem::take(&mut absent) {
+                        info!(kind = K::KIND.as_str(), "served by the API now: watching");
+                    }
+                    // Returns when the kind stops being served (its CRD deleted).
+                    watch(api.clone(), &shared, true).await;
                 }
             }
         }
     })
     .abort_handle()
+}
+
+/// Feeds one kind's watch into the model; returns only when `optional` and the kind is no longer
+/// served.
+async fn watch<K: Watched>(api: Api<K>, shared: &Shared, optional: bool) {
+    // Small list pages: a relist of a big cluster holds one page of untrimmed objects at a time,
+    // not 500.
+    let stream = watcher(api, watcher::Config::default().page_size(100))
+        .backoff(RetryBackoff::default())
+        .modify(K::trim);
+    let mut stream = std::pin::pin!(stream);
+    let mut failing = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                if std::mem::take(&mut failing) {
+                    info!(kind = K::KIND.as_str(), "watch recovered");
+                }
+                shared.handle(event);
+            }
+            Err(e) if optional && not_served(&e) => return,
+            Err(e) if failing => {
+                debug!(kind = K::KIND.as_str(), error = %e, "watch still failing")
+            }
+            Err(e) => {
+                failing = true;
+                warn!(
+                    kind = K::KIND.as_str(),
+                    error = %e,
+                    "watch failed; enforcing the last known state and retrying with backoff"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

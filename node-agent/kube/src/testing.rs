@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server behind kube's [`Client`], on tower-test's mock service: lists,
 //! watches that replay every event after the requested resourceVersion (held open until there is
 //! one), compaction (a watch from before it is answered 410 Gone, as etcd compaction does),
-//! outages (every request answered 503), and the Events API.
+//! outages (every request answered 503), the Events API, and a CRD (ClusterNetworkPolicy) that is
+//! served only once installed.
 //!
 //! It implements only what the agent's watchers and event recorder use.
 
@@ -17,8 +18,10 @@ use tower_test::mock::{self, SendResponse};
 
 type Handle = mock::Handle<Request<Body>, Response<Body>>;
 
+const CLUSTER_POLICIES: &str = "/apis/policy.networking.k8s.io/v1beta1/clusternetworkpolicies";
+
 /// The collection path of each watched kind.
-const COLLECTIONS: [(&str, &str); 5] = [
+const COLLECTIONS: [(&str, &str); 6] = [
     ("Namespace", "/api/v1/namespaces"),
     ("Pod", "/api/v1/pods"),
     (
@@ -27,6 +30,7 @@ const COLLECTIONS: [(&str, &str); 5] = [
     ),
     ("Service", "/api/v1/services"),
     ("Node", "/api/v1/nodes"),
+    ("ClusterNetworkPolicy", CLUSTER_POLICIES),
 ];
 
 fn collection_of(kind: &str) -> &'static str {
@@ -52,6 +56,8 @@ struct Server {
     collections: BTreeMap<&'static str, Collection>,
     resource_version: u64,
     outage: bool,
+    /// The ClusterNetworkPolicy CRD is installed (its collection is served).
+    crd_installed: bool,
     /// "GET /api/v1/pods?limit=500", in order.
     requests: Vec<String>,
     /// Bodies of the Events the client created.
@@ -150,7 +156,10 @@ impl FakeApi {
                 respond.send_response(ok(&event));
                 continue;
             }
-            let Some((_, collection_path)) = COLLECTIONS.iter().find(|(_, p)| *p == path) else {
+            let Some((_, collection_path)) = COLLECTIONS
+                .iter()
+                .find(|(_, p)| *p == path && (*p != CLUSTER_POLICIES || server.crd_installed))
+            else {
                 respond.send_response(status(StatusCode::NOT_FOUND, "NotFound"));
                 continue;
             };
@@ -259,6 +268,21 @@ impl FakeApi {
                         StatusCode::SERVICE_UNAVAILABLE,
                         "ServiceUnavailable",
                     ));
+                }
+            }
+        }
+    }
+
+    /// Installs or removes the ClusterNetworkPolicy CRD: while removed, its collection is 404
+    /// and open watches of it are answered 404.
+    pub fn set_crd_installed(&self, installed: bool) {
+        let mut server = self.server();
+        server.crd_installed = installed;
+        if !installed {
+            if let Some(collection) = server.collections.get_mut(CLUSTER_POLICIES) {
+                collection.objects.clear();
+                for (_, respond) in collection.held.drain(..) {
+                    respond.send_response(status(StatusCode::NOT_FOUND, "NotFound"));
                 }
             }
         }

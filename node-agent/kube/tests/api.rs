@@ -303,3 +303,39 @@ async fn an_add_can_wait_for_its_pod_and_gives_up_after_its_timeout() {
             .await
     );
 }
+
+fn cluster_policy(name: &str) -> Value {
+    json!({"apiVersion": "policy.networking.k8s.io/v1beta1", "kind": "ClusterNetworkPolicy",
+           "metadata": {"name": name, "generation": 1},
+           "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+                    "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}})
+}
+
+fn cluster_policy_requests(api: &FakeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.contains("clusternetworkpolicies"))
+        .count()
+}
+
+#[tokio::test]
+async fn an_uninstalled_crd_is_an_empty_kind_asked_for_rarely_and_its_removal_empties_it() {
+    // Not installed: the source is complete without it, and does not keep asking.
+    let (source, api) = synced_source(seed).await;
+    assert_eq!(source.snapshot().cluster.cluster_policies().count(), 0);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let asked = cluster_policy_requests(&api);
+    assert!(asked <= 2, "an absent CRD was asked for {asked} times in 3 s");
+
+    // Installed from the start: its objects arrive; removed, they go.
+    let (client, api) = FakeApi::start();
+    seed(&api);
+    api.set_crd_installed(true);
+    api.apply(cluster_policy("c1"));
+    let source = KubeSource::spawn(client, Options::default());
+    tokio::time::timeout(WAIT, source.synced()).await.expect("synced");
+    until(&source, "the cluster policy", |c| c.cluster_policies().count() == 1).await;
+    api.set_crd_installed(false);
+    until(&source, "the CRD's removal", |c| c.cluster_policies().count() == 0).await;
+}
+

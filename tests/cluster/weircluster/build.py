@@ -8,6 +8,7 @@ under config.CACHE, never into the checkout.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -137,6 +138,21 @@ def check_agnhost_tag() -> None:
     tag = config.AGNHOST_IMAGE.rsplit(":", 1)[1]
     if f'configs[Agnhost] = Config{{list.PromoterE2eRegistry, "agnhost", "{tag}"}}' not in manifest:
         raise Failed(f"{config.AGNHOST_IMAGE} is not the agnhost that {config.K8S_VERSION}'s e2e framework uses")
+
+
+def network_policy_api() -> Path:
+    """sigs.k8s.io/network-policy-api's module source (its CRDs and conformance suite), from the Go
+    module proxy into the cluster's module cache (read-only there)."""
+    module = f"sigs.k8s.io/network-policy-api@{config.NETWORK_POLICY_API_VERSION}"
+    config.CACHE.mkdir(parents=True, exist_ok=True)
+    info = json.loads(out(["go", "mod", "download", "-json", module], env=go_env(), cwd=config.CACHE))
+    return Path(info["Dir"])
+
+
+def cluster_network_policy_crd() -> Path:
+    """The ClusterNetworkPolicy CRD with the experimental fields (nodes peers, named ports), which
+    Weir enforces too."""
+    return network_policy_api() / "config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml"
 
 
 def build_weir() -> Path:

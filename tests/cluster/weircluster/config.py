@@ -12,6 +12,8 @@ GO_MODULE = REPO / "tests" / "cluster" / "k8s"
 
 K8S_VERSION = "v1.37.2"
 CONTAINERD_VERSION = "v2.4.2"
+# ClusterNetworkPolicy: the CRD (and conformance suite) of this sigs.k8s.io/network-policy-api release.
+NETWORK_POLICY_API_VERSION = "v0.3.0"
 # The agnhost tag upstream's e2e framework asks for at K8S_VERSION (test/utils/image/manifest.go);
 # checked against the module at build time.
 AGNHOST_IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import cluster, config, machine
+from . import build, cluster, config, machine
 from .cluster import kubectl
 from .run import Failed, in_node, log, out, run, wait_for
 
@@ -584,8 +584,103 @@ spec:
     delete_namespace(ns)
 
 
+CNP_DENY_FROM_A = """apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata:
+  name: weir-check-b-closed-to-a
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaces: {matchLabels: {kubernetes.io/metadata.name: weir-cnp-b}}
+  ingress:
+  - name: not-from-a
+    action: Deny
+    from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: weir-cnp-a}}}]
+"""
+
+CNP_DOMAIN_NAMES = """apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata:
+  name: weir-check-domain-names
+spec:
+  tier: Baseline
+  priority: 10
+  subject:
+    namespaces: {matchLabels: {kubernetes.io/metadata.name: weir-cnp-a}}
+  egress:
+  - {action: Accept, to: [{domainNames: [example.com]}]}
+"""
+
+ALLOW_ALL_INGRESS = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: allow-all-ingress
+spec:
+  podSelector: {}
+  ingress: [{}]
+"""
+
+
+def cluster_network_policy(checks: Checks) -> None:
+    """ClusterNetworkPolicy on the real cluster: the CRD (network-policy-api's, experimental
+    channel) installed after Weir, an Admin Deny beating the namespace's own allow-all
+    NetworkPolicy, the status condition written (Accepted, or why not), explain naming the rule,
+    and the CRD's removal leaving no cluster policy enforced."""
+    ns_a, ns_b = "weir-cnp-a", "weir-cnp-b"
+    crd = build.cluster_network_policy_crd()
+    crd_name = "clusternetworkpolicies.policy.networking.k8s.io"
+
+    def condition(name: str) -> tuple[str, str]:
+        text = kubectl("get", "clusternetworkpolicy", name, "-o",
+                       'jsonpath={.status.conditions[?(@.type=="Accepted")].status} '
+                       '{.status.conditions[?(@.type=="Accepted")].reason}', check=False).split()
+        return (text[0], text[1]) if len(text) == 2 else ("", "")
+
+    def run_check() -> None:
+        for ns in (ns_a, ns_b):
+            delete_namespace(ns)
+            kubectl("create", "namespace", ns)
+        # Server-side: the CRD is larger than client-side apply's annotation allows.
+        kubectl("apply", "--server-side", "-f", str(crd))
+        kubectl("wait", "--for=condition=Established", f"crd/{crd_name}", "--timeout=60s", timeout=70)
+        apply(pod_yaml("server", {"app": "server"}, ["netexec", "--http-port=8080", "--udp-port=-1"]), ns_b)
+        apply(pod_yaml("neighbour", {"app": "neighbour"}, ["pause"]), ns_b)
+        apply(pod_yaml("client", {"app": "client"}, ["pause"]), ns_a)
+        wait_pods_ready(ns_a)
+        wait_pods_ready(ns_b)
+        target = f"{pod_ip(ns_b, 'server')}:8080"
+        expect(connects(ns_a, "client", target), f"before any policy, {ns_a}/client cannot reach {target}")
+        apply(ALLOW_ALL_INGRESS, ns_b)
+        apply(CNP_DENY_FROM_A)
+        # The agents look for a CRD installed after them every 20 s at most.
+        wait_for("the Admin Deny to apply", lambda: not connects(ns_a, "client", target), timeout=90, interval=1)
+        expect(connects(ns_b, "neighbour", target), f"{ns_b}/neighbour is denied too")
+        wait_for("status Accepted=True", lambda: condition("weir-check-b-closed-to-a") == ("True", "Accepted"),
+                 timeout=60, interval=1)
+        explained = json.loads(kubectl("-n", "kube-system", "exec", "ds/weir", "-c", "weir-agent", "--",
+                                       "weir-agent", "explain", "--from", f"{ns_a}/client", "--to", f"{ns_b}/server",
+                                       "--port", "8080", "--output", "json"))
+        rules = [r for d in explained["directions"] for r in d["rules"]]
+        expect(explained["verdict"] == "denied" and explained["datapath_agrees"]
+               and "Admin weir-check-b-closed-to-a ingress[0] (not-from-a): Deny" in rules,
+               f"explain {ns_a}/client → {ns_b}/server: {explained}")
+        apply(CNP_DOMAIN_NAMES)
+        wait_for("status Accepted=False RuleFailedClosed for domainNames",
+                 lambda: condition("weir-check-domain-names") == ("False", "RuleFailedClosed"), timeout=60, interval=1)
+        # Without the CRD there are no cluster policies: the namespace's own policy decides again.
+        kubectl("delete", "-f", str(crd), "--wait=true", "--timeout=120s", timeout=150)
+        wait_for("the CRD's removal to open b to a again", lambda: connects(ns_a, "client", target), timeout=90, interval=1)
+
+    checks.check("ClusterNetworkPolicy: an Admin Deny beats a namespace's allow-all, status written, CRD removal", run_check)
+    kubectl("delete", "-f", str(crd), "--ignore-not-found", "--wait=true", "--timeout=120s", check=False, timeout=150)
+    for ns in (ns_a, ns_b):
+        delete_namespace(ns)
+
+
 def cluster_checks() -> Tally:
     checks = Checks()
+    cluster_network_policy(checks)
     egress_to_the_api_server(checks)
     host_port(checks)
     bandwidth(checks)
@@ -606,6 +701,7 @@ def smoke() -> Tally:
             smoke_checks(checks)
             host_port(checks)
             bandwidth(checks)
+            cluster_network_policy(checks)
     finally:
         if checks.tally.failed:
             keep_logs("smoke")
