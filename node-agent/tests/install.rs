@@ -357,10 +357,13 @@ fn rbac_lets_the_agent_watch_every_kind_it_uses_and_write_only_events_and_status
     );
     for rule in role.rules.as_ref().unwrap() {
         assert_eq!(rule.resources.as_deref(), Some(&["leases".to_owned()][..]));
-        let named = rule.resource_names.as_deref()
-            == Some(&[weir_kube::status::LEASE_NAME.to_owned()][..]);
+        let named =
+            rule.resource_names.as_deref() == Some(&[weir_kube::status::LEASE_NAME.to_owned()][..]);
         // `create` cannot be limited by name (the object does not exist yet).
-        assert!(named || rule.verbs == ["create"], "least privilege: {rule:?}");
+        assert!(
+            named || rule.verbs == ["create"],
+            "least privilege: {rule:?}"
+        );
     }
 }
 

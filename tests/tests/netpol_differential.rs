@@ -294,14 +294,23 @@ fn seeds(ci: u64) -> Vec<u64> {
 
 #[test]
 fn compiler_agrees_with_the_model_on_random_worlds() {
+    compiler_agrees(&Size::default());
+}
+
+/// The same with ClusterNetworkPolicies of both tiers in every world.
+#[test]
+fn compiler_agrees_with_the_model_on_random_worlds_with_cluster_policies() {
+    compiler_agrees(&Size::default().with_cluster_policies(1..=4));
+}
+
+fn compiler_agrees(size: &Size) {
     let seeds = seeds(CI_SEEDS);
     let replaying = seeds.len() == 1;
-    let size = Size::default();
     let (mut probes, mut allowed) = (0, 0);
     let mut failing = Vec::new();
     let mut stories = String::new();
     for &seed in &seeds {
-        let world = random_world(seed, &size);
+        let world = random_world(seed, size);
         let report = check_world(&world, extra_port(seed));
         probes += report.probes;
         allowed += report.allowed;
@@ -406,7 +415,8 @@ fn port_bytes(key: &weir_common::PortKey) -> [u8; 8] {
 
 /// One map write of a plan.
 enum Write {
-    PortUpsert(u32, [u8; 8]),
+    /// (prefix length, key, 1 allows / 0 denies)
+    PortUpsert(u32, [u8; 8], u32),
     PeerUpsert(u32, [u8; 8], u32),
     Endpoint(Ipv4Addr, u32, u32),
     PeerDelete(u32, [u8; 8]),
@@ -418,7 +428,11 @@ fn writes(plan: &Plan) -> Vec<Write> {
     let mut out = Vec::new();
     for (set, prefix) in &plan.portset_upserts {
         let (len, key) = port_key(*set, *prefix);
-        out.push(Write::PortUpsert(len, port_bytes(&key)));
+        out.push(Write::PortUpsert(
+            len,
+            port_bytes(&key),
+            u32::from(!prefix.deny),
+        ));
     }
     for (table, net, set) in &plan.peer_upserts {
         let (len, key) = peer_key(*table, *net);
@@ -441,8 +455,8 @@ fn writes(plan: &Plan) -> Vec<Write> {
 impl Maps {
     fn apply(&mut self, write: &Write) {
         match *write {
-            Write::PortUpsert(len, data) => {
-                self.ports.insert((len, masked(len, data)), 1);
+            Write::PortUpsert(len, data, allow) => {
+                self.ports.insert((len, masked(len, data)), allow);
             }
             Write::PeerUpsert(len, data, set) => {
                 self.peers.insert((len, masked(len, data)), set);
@@ -476,7 +490,8 @@ impl Maps {
             return false;
         }
         let key = weir_common::PortKey::new(set, proto, port);
-        lpm(&self.ports, PORT_KEY_BITS, port_bytes(&key)).is_some()
+        // The longest matching entry's value decides (0: a hole denying inside an allow).
+        lpm(&self.ports, PORT_KEY_BITS, port_bytes(&key)).is_some_and(|allow| allow != 0)
     }
 
     /// One direction of a local endpoint (a missing row is a zeroed one: allow all).
@@ -524,7 +539,13 @@ impl Maps {
 }
 
 /// The next state of a seed's sequence, and what changed.
-fn next_world(world: &World, step: usize, seed: u64, rng: &mut StdRng) -> (World, String) {
+fn next_world(
+    world: &World,
+    step: usize,
+    seed: u64,
+    size: &Size,
+    rng: &mut StdRng,
+) -> (World, String) {
     let mut next = world.clone();
     let what = match step {
         0 => {
@@ -557,6 +578,11 @@ fn next_world(world: &World, step: usize, seed: u64, rng: &mut StdRng) -> (World
             }
             format!("relabel namespace {ns} to {:?}", target.labels)
         }
+        2 if !next.cluster_policies.is_empty() && rng.random_bool(0.5) => {
+            let i = rng.random_range(0..next.cluster_policies.len());
+            let gone = next.cluster_policies.remove(i);
+            format!("delete cluster policy {}", gone["metadata"]["name"])
+        }
         2 if !next.policies.is_empty() => {
             let i = rng.random_range(0..next.policies.len());
             let gone = next.policies.remove(i);
@@ -564,7 +590,9 @@ fn next_world(world: &World, step: usize, seed: u64, rng: &mut StdRng) -> (World
         }
         _ => {
             let other = seed ^ 0x0dd5_eed5;
-            next.policies = random_world(other, &Size::default()).policies;
+            let other_world = random_world(other, size);
+            next.policies = other_world.policies;
+            next.cluster_policies = other_world.cluster_policies;
             format!("replace every policy with those of seed {other}")
         }
     };
@@ -601,7 +629,7 @@ fn model_direction(
 }
 
 /// Runs one seed through the programmer; returns what went wrong.
-fn check_programmed(seed: u64, check_each_write: bool) -> Vec<String> {
+fn check_programmed(seed: u64, size: &Size, check_each_write: bool) -> Vec<String> {
     let extra = extra_port(seed);
     let mut rng = StdRng::seed_from_u64(seed ^ 0xfee1_600d);
     let mut problems = Vec::new();
@@ -613,9 +641,9 @@ fn check_programmed(seed: u64, check_each_write: bool) -> Vec<String> {
     let mut history = String::new();
     for step in 0..5 {
         let (next, what) = if step == 0 {
-            (random_world(seed, &Size::default()), "the world".to_owned())
+            (random_world(seed, size), "the world".to_owned())
         } else {
-            next_world(&world, step - 1, seed, &mut rng)
+            next_world(&world, step - 1, seed, size, &mut rng)
         };
         let _ = writeln!(history, "  step {step}: {what}");
         let compiled = match compile_world(&next) {
@@ -751,12 +779,12 @@ fn check_programmed(seed: u64, check_each_write: bool) -> Vec<String> {
     problems
 }
 
-fn run_programmed(check_each_write: bool) {
+fn run_programmed(size: &Size, check_each_write: bool) {
     let seeds = seeds(CI_PROGRAM_SEEDS);
     let mut failing = Vec::new();
     let mut stories = String::new();
     for &seed in &seeds {
-        let problems = check_programmed(seed, check_each_write);
+        let problems = check_programmed(seed, size, check_each_write);
         if !problems.is_empty() {
             if failing.len() < SHOWN_FAILURES {
                 let _ = writeln!(stories, "seed {seed}:\n{}\n", problems.join("\n"));
@@ -781,14 +809,21 @@ fn run_programmed(check_each_write: bool) {
 /// give the model's verdict for every probe and for each direction of each endpoint.
 #[test]
 fn programmed_maps_agree_with_the_model_through_changes() {
-    run_programmed(false);
+    run_programmed(&Size::default(), false);
+}
+
+/// The same, and every single write keeping each verdict old or new, with ClusterNetworkPolicies
+/// (whose port sets hold denying entries under allowing ones).
+#[test]
+fn programmed_maps_with_cluster_policies_agree_with_the_model_write_by_write() {
+    run_programmed(&Size::default().with_cluster_policies(1..=4), true);
 }
 
 /// While a plan is applied, every endpoint's verdict in each direction is the old or the new one
 /// (the promise of `weir_policy::plan`'s module docs).
 #[test]
 fn every_write_of_a_plan_keeps_each_verdict_old_or_new() {
-    run_programmed(true);
+    run_programmed(&Size::default(), true);
 }
 
 #[test]

@@ -257,9 +257,9 @@ fn label_changes(
 }
 
 /// Runs one world in `lab` (which it leaves without pods or policies); returns its failures.
-fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
+fn run_world(lab: &Lab, seed: u64, size: &Size) -> Vec<String> {
     let t = Instant::now();
-    let shape = random_world(seed, &Size::lab());
+    let shape = random_world(seed, size);
     let mut ips = Vec::new();
     for pod in &shape.pods {
         let mut spec = PodSpec::new(&pod.namespace, &pod.name);
@@ -271,7 +271,7 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
             .unwrap_or_else(|e| panic!("seed {seed}: adding {}: {e:#}", key(pod)));
         ips.push(info.ip);
     }
-    let mut world = random_world(seed, &Size::lab().with_pod_ips(ips));
+    let mut world = random_world(seed, &size.clone().with_pod_ips(ips));
     for (a, b) in shape.pods.iter().zip(&world.pods) {
         assert_eq!(
             (&a.namespace, &a.name, &a.labels),
@@ -280,12 +280,20 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
     }
     lab.apply_yaml(&namespaces_yaml(&world))
         .unwrap_or_else(|e| panic!("seed {seed}: applying namespaces: {e:#}"));
-    lab.apply_yaml(&world.policies_yaml()).unwrap_or_else(|e| {
-        panic!(
+    if let Err(e) = lab.apply_yaml(&world.policies_yaml()) {
+        // A cluster policy with a `domainNames` peer is applied and reported (it fails closed,
+        // as the model says); anything else refused is a failure of the test's input.
+        let only_domain_names = matches!(
+            e.downcast_ref::<weir_tests::lab::LabError>(),
+            Some(weir_tests::lab::LabError::Rejected(hits))
+                if hits.iter().all(|h| h.starts_with("ClusterNetworkPolicy") && h.contains("domainNames"))
+        );
+        assert!(
+            only_domain_names,
             "seed {seed}: applying policies: {e:#}\n{}",
             world.policies_yaml()
-        )
-    });
+        );
+    }
 
     let mut rng = StdRng::seed_from_u64(seed ^ 0x1abe_11ed);
     let mut failures = Vec::new();
@@ -345,14 +353,20 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
         lab.delete_policy(namespace, name)
             .unwrap_or_else(|e| panic!("seed {seed}: deleting policy {namespace}/{name}: {e:#}"));
     }
+    for policy in &world.cluster_policies {
+        let name = policy["metadata"]["name"].as_str().expect("named");
+        lab.delete_cluster_policy(name)
+            .unwrap_or_else(|e| panic!("seed {seed}: deleting cluster policy {name}: {e:#}"));
+    }
     for pod in &world.pods {
         lab.del_pod(&pod.namespace, &pod.name)
             .unwrap_or_else(|e| panic!("seed {seed}: deleting {}: {e:#}", key(pod)));
     }
     eprintln!(
-        "netpol-diff: seed {seed}: {} pods, {} policies, {} probes allowed and {} denied by the model, {} disagreements ({:.1}s)",
+        "netpol-diff: seed {seed}: {} pods, {} policies, {} cluster policies, {} probes allowed and {} denied by the model, {} disagreements ({:.1}s)",
         world.pods.len(),
         world.policies.len(),
+        world.cluster_policies.len(),
         allowed_denied[0],
         allowed_denied[1],
         failures.len(),
@@ -364,27 +378,39 @@ fn run_world(lab: &Lab, seed: u64) -> Vec<String> {
 #[test]
 fn kernel_agrees_with_the_model_on_random_worlds() {
     require_root!();
-    kernel_agrees(1, Routing::Native, "netpol-diff");
+    kernel_agrees(1, Routing::Native, "netpol-diff", &Size::lab());
+}
+
+/// Worlds with ClusterNetworkPolicies of both tiers too (their own seeds), on one node.
+#[test]
+fn kernel_agrees_with_the_model_on_random_worlds_with_cluster_policies() {
+    require_root!();
+    kernel_agrees(
+        1,
+        Routing::Native,
+        "netpol-diff-cnp",
+        &Size::lab().with_cluster_policies(1..=3),
+    );
 }
 
 /// The same worlds with their pods spread over three nodes, in both routing modes.
 #[test]
 fn kernel_agrees_with_the_model_across_three_nodes_native() {
     require_root!();
-    kernel_agrees(3, Routing::Native, "netpol-diff-n3");
+    kernel_agrees(3, Routing::Native, "netpol-diff-n3", &Size::lab());
 }
 
 #[test]
 fn kernel_agrees_with_the_model_across_three_nodes_vxlan() {
     require_root!();
-    kernel_agrees(3, Routing::Vxlan, "netpol-diff-v3");
+    kernel_agrees(3, Routing::Vxlan, "netpol-diff-v3", &Size::lab());
 }
 
 /// Each test brings up a lab full of pods; side by side on two cores, denials (timeouts) and
 /// allowed probes would compete for CPU. One at a time.
 static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn kernel_agrees(nodes: u32, routing: Routing, tag: &str) {
+fn kernel_agrees(nodes: u32, routing: Routing, tag: &str, size: &Size) {
     let _one = ONE_LAB_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -407,7 +433,7 @@ fn kernel_agrees(nodes: u32, routing: Routing, tag: &str) {
     let lab = Lab::up(&opts).expect("lab up");
     let mut failures = Vec::new();
     for &seed in &seeds {
-        failures.extend(run_world(&lab, seed));
+        failures.extend(run_world(&lab, seed, size));
     }
     eprintln!(
         "netpol-diff: {} worlds in {:.0}s, {} disagreements",

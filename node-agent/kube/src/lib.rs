@@ -253,8 +253,6 @@ impl Default for RetryBackoff {
     }
 }
 
-
-
 impl Iterator for RetryBackoff {
     type Item = Duration;
 

@@ -325,7 +325,10 @@ async fn an_uninstalled_crd_is_an_empty_kind_asked_for_rarely_and_its_removal_em
     assert_eq!(source.snapshot().cluster.cluster_policies().count(), 0);
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let asked = cluster_policy_requests(&api);
-    assert!(asked <= 2, "an absent CRD was asked for {asked} times in 3 s");
+    assert!(
+        asked <= 2,
+        "an absent CRD was asked for {asked} times in 3 s"
+    );
 
     // Installed from the start: its objects arrive; removed, they go.
     let (client, api) = FakeApi::start();
@@ -333,9 +336,16 @@ async fn an_uninstalled_crd_is_an_empty_kind_asked_for_rarely_and_its_removal_em
     api.set_crd_installed(true);
     api.apply(cluster_policy("c1"));
     let source = KubeSource::spawn(client, Options::default());
-    tokio::time::timeout(WAIT, source.synced()).await.expect("synced");
-    until(&source, "the cluster policy", |c| c.cluster_policies().count() == 1).await;
+    tokio::time::timeout(WAIT, source.synced())
+        .await
+        .expect("synced");
+    until(&source, "the cluster policy", |c| {
+        c.cluster_policies().count() == 1
+    })
+    .await;
     api.set_crd_installed(false);
-    until(&source, "the CRD's removal", |c| c.cluster_policies().count() == 0).await;
+    until(&source, "the CRD's removal", |c| {
+        c.cluster_policies().count() == 0
+    })
+    .await;
 }
-

@@ -29,7 +29,10 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
-use crate::world::{Endpoint, Pod, Proto, World};
+use crate::{
+    tiers::{self, Decision},
+    world::{Endpoint, Pod, Proto, World},
+};
 
 /// A policy direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +65,9 @@ pub fn allowed(
 
 /// One side of [`allowed`]: does `subject`'s `direction` allow a connection whose other end is
 /// `peer` and whose destination is `destination` (the peer for egress, the subject for ingress;
-/// named ports are looked up on it)?
+/// named ports are looked up on it)? The tiers in order ([`crate::tiers`]): the first Admin rule
+/// that accepts or denies; else the NetworkPolicies, if they isolate the pod; else the first
+/// Baseline rule that accepts or denies; else allowed.
 pub fn direction_allows(
     world: &World,
     subject: &Pod,
@@ -72,6 +77,41 @@ pub fn direction_allows(
     proto: Proto,
     port: u16,
 ) -> bool {
+    let tier = |name| {
+        tiers::tier_decision(
+            world,
+            name,
+            subject,
+            direction,
+            peer,
+            destination,
+            proto,
+            port,
+        )
+    };
+    match tier("Admin") {
+        Some(Decision::Accept) => return true,
+        Some(Decision::Deny) => return false,
+        Some(Decision::Pass) | None => {}
+    }
+    if let Some(verdict) = namespace_tier(world, subject, direction, peer, destination, proto, port)
+    {
+        return verdict;
+    }
+    tier("Baseline") != Some(Decision::Deny)
+}
+
+/// The NetworkPolicy tier alone: `None` when no policy isolates `subject` in `direction`, else
+/// whether some rule of theirs allows the connection.
+pub fn namespace_tier(
+    world: &World,
+    subject: &Pod,
+    direction: Direction,
+    peer: Endpoint<'_>,
+    destination: Endpoint<'_>,
+    proto: Proto,
+    port: u16,
+) -> Option<bool> {
     let mut isolated = false;
     for policy in &world.policies {
         if !selects(policy, subject) || !has_type(policy, direction) {
@@ -83,11 +123,11 @@ pub fn direction_allows(
             if peers_match(world, namespace, peers, peer)
                 && ports_match(ports, destination, proto, port)
             {
-                return true;
+                return Some(true);
             }
         }
     }
-    !isolated
+    isolated.then_some(false)
 }
 
 /// The namespace a policy lives in (`metadata.namespace`, `default` when unset).

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `weir-netpol-model`: an independent model of Kubernetes NetworkPolicy (networking.k8s.io/v1)
-//! semantics, for differential tests of Weir's policy compiler and its eBPF datapath.
+//! and ClusterNetworkPolicy (policy.networking.k8s.io, network-policy-api v0.3.0) semantics, for
+//! differential tests of Weir's policy compiler and its eBPF datapath.
 //!
 //! The model is written from the Kubernetes API reference and the "Network Policies" concept page,
 //! apart from the compiler (it does not depend on, or borrow from, `weir-policy`). It answers one
@@ -9,13 +10,14 @@
 //!
 //! - [`world`]: the input ([`World`]: namespaces, pods with labels, IPs and container ports,
 //!   outside addresses, and `k8s_openapi` NetworkPolicy objects), printable as YAML.
-//! - [`eval`]: the semantics.
+//! - [`eval`]: the semantics; [`tiers`]: the cluster admin's tiers around them.
 //! - [`random`]: seeded random worlds that exercise every field of the API.
 //! - [`shrink`]: reduce a world that exposes a disagreement to a minimal one.
 
 pub mod eval;
 pub mod random;
 pub mod shrink;
+pub mod tiers;
 pub mod world;
 
 pub use k8s_openapi;

@@ -105,6 +105,9 @@ pub struct Size {
     /// Addresses that are not pods, probed and used as ipBlock anchors.
     pub outside: Vec<Ipv4Addr>,
     pub pod_ports: PodPorts,
+    /// ClusterNetworkPolicies (both tiers); none unless asked ([`Size::with_cluster_policies`]),
+    /// so that the NetworkPolicy-only worlds of a seed stay what they were.
+    pub cluster_policies: RangeInclusive<usize>,
 }
 
 impl Default for Size {
@@ -118,6 +121,7 @@ impl Default for Size {
             pod_ips: None,
             outside: vec![OUTSIDE_HOST, UNUSED_POD_IP],
             pod_ports: PodPorts::Random,
+            cluster_policies: 0..=0,
         }
     }
 }
@@ -133,7 +137,14 @@ impl Size {
             pod_ips: None,
             outside: vec![OUTSIDE_HOST],
             pod_ports: PodPorts::LabServers,
+            cluster_policies: 0..=0,
         }
+    }
+
+    /// The same size with ClusterNetworkPolicies too.
+    pub fn with_cluster_policies(mut self, count: RangeInclusive<usize>) -> Self {
+        self.cluster_policies = count;
+        self
     }
 
     /// The same size with the pods' IPs given.
@@ -207,13 +218,95 @@ pub fn random_world(seed: u64, size: &Size) -> World {
         pods,
         outside: size.outside.clone(),
         policies: Vec::new(),
+        cluster_policies: Vec::new(),
     };
     let policy_count = rng.random_range(size.policies.clone());
     for i in 0..policy_count {
         let policy = random_policy(&mut rng, &world, &format!("pol-{i}"));
         world.policies.push(policy);
     }
+    if *size.cluster_policies.end() > 0 {
+        for i in 0..rng.random_range(size.cluster_policies.clone()) {
+            let policy = random_cluster_policy(&mut rng, &world, &format!("cnp-{i}"));
+            world.cluster_policies.push(policy);
+        }
+    }
     world
+}
+
+/// A ClusterNetworkPolicy using every field of network-policy-api v0.3.0 but `nodes` (the
+/// worlds have no nodes): both tiers, a few priorities (ties included), subjects by namespace or
+/// namespace and pod, every action, namespace/pod/network peers (a `domainNames` one now and
+/// then, which fails closed), and ports by number, range and name over TCP, UDP and SCTP.
+fn random_cluster_policy(rng: &mut impl Rng, world: &World, name: &str) -> serde_json::Value {
+    use serde_json::json;
+    let namespaced_pod = |rng: &mut dyn rand::RngCore| {
+        let mut rng = rng;
+        json!({
+            "namespaceSelector": random_selector(&mut rng, &NAMESPACE_VOCABULARY, true),
+            "podSelector": random_selector(&mut rng, &POD_VOCABULARY, false),
+        })
+    };
+    let subject = if rng.random_bool(0.5) {
+        json!({"namespaces": random_selector(rng, &NAMESPACE_VOCABULARY, true)})
+    } else {
+        json!({"pods": namespaced_pod(rng)})
+    };
+    let mut spec = json!({
+        "tier": if rng.random_bool(0.5) { "Admin" } else { "Baseline" },
+        "priority": rng.random_range(0..3),
+        "subject": subject,
+    });
+    for (list, peers_field, egress) in [("ingress", "from", false), ("egress", "to", true)] {
+        if rng.random_bool(0.3) {
+            continue;
+        }
+        let mut rules = Vec::new();
+        for _ in 0..rng.random_range(1..=3) {
+            let mut peers = Vec::new();
+            for _ in 0..rng.random_range(1..=2) {
+                peers.push(match rng.random_range(0..100) {
+                    0..30 => {
+                        json!({"namespaces": random_selector(rng, &NAMESPACE_VOCABULARY, true)})
+                    }
+                    30..65 => json!({"pods": namespaced_pod(rng)}),
+                    65..95 if egress => {
+                        let block = random_ip_block(rng, world);
+                        json!({"networks": [block.cidr]})
+                    }
+                    95.. if egress => json!({"domainNames": ["example.com"]}),
+                    _ => json!({"namespaces": {}}),
+                });
+            }
+            let named_ok = peers
+                .iter()
+                .all(|p| p.get("networks").is_none() && p.get("domainNames").is_none());
+            let action = *["Accept", "Deny", "Pass"].choose(rng).expect("actions");
+            let mut rule = json!({"action": action, peers_field: peers});
+            if rng.random_bool(0.6) {
+                let mut protocols = Vec::new();
+                for _ in 0..rng.random_range(1..=2) {
+                    protocols.push(match rng.random_range(0..100) {
+                        0..30 => json!({"tcp": {"destinationPort": {"number": *[80, 81, 82].choose(rng).expect("ports")}}}),
+                        30..50 => json!({"udp": {"destinationPort": {"range": {"start": 79, "end": *[80, 81, 90].choose(rng).expect("ends")}}}}),
+                        50..65 => json!({"sctp": {"destinationPort": {"number": *[80, 81].choose(rng).expect("ports")}}}),
+                        65..80 => json!({"tcp": {"destinationPort": {"range": {"start": 1, "end": 80}}}}),
+                        _ if named_ok => json!({"destinationNamedPort": *POLICY_PORT_NAMES.choose(rng).expect("names")}),
+                        _ => json!({"udp": {"destinationPort": {"number": 81}}}),
+                    });
+                }
+                rule["protocols"] = json!(protocols);
+            }
+            rules.push(rule);
+        }
+        spec[list] = json!(rules);
+    }
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1beta1",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
 }
 
 /// Changes one random pod's labels (sets one vocabulary key to another value, or removes it);
@@ -255,6 +348,9 @@ pub fn interesting_ports(world: &World) -> BTreeSet<u16> {
             }
         }
     };
+    for n in cluster_policy_ports(world) {
+        around(n);
+    }
     for policy in &world.policies {
         let Some(spec) = &policy.spec else { continue };
         let entries = spec
@@ -287,6 +383,30 @@ pub fn interesting_ports(world: &World) -> BTreeSet<u16> {
         }
     }
     ports
+}
+
+/// The port numbers a ClusterNetworkPolicy names (numbers, range ends).
+fn cluster_policy_ports(world: &World) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut visit = |value: &serde_json::Value| {
+        for rule in value.as_array().into_iter().flatten() {
+            for protocol in rule["protocols"].as_array().into_iter().flatten() {
+                for field in ["tcp", "udp", "sctp"] {
+                    let d = &protocol[field]["destinationPort"];
+                    for n in [&d["number"], &d["range"]["start"], &d["range"]["end"]] {
+                        if let Some(n) = n.as_i64() {
+                            out.push(n as i32);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    for policy in &world.cluster_policies {
+        visit(&policy["spec"]["ingress"]);
+        visit(&policy["spec"]["egress"]);
+    }
+    out
 }
 
 fn random_labels(rng: &mut impl Rng, vocabulary: &[(&str, &[&str])]) -> BTreeMap<String, String> {

@@ -40,6 +40,44 @@ pub fn simplifications(world: &World) -> Vec<World> {
         w.policies.remove(i);
         out.push(w);
     }
+    for i in 0..world.cluster_policies.len() {
+        let mut w = world.clone();
+        w.cluster_policies.remove(i);
+        out.push(w);
+    }
+    // One rule, one peer or the protocols of a ClusterNetworkPolicy rule.
+    for (i, policy) in world.cluster_policies.iter().enumerate() {
+        for (list, peers_field) in [("ingress", "from"), ("egress", "to")] {
+            let rules = policy["spec"][list].as_array().cloned().unwrap_or_default();
+            for (j, rule) in rules.iter().enumerate() {
+                let mut w = world.clone();
+                if let Some(rules) = w.cluster_policies[i]["spec"][list].as_array_mut() {
+                    rules.remove(j);
+                }
+                out.push(w);
+                // A rule keeps at least one peer (the API requires one).
+                let peers = rule[peers_field].as_array().map_or(0, Vec::len);
+                for k in 0..peers {
+                    if peers < 2 {
+                        break;
+                    }
+                    let mut w = world.clone();
+                    let list = &mut w.cluster_policies[i]["spec"][list][j][peers_field];
+                    if let Some(peers) = list.as_array_mut() {
+                        peers.remove(k);
+                    }
+                    out.push(w);
+                }
+                if rule.get("protocols").is_some() {
+                    let mut w = world.clone();
+                    if let Some(rule) = w.cluster_policies[i]["spec"][list][j].as_object_mut() {
+                        rule.remove("protocols");
+                    }
+                    out.push(w);
+                }
+            }
+        }
+    }
     for i in 0..world.pods.len() {
         let mut w = world.clone();
         w.pods.remove(i);

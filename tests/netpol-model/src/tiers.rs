@@ -153,7 +153,11 @@ fn protocols_match(
         return true;
     };
     protocols.iter().any(|entry| {
-        for (field, p) in [("tcp", Proto::Tcp), ("udp", Proto::Udp), ("sctp", Proto::Sctp)] {
+        for (field, p) in [
+            ("tcp", Proto::Tcp),
+            ("udp", Proto::Udp),
+            ("sctp", Proto::Sctp),
+        ] {
             if let Some(m) = entry.get(field) {
                 let d = &m["destinationPort"];
                 let (first, last) = match d.get("number") {

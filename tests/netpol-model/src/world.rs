@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! What the model evaluates: namespaces with labels, pods with labels, an IP and container ports,
-//! a few addresses outside the cluster, and the NetworkPolicy objects exactly as the API server
-//! would hold them (`k8s_openapi` types).
+//! a few addresses outside the cluster, the NetworkPolicy objects exactly as the API server
+//! would hold them (`k8s_openapi` types), and ClusterNetworkPolicy objects (JSON).
 //!
 //! A [`World`] serializes to a small YAML document ([`World::to_yaml`]) and back
 //! ([`World::from_yaml`]), so a world that exposes a disagreement can be printed by a failing test
@@ -116,6 +116,9 @@ pub struct World {
     pub outside: Vec<Ipv4Addr>,
     #[serde(default)]
     pub policies: Vec<NetworkPolicy>,
+    /// ClusterNetworkPolicy objects as JSON (read field by field by [`crate::tiers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_policies: Vec<serde_json::Value>,
 }
 
 /// One end of a connection: a pod of the world, or an address that is not a pod.
@@ -199,12 +202,17 @@ impl World {
         serde_yaml::from_str(yaml)
     }
 
-    /// The policies alone, as a multi-document YAML stream ready for `kubectl apply -f -` (or the
-    /// lab's `apply_yaml`).
+    /// The policies alone (NetworkPolicies, then ClusterNetworkPolicies), as a multi-document
+    /// YAML stream ready for `kubectl apply -f -` (or the lab's `apply_yaml`).
     pub fn policies_yaml(&self) -> String {
         self.policies
             .iter()
             .map(|p| serde_yaml::to_string(p).expect("a NetworkPolicy always serializes"))
+            .chain(
+                self.cluster_policies
+                    .iter()
+                    .map(|p| serde_yaml::to_string(p).expect("JSON always serializes")),
+            )
             .collect::<Vec<_>>()
             .join("---\n")
     }

@@ -55,6 +55,19 @@ pub fn world_cluster(world: &World) -> (Cluster, Local, Vec<String>) {
             ));
         }
     }
+    for object in &world.cluster_policies {
+        // The same strict reading as the agent's manifest source.
+        let text = serde_json::to_string(object).expect("JSON");
+        match weir_policy::manifest::parse_documents(&text) {
+            Ok(objects) => cluster
+                .apply_all(objects)
+                .expect("a ClusterNetworkPolicy applies"),
+            Err(e) => rejected.push(format!("ClusterNetworkPolicy rejected: {e}")),
+        }
+    }
+    if let Some(problem) = cluster.unenforced_cluster_policies().next() {
+        rejected.push(problem.to_string());
+    }
     let local: Local = world
         .pods
         .iter()
