@@ -14,6 +14,7 @@
 //! | `weir-0`       | two pods of a Weir lab, no policy selecting the server                  |
 //! | `weir-1`       | the same, the server isolated by a policy with one rule                 |
 //! | `weir-10k`     | the same, the server isolated by a policy with 10 000 rules             |
+//! | `weir-tiers`   | with `--tiers N`: the server under N ClusterNetworkPolicies and N + 1 NetworkPolicies |
 //!
 //! `weir-bench cross-node` measures pod → pod across nodes, native and VXLAN, against node → node
 //! over the same segment (see [`crossnode`]).
@@ -105,6 +106,10 @@ struct RunArgs {
     /// Directory for the Weir lab [default: /run/weir-bench-<pid>].
     #[arg(long)]
     lab_dir: Option<PathBuf>,
+    /// Also measure a server under this many ClusterNetworkPolicies (half Admin, half Baseline)
+    /// and as many NetworkPolicies (`weir-tiers`, against `weir-0`); 0: not measured.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(rules::MAX_RULES / 2)))]
+    tiers: u32,
     /// Also measure the big ruleset in a second lab whose agents publish no flow events
     /// (`weir-N-noevents`), for the cost of flow events.
     #[arg(long)]
@@ -265,7 +270,7 @@ fn run(args: &RunArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/run/weir-bench-{pid}")));
         eprintln!("weir-bench: bringing up a Weir lab in {}", dir.display());
-        let setup = weir::set_up(&cli, &dir, args.rules)?;
+        let setup = weir::set_up(&cli, &dir, args.rules, args.tiers)?;
         checks.extend(setup.checks.iter().cloned());
         Some(setup)
     };
@@ -277,7 +282,7 @@ fn run(args: &RunArgs) -> Result<()> {
                 "weir-bench: bringing up a Weir lab without flow events in {}",
                 dir.display()
             );
-            let setup = weir::set_up_with(&cli, &dir, args.rules, "--flow-events-per-sec 0")?;
+            let setup = weir::set_up_with(&cli, &dir, args.rules, 0, "--flow-events-per-sec 0")?;
             checks.extend(setup.checks.iter().map(|c| format!("(no flow events) {c}")));
             Some(setup)
         }
@@ -334,6 +339,15 @@ fn run(args: &RunArgs) -> Result<()> {
                 server.ip,
             )?);
         }
+    }
+    if let Some(server) = weir.as_ref().and_then(|w| Some((w, w.tiered.as_ref()?))) {
+        let (w, server) = server;
+        scenarios.push(Scenario::start(
+            "weir-tiers".into(),
+            &w.client.netns,
+            &server.netns,
+            server.ip,
+        )?);
     }
     if let Some(q) = &quiet {
         let server = &q.servers[2];

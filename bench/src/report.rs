@@ -307,7 +307,7 @@ pub fn scenario_name(kind: &str, rules: u32) -> String {
 }
 
 /// The ratios worth reading, in the order the table shows them; `N` is the big ruleset.
-fn ratio_pairs(rules: u32) -> [(String, String); 7] {
+fn ratio_pairs(rules: u32) -> [(String, String); 8] {
     let (weir, iptables) = (
         scenario_name("weir", rules),
         scenario_name("iptables", rules),
@@ -319,6 +319,7 @@ fn ratio_pairs(rules: u32) -> [(String, String); 7] {
         (weir.clone(), s("weir-0")),
         (weir.clone(), s("weir-1")),
         (weir.clone(), format!("{weir}-noevents")),
+        (s("weir-tiers"), s("weir-0")),
         (s("iptables-0"), s("veth")),
         (iptables, s("iptables-0")),
     ]

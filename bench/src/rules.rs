@@ -73,6 +73,55 @@ pub fn network_policy(spec: &PolicySpec<'_>) -> Value {
     })
 }
 
+/// `count` ClusterNetworkPolicies (even: Admin, odd: Baseline; alternately Deny and Pass, each
+/// on its own port, from the pods labelled `bystander_label`: ingress peers are pods or
+/// namespaces) and `count` NetworkPolicies (each allowing one filler address, plus one allowing
+/// the client on its ports), all applying to the server: the tiers at scale, in one `kind: List`
+/// document. The measured flow is decided in the NetworkPolicy tier, after the Admin tier.
+pub fn tiered_policies(spec: &PolicySpec<'_>, bystander_label: (&str, &str), count: u32) -> Value {
+    let label = |(k, v): (&str, &str)| json!({ "matchLabels": { k: v } });
+    let mut items = Vec::new();
+    for i in 0..count {
+        let filler = |n: u32| format!("{}/32", filler_ip(n));
+        items.push(json!({
+            "apiVersion": "policy.networking.k8s.io/v1beta1",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": { "name": format!("{}-c{i}", spec.name) },
+            "spec": {
+                "tier": if i % 2 == 0 { "Admin" } else { "Baseline" },
+                "priority": i % 1000,
+                "subject": { "pods": { "namespaceSelector": {}, "podSelector": label(spec.server_label) } },
+                "ingress": [{
+                    "action": if i % 4 < 2 { "Deny" } else { "Pass" },
+                    "from": [{ "pods": {
+                        "namespaceSelector": {},
+                        "podSelector": label(bystander_label),
+                    } }],
+                    "protocols": [{ "tcp": { "destinationPort": { "number": filler_port(i) } } }],
+                }],
+            },
+        }));
+        items.push(json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": { "name": format!("{}-n{i}", spec.name), "namespace": spec.namespace },
+            "spec": {
+                "podSelector": label(spec.server_label),
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{ "ipBlock": { "cidr": filler(count + i) } }],
+                    "ports": [{ "protocol": "TCP", "port": filler_port(count + i) }],
+                }],
+            },
+        }));
+    }
+    items.push(network_policy(&PolicySpec {
+        rules: 1,
+        ..spec.clone()
+    }));
+    json!({ "apiVersion": "v1", "kind": "List", "items": items })
+}
+
 /// An `iptables-restore` input for the filter table: `rules - 1` fillers in FORWARD, then ACCEPT
 /// (`rules` = 1: just the ACCEPT).
 pub fn iptables_ruleset(rules: u32) -> String {
@@ -109,6 +158,31 @@ mod tests {
             client_ports: &[80, 5201],
             rules,
         }
+    }
+
+    #[test]
+    fn tiered_policies_are_both_tiers_and_namespace_policies_then_the_client() {
+        let doc = tiered_policies(&spec(1), ("role", "bystander"), 4);
+        let items = doc["items"].as_array().unwrap();
+        assert_eq!(items.len(), 9);
+        let tiers: Vec<&str> = items
+            .iter()
+            .filter(|i| i["kind"] == "ClusterNetworkPolicy")
+            .map(|i| i["spec"]["tier"].as_str().unwrap())
+            .collect();
+        assert_eq!(tiers, ["Admin", "Baseline", "Admin", "Baseline"]);
+        assert_eq!(
+            items[0]["spec"]["ingress"][0]["from"][0]["pods"]["podSelector"]["matchLabels"]["role"],
+            "bystander"
+        );
+        assert_eq!(
+            items[1]["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"],
+            "172.16.0.4/32"
+        );
+        assert_eq!(
+            items[8]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["role"],
+            "client"
+        );
     }
 
     #[test]

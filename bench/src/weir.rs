@@ -31,7 +31,7 @@ use crate::{
     measure::{IPERF_PORT, RR_PORT},
     netns::{run, run_with_input, NETNS_DIR},
     report::scenario_name,
-    rules::{network_policy, PolicySpec},
+    rules::{self, network_policy, PolicySpec},
 };
 
 const NAMESPACE: &str = "bench";
@@ -187,6 +187,8 @@ pub struct WeirSetup {
     pub client: Pod,
     /// `server-0`, `server-1`, `server-10k`, in that order.
     pub servers: [Pod; 3],
+    /// `server-tiers`, under ClusterNetworkPolicies and NetworkPolicies at scale (when asked).
+    pub tiered: Option<Pod>,
     /// The pods' MTU (the baselines use the same).
     pub mtu: u32,
     /// What was checked, for the report.
@@ -200,13 +202,23 @@ fn server_name(rules: u32) -> String {
     scenario_name("server", rules)
 }
 
-/// Bring the lab up, add the pods, apply the policies and check they are enforced.
-pub fn set_up(cli: &Path, dir: &Path, rules: u32) -> Result<WeirSetup> {
-    set_up_with(cli, dir, rules, "")
+/// The pod under [`rules::tiered_policies`].
+pub const TIERED_SERVER: &str = "server-tiers";
+
+/// Bring the lab up, add the pods, apply the policies and check they are enforced; with `tiers`
+/// > 0, also [`TIERED_SERVER`] under `tiers` ClusterNetworkPolicies and as many NetworkPolicies.
+pub fn set_up(cli: &Path, dir: &Path, rules: u32, tiers: u32) -> Result<WeirSetup> {
+    set_up_with(cli, dir, rules, tiers, "")
 }
 
 /// [`set_up`], its agents run with `agent_args` (`--flow-events-per-sec 0`).
-pub fn set_up_with(cli: &Path, dir: &Path, rules: u32, agent_args: &str) -> Result<WeirSetup> {
+pub fn set_up_with(
+    cli: &Path,
+    dir: &Path,
+    rules: u32,
+    tiers: u32,
+    agent_args: &str,
+) -> Result<WeirSetup> {
     let lab = WeirLab::up_with_agent_args(cli, dir, &[], agent_args)?;
     let server_names = [server_name(0), server_name(1), server_name(rules)];
     lab.add_pod(CLIENT, "role=bench-client")?;
@@ -233,8 +245,37 @@ pub fn set_up_with(cli: &Path, dir: &Path, rules: u32, agent_args: &str) -> Resu
         );
     }
 
-    // Enforced, and only where it should be.
     let mut checks = Vec::new();
+    if tiers > 0 {
+        lab.add_pod(TIERED_SERVER, &format!("app={TIERED_SERVER}"))?;
+        let started = Instant::now();
+        lab.apply(&rules::tiered_policies(
+            &PolicySpec {
+                name: "bench-tiers",
+                namespace: NAMESPACE,
+                server_label: ("app", TIERED_SERVER),
+                client_label: ("role", "bench-client"),
+                client_ports: &client_ports,
+                rules: 1,
+            },
+            ("role", "bystander"),
+            tiers,
+        ))
+        .context("applying the tiered policies")?;
+        eprintln!(
+            "weir-bench: applied {tiers} ClusterNetworkPolicies and {tiers} NetworkPolicies in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        lab.expect_probe(BYSTANDER, TIERED_SERVER, false)?;
+        lab.expect_probe(CLIENT, TIERED_SERVER, true)?;
+        checks.push(format!(
+            "tiers: {TIERED_SERVER} under {tiers} ClusterNetworkPolicies (Admin and Baseline) and \
+             {} NetworkPolicies: {BYSTANDER} refused, {CLIENT} connected",
+            tiers + 1
+        ));
+    }
+
+    // Enforced, and only where it should be.
     lab.expect_probe(BYSTANDER, &server_names[0], true)?;
     for name in &server_names[1..] {
         lab.expect_probe(BYSTANDER, name, false)?;
@@ -254,6 +295,11 @@ pub fn set_up_with(cli: &Path, dir: &Path, rules: u32, agent_args: &str) -> Resu
         pod(&server_names[1])?,
         pod(&server_names[2])?,
     ];
+    let tiered = if tiers > 0 {
+        Some(pod(TIERED_SERVER)?)
+    } else {
+        None
+    };
     let mtu = pod_mtu(&status, CLIENT)?;
     let pin_dir = status["nodes"][0]["bpffs_dir"]
         .as_str()
@@ -269,6 +315,7 @@ pub fn set_up_with(cli: &Path, dir: &Path, rules: u32, agent_args: &str) -> Resu
     Ok(WeirSetup {
         client,
         servers,
+        tiered,
         mtu,
         checks,
         _lab: lab,

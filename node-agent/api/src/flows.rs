@@ -214,6 +214,9 @@ impl fmt::Display for Explanation {
             match d.reason.as_str() {
                 "not_isolated" => write!(f, " (no policy selects the pod for {})", d.direction)?,
                 "allowed_by_policy" => write!(f, " by {}", d.rules.join(", "))?,
+                "accepted_by_cluster_policy" | "denied_by_cluster_policy" => {
+                    write!(f, " by the cluster policy rule {}", d.rules.join(", "))?
+                }
                 "no_rule_admits" => write!(
                     f,
                     " (isolated by {}; no rule of theirs admits {}/{} from this peer)",
