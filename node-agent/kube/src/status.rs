@@ -39,6 +39,8 @@ const MESSAGE_MAX: usize = 4000;
 /// The condition a policy should carry: (generation, status, reason, message).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wanted {
+    /// The object it is for (a policy recreated under its name needs its status again).
+    pub uid: Option<String>,
     pub generation: Option<i64>,
     pub status: &'static str,
     pub reason: &'static str,
@@ -52,6 +54,7 @@ pub fn wanted(cluster: &Cluster) -> BTreeMap<String, Wanted> {
         let problems = policy.problems();
         let wanted = if problems.is_empty() {
             Wanted {
+                uid: policy.uid.clone(),
                 generation: policy.generation,
                 status: "True",
                 reason: "Accepted",
@@ -65,6 +68,7 @@ pub fn wanted(cluster: &Cluster) -> BTreeMap<String, Wanted> {
                 .join("; ");
             truncate(&mut message);
             Wanted {
+                uid: policy.uid.clone(),
                 generation: policy.generation,
                 status: "False",
                 reason: "RuleFailedClosed",
@@ -79,6 +83,7 @@ pub fn wanted(cluster: &Cluster) -> BTreeMap<String, Wanted> {
         out.insert(
             problem.policy.clone(),
             Wanted {
+                uid: None,
                 generation: None,
                 status: "False",
                 reason: "Invalid",

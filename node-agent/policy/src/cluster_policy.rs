@@ -241,6 +241,9 @@ pub struct ClusterPolicy {
     pub(crate) problems: Vec<ClusterProblem>,
     /// `metadata.generation`, for the status condition's `observedGeneration`.
     pub generation: Option<i64>,
+    /// `metadata.uid`: a policy deleted and created again under its name is another object
+    /// (whose status must be written again).
+    pub uid: Option<String>,
 }
 
 impl ClusterPolicy {
@@ -338,6 +341,7 @@ impl ClusterPolicy {
             rules,
             problems,
             generation: object.metadata.generation,
+            uid: object.metadata.uid.clone(),
         })
     }
 }

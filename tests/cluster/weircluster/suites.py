@@ -84,6 +84,64 @@ def e2e(extra: list[str], procs: int = 3) -> Tally:
     return tally
 
 
+def cnp_conformance() -> Tally:
+    """network-policy-api's conformance suite (ClusterNetworkPolicy, every feature of the release:
+    the experimental CRD, named ports and nodes peers) against the cluster that is up, as
+    build.build_cnp_conformance builds it (its SCTP parts taken out: no SCTP on this kernel).
+    Needs two nodes or more: the suite's host-network pods bind the same ports on each node."""
+    info = cluster.info()
+    if info["nodes"] < 2:
+        raise Failed("the ClusterNetworkPolicy conformance suite needs 2 nodes or more (its host-network "
+                     "StatefulSet puts a pod on each node with the same ports): scripts/cluster.sh up --nodes 3")
+    binary = build.build_cnp_conformance()
+    counts = build.cnp_conformance_patch_counts()
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report_dir = REPORTS / f"cnp-conformance-{info['nodes']}n-{info['routing']}-{stamp}"
+    report_dir.mkdir()
+    print(f"network-policy-api {config.NETWORK_POLICY_API_VERSION} conformance, SCTP taken out (no SCTP "
+          f"sockets on this kernel): {counts['sctp_tests']} SCTP-only specs, {counts['sctp_pokes']} of "
+          f"{counts['pokes']} pokes, {counts['sctp_servers']} SCTP server containers", flush=True)
+    kubectl("apply", "--server-side", "-f", str(build.cluster_network_policy_crd()))
+    kubectl("wait", "--for=condition=Established", "crd/clusternetworkpolicies.policy.networking.k8s.io",
+            "--timeout=60s", timeout=70)
+    argv = [binary, "-test.run", "^TestConformance$", "-test.v", "-test.timeout", "90m", "--all-features"]
+    log(f"cnp conformance: {' '.join(str(a) for a in argv)}")
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="weir-cnp-"))
+    try:
+        with open(report_dir / "go-test.log", "w") as logf:
+            subprocess.run([str(a) for a in argv], stdout=logf, stderr=subprocess.STDOUT, cwd=report_dir,
+                           env={**os.environ, "KUBECONFIG": str(cluster.ADMIN_KUBECONFIG), "TMPDIR": str(scratch)})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    tally = _go_test_tally((report_dir / "go-test.log").read_text(), "TestConformance")
+    for name in tally.passed:
+        print(f"PASS {name}")
+    for name in tally.failed:
+        print(f"FAIL {name}")
+    for name, why in tally.skipped:
+        print(f"SKIP {name}" + (f" ({why})" if why else ""))
+    print(f"cnp conformance: {time.monotonic() - started:.0f}s, log in {report_dir}", flush=True)
+    return tally
+
+
+def _go_test_tally(text: str, parent: str) -> Tally:
+    """The specs directly under `parent` in `go test -v` output (`--- PASS: parent/Name (1.2s)`)."""
+    tally = Tally()
+    for m in re.finditer(rf"--- (PASS|FAIL|SKIP): {re.escape(parent)}/([^/\s]+) \(", text):
+        outcome, name = m.groups()
+        if outcome == "PASS":
+            tally.passed.append(name)
+        elif outcome == "FAIL":
+            tally.failed.append(name)
+        else:
+            tally.skipped.append((name, ""))
+    if not tally.passed and not tally.failed:
+        tally.failed.append(f"{parent} (no spec ran; see the log)")
+    return tally
+
+
 def _junit_tally(path: Path) -> Tally:
     """Pass/fail per Netpol spec; the rest of e2e.test's specs are skipped by the focus and not
     counted, but any failure (a suite-level setup node, say) is."""

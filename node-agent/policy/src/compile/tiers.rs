@@ -165,11 +165,7 @@ impl PortMarks {
 
     /// Ends the `Admin` tier: what it passed is open again for the NetworkPolicy tier.
     pub(crate) fn end_admin_tier(&mut self) {
-        let reopen = |m| if m == Mark::Pass { Mark::Open } else { m };
-        self.other = reopen(self.other);
-        for steps in &mut self.protos {
-            steps.map(reopen);
-        }
+        self.map(|m| if m == Mark::Pass { Mark::Open } else { m });
     }
 
     /// The NetworkPolicy tier of an isolated pod: what `allowed` (the union of its rules) covers is
@@ -185,13 +181,17 @@ impl PortMarks {
     }
 
     fn close(&mut self, mark: Mark) {
-        let fill = |m| match m {
+        self.map(|m| match m {
             Mark::Open | Mark::Pass => mark,
             decided => decided,
-        };
-        self.other = fill(self.other);
+        });
+    }
+
+    /// Rewrites every mark, protocols without ports included.
+    fn map(&mut self, f: impl Fn(Mark) -> Mark + Copy) {
+        self.other = f(self.other);
         for steps in &mut self.protos {
-            steps.map(fill);
+            steps.map(f);
         }
     }
 
