@@ -112,22 +112,28 @@ pub async fn run(client: Client, source: KubeSource, namespace: String, identity
     let mut written: BTreeMap<String, Wanted> = BTreeMap::new();
     let mut holding = false;
     let mut changes = source.changes();
+    // The Lease is asked about every RENEW_EVERY, not on every change of the model (pods come
+    // and go all the time, on every node).
+    let mut last_hold: Option<std::time::Instant> = None;
     loop {
-        let now_holding = match hold(&leases, &identity).await {
-            Ok(held) => held,
-            Err(e) => {
-                debug!(error = %e, "cannot read or renew the status Lease");
-                false
+        if last_hold.is_none_or(|t| t.elapsed() >= RENEW_EVERY) {
+            last_hold = Some(std::time::Instant::now());
+            let now_holding = match hold(&leases, &identity).await {
+                Ok(held) => held,
+                Err(e) => {
+                    debug!(error = %e, "cannot read or renew the status Lease");
+                    false
+                }
+            };
+            if now_holding != holding {
+                info!(
+                    lease = LEASE_NAME,
+                    holding = now_holding,
+                    "ClusterNetworkPolicy status writer"
+                );
+                holding = now_holding;
+                written.clear();
             }
-        };
-        if now_holding != holding {
-            info!(
-                lease = LEASE_NAME,
-                holding = now_holding,
-                "ClusterNetworkPolicy status writer"
-            );
-            holding = now_holding;
-            written.clear();
         }
         if holding && source.is_synced() {
             let wanted = wanted(&source.snapshot().cluster);

@@ -538,3 +538,50 @@ spec:
         .allows(Ipv4Addr::new(192, 0, 2, 1), 6, 80));
     let _ = (Protocol::Tcp, NAMESPACES);
 }
+
+/// network-policy-api's CNPAdminTierEgressNamedPort: rule 5 an Accept on the destination's
+/// named port `web` (TCP 80), rule 6 a Deny of everything else to the namespace.
+#[test]
+fn an_egress_named_port_accept_then_a_deny_of_the_rest() {
+    let mut cluster = Cluster::default();
+    let objects = weir_policy::manifest::parse_documents(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {namespace: gryffindor, name: harry, labels: {app: harry}}
+spec: {containers: [{name: c, image: i}]}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: hufflepuff, name: cedric, labels: {app: cedric}}
+spec:
+  containers:
+  - {name: c80, image: i, ports: [{containerPort: 80, protocol: TCP, name: web}]}
+  - {name: c8080, image: i}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: egress-tcp}
+spec:
+  tier: Admin
+  priority: 6
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: gryffindor}}}
+  egress:
+  - name: allow-to-hufflepuff-at-web
+    action: Accept
+    to: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: hufflepuff}}}]
+    protocols: [{destinationNamedPort: web}]
+  - name: deny-to-hufflepuff-everything-else
+    action: Deny
+    to: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: hufflepuff}}}]
+"#,
+    )
+    .unwrap();
+    cluster.apply_all(objects).unwrap();
+    let compiled = compile(&cluster, &all_local(&cluster));
+    let (harry, cedric) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    assert!(compiled.flow_allowed(harry, cedric, 6, 80));
+    assert!(!compiled.flow_allowed(harry, cedric, 6, 8080), "{:?}", compiled.endpoints[&harry].egress);
+}

@@ -54,7 +54,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_image(dest: Path, name: str, layers: list[Path], entrypoint: list[str], env: list[str] | None = None) -> None:
+def write_image(dest: Path, name: str, layers: list[Path], entrypoint: list[str], env: list[str] | None = None,
+                cmd: list[str] | None = None) -> None:
     """An OCI archive at dest holding one linux/amd64 image named `name` with these layer tars."""
     diff_ids = [f"sha256:{_sha256(layer)}" for layer in layers]
     image_config = {
@@ -63,6 +64,7 @@ def write_image(dest: Path, name: str, layers: list[Path], entrypoint: list[str]
         "config": {
             "Entrypoint": entrypoint,
             "Env": env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            **({"Cmd": cmd} if cmd else {}),
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
@@ -194,7 +196,9 @@ def _weir_layer(release: Path) -> Path:
 def build_all(weir_release: Path) -> None:
     config.IMAGES.mkdir(parents=True, exist_ok=True)
     agnhost = _agnhost_layer()
-    write_image(config.IMAGES / "agnhost.tar", config.AGNHOST_IMAGE, [agnhost], ["/agnhost"])
+    # As upstream's image: with no arguments agnhost pauses (a container given only the image, as
+    # network-policy-api's conformance clients are, stays up).
+    write_image(config.IMAGES / "agnhost.tar", config.AGNHOST_IMAGE, [agnhost], ["/agnhost"], cmd=["pause"])
     write_image(config.IMAGES / "pause.tar", config.PAUSE_IMAGE, [agnhost], ["/agnhost", "pause"])
     write_image(
         config.IMAGES / "weir.tar",
