@@ -110,13 +110,20 @@ pub fn notices(
 }
 
 fn truncate(note: &mut String) {
-    if note.len() > NOTE_MAX {
-        let mut end = NOTE_MAX;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
+    cut(note, NOTE_MAX);
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary; returns whether it cut.
+pub(crate) fn cut(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
     }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
 }
 
 /// Publishes [`Notice`]s as Events, each once while it lasts.

@@ -95,12 +95,7 @@ pub fn wanted(cluster: &Cluster) -> BTreeMap<String, Wanted> {
 }
 
 fn truncate(message: &mut String) {
-    if message.len() > MESSAGE_MAX {
-        let mut end = MESSAGE_MAX;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
+    if crate::events::cut(message, MESSAGE_MAX) {
         message.push('…');
     }
 }

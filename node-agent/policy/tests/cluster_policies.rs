@@ -583,5 +583,9 @@ spec:
     let compiled = compile(&cluster, &all_local(&cluster));
     let (harry, cedric) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
     assert!(compiled.flow_allowed(harry, cedric, 6, 80));
-    assert!(!compiled.flow_allowed(harry, cedric, 6, 8080), "{:?}", compiled.endpoints[&harry].egress);
+    assert!(
+        !compiled.flow_allowed(harry, cedric, 6, 8080),
+        "{:?}",
+        compiled.endpoints[&harry].egress
+    );
 }

@@ -72,12 +72,7 @@ def e2e(extra: list[str], procs: int = 3) -> Tally:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     tally = _junit_tally(report_dir / "junit.xml")
-    for name in tally.passed:
-        print(f"PASS {name}")
-    for name in tally.failed:
-        print(f"FAIL {name}")
-    for name, why in tally.skipped:
-        print(f"SKIP {name}" + (f" ({why})" if why else ""))
+    _print_tally(tally)
     print(f"took {time.monotonic() - started:.0f}s; JUnit report and log in {report_dir}", flush=True)
     if proc.returncode != 0 and not tally.failed:
         tally.failed.append(f"ginkgo exited {proc.returncode} (see {report_dir / 'ginkgo.log'})")
@@ -116,14 +111,18 @@ def cnp_conformance() -> Tally:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     tally = _go_test_tally((report_dir / "go-test.log").read_text(), "TestConformance")
+    _print_tally(tally)
+    print(f"cnp conformance: {time.monotonic() - started:.0f}s, log in {report_dir}", flush=True)
+    return tally
+
+
+def _print_tally(tally: Tally) -> None:
     for name in tally.passed:
         print(f"PASS {name}")
     for name in tally.failed:
         print(f"FAIL {name}")
     for name, why in tally.skipped:
         print(f"SKIP {name}" + (f" ({why})" if why else ""))
-    print(f"cnp conformance: {time.monotonic() - started:.0f}s, log in {report_dir}", flush=True)
-    return tally
 
 
 def _go_test_tally(text: str, parent: str) -> Tally:
