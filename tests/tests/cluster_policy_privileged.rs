@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::reach;
+
 use std::{net::Ipv4Addr, time::Duration};
 
 use weir_tests::{
@@ -17,17 +19,6 @@ use weir_tests::{
 const QUICK: Duration = Duration::from_millis(600);
 const EXT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const EXAMPLE: &str = include_str!("../../examples/cluster-policies.yaml");
-
-fn reach(lab: &Lab, from: &str, to: &str, proto: Proto, port: u16) -> bool {
-    let (ns, name) = to.split_once('/').unwrap();
-    lab.probe_with(
-        from,
-        &ProbeTarget::pod(ns, name),
-        &ProbeOptions::new(proto, port).timeout(QUICK),
-    )
-    .unwrap()
-    .connected
-}
 
 fn reach_ext(lab: &Lab, from: &str, port: u16) -> bool {
     lab.probe_with(

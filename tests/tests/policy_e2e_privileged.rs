@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::reach;
+
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
@@ -25,17 +27,6 @@ const EXT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 
 fn lab(tag: &str) -> Lab {
     Lab::up(&LabOptions::isolated(tag)).expect("lab up")
-}
-
-fn reach(lab: &Lab, from: &str, to: &str, proto: Proto, port: u16) -> bool {
-    let (ns, name) = to.split_once('/').unwrap();
-    lab.probe_with(
-        from,
-        &ProbeTarget::pod(ns, name),
-        &ProbeOptions::new(proto, port).timeout(QUICK),
-    )
-    .unwrap()
-    .connected
 }
 
 fn reach_service(lab: &Lab, from: &str, to: &str, port: u16) -> bool {

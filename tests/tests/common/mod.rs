@@ -417,3 +417,23 @@ pub fn restart_agent(
     .unwrap();
     process
 }
+
+/// Whether a probe from pod `from` to pod `to` ("namespace/name") connects within 600 ms: long
+/// enough for a reply on this machine, short for the denied probes that must time out.
+pub fn reach(
+    lab: &weir_tests::Lab,
+    from: &str,
+    to: &str,
+    proto: weir_tests::Proto,
+    port: u16,
+) -> bool {
+    let (ns, name) = to.split_once('/').expect("namespace/name");
+    lab.probe_with(
+        from,
+        &weir_tests::lab::ProbeTarget::pod(ns, name),
+        &weir_tests::lab::ProbeOptions::new(proto, port)
+            .timeout(std::time::Duration::from_millis(600)),
+    )
+    .unwrap()
+    .connected
+}
