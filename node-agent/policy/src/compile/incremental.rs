@@ -526,13 +526,17 @@ impl Incremental {
             self.nodes.clear();
             return;
         }
-        let now: BTreeMap<String, (Labels, Vec<Ipv4Addr>)> = cluster
-            .nodes()
-            .map(|n| (n.name.clone(), (n.labels.clone(), n.addresses.clone())))
-            .collect();
-        if now != self.nodes {
+        // Compared in place first: this runs on every compilation, and nodes rarely change.
+        let same = cluster.nodes().count() == self.nodes.len()
+            && cluster.nodes().zip(&self.nodes).all(|(n, (name, (labels, addresses)))| {
+                n.name == *name && n.labels == *labels && n.addresses == *addresses
+            });
+        if !same {
             changes.nodes = true;
-            self.nodes = now;
+            self.nodes = cluster
+                .nodes()
+                .map(|n| (n.name.clone(), (n.labels.clone(), n.addresses.clone())))
+                .collect();
         }
     }
 
