@@ -528,9 +528,12 @@ impl Incremental {
         }
         // Compared in place first: this runs on every compilation, and nodes rarely change.
         let same = cluster.nodes().count() == self.nodes.len()
-            && cluster.nodes().zip(&self.nodes).all(|(n, (name, (labels, addresses)))| {
-                n.name == *name && n.labels == *labels && n.addresses == *addresses
-            });
+            && cluster
+                .nodes()
+                .zip(&self.nodes)
+                .all(|(n, (name, (labels, addresses)))| {
+                    n.name == *name && n.labels == *labels && n.addresses == *addresses
+                });
         if !same {
             changes.nodes = true;
             self.nodes = cluster
