@@ -331,6 +331,28 @@ fn rbac_lets_the_agent_watch_every_kind_it_uses_and_write_only_events_and_status
         "clusternetworkpolicies/status",
         "patch"
     ));
+    // The ClusterNetworkPolicy CRD, watched by name, and no other CRD.
+    let crd_rules: Vec<_> = rules
+        .iter()
+        .filter(|r| {
+            r.resources
+                .iter()
+                .flatten()
+                .any(|x| x == "customresourcedefinitions")
+        })
+        .collect();
+    assert_eq!(crd_rules.len(), 1, "{crd_rules:?}");
+    assert_eq!(
+        crd_rules[0].resource_names.as_deref(),
+        Some(&[weir_kube::crd::CLUSTER_NETWORK_POLICY_CRD.to_owned()][..])
+    );
+    for verb in ["get", "list", "watch"] {
+        assert!(allows(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            verb
+        ));
+    }
     for rule in rules {
         let writes = rule
             .verbs

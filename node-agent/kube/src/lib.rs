@@ -9,6 +9,7 @@
 //! copy-on-write) and programs it. [`events::Notices`] turns what the agent could not program
 //! into Kubernetes Events.
 
+pub mod crd;
 pub mod events;
 pub mod state;
 pub mod status;
@@ -232,8 +233,8 @@ pub struct RetryBackoff {
     jitter: u64,
 }
 
-/// The wait between two looks for a CRD that is not installed: every node asks, so not every
-/// second; a CRD installed later is picked up within this.
+/// The wait between two looks for a CRD that is not installed when its CRD object cannot be
+/// watched (see [`crd::CrdWatch`]): every node asks, so not every second.
 pub const ABSENT_CRD_RETRY_MAX: Duration = Duration::from_secs(20);
 
 /// The longest wait between two retries of a failed watch.
@@ -290,16 +291,19 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
     let api: Api<K> = Api::all(client.clone());
     let shared = Arc::clone(shared);
     // ClusterNetworkPolicy is a CRD a cluster may not have: while it is not served there are no
-    // such policies (the kind counts as listed, empty), and it is looked for again now and then.
-    // The watcher cannot do that itself: it reports each failed relist after an `Init` event,
-    // which resets its backoff, so an absent kind would be asked for ten times a second.
+    // such policies (the kind counts as listed, empty), and the CRD object is watched so that the
+    // kind is watched as soon as it is served. The kind's own watcher cannot wait for it: it
+    // reports each failed relist after an `Init` event, which resets its backoff, so an absent
+    // kind would be asked for ten times a second.
     let optional = K::KIND == Kind::ClusterNetworkPolicy;
+    let mut crd = crd::CrdWatch::new(client, &K::plural(&()), &K::group(&()), &K::version(&()));
     tokio::spawn(async move {
         if !optional {
             watch(api, &shared, false).await;
             return;
         }
         let mut absent = false;
+        let mut seen_served = false;
         loop {
             match api.list_metadata(&kube::api::ListParams::default().limit(1)).await {
                 Err(kube::Error::Api(status)) if status.code == 404 => {
@@ -307,14 +311,17 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
                         info!(
                             kind = K::KIND.as_str(),
                             "not served by the API (its CRD is not installed): none are \
-                             enforced; looking again every {}s",
-                            ABSENT_CRD_RETRY_MAX.as_secs()
+                             enforced; watching for the CRD"
                         );
                         // An empty list: none exist (and any seen before are gone).
                         shared.handle(watcher::Event::<K>::Init);
                         shared.handle(watcher::Event::<K>::InitDone);
                     }
-                    tokio::time::sleep(ABSENT_CRD_RETRY_MAX).await;
+                    if std::mem::take(&mut seen_served) {
+                        // The CRD says served and the API does not serve it yet: a moment's lag.
+                        tokio::time::sleep(RETRY_MAX).await;
+                    }
+                    seen_served = crd.until_served().await;
                 }
                 Err(e) => {
                     // The API server is unreachable: keep what is known, as for every kind.

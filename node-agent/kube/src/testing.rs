@@ -2,7 +2,7 @@
 //! watches that replay every event after the requested resourceVersion (held open until there is
 //! one), compaction (a watch from before it is answered 410 Gone, as etcd compaction does),
 //! outages (every request answered 503), the Events API, and a CRD (ClusterNetworkPolicy) that is
-//! served only once installed.
+//! served only once installed, with its CustomResourceDefinition object (watchable by name).
 //!
 //! It implements only what the agent's watchers and event recorder use.
 
@@ -19,9 +19,10 @@ use tower_test::mock::{self, SendResponse};
 type Handle = mock::Handle<Request<Body>, Response<Body>>;
 
 const CLUSTER_POLICIES: &str = "/apis/policy.networking.k8s.io/v1beta1/clusternetworkpolicies";
+const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
 
 /// The collection path of each watched kind.
-const COLLECTIONS: [(&str, &str); 6] = [
+const COLLECTIONS: [(&str, &str); 7] = [
     ("Namespace", "/api/v1/namespaces"),
     ("Pod", "/api/v1/pods"),
     (
@@ -31,6 +32,7 @@ const COLLECTIONS: [(&str, &str); 6] = [
     ("Service", "/api/v1/services"),
     ("Node", "/api/v1/nodes"),
     ("ClusterNetworkPolicy", CLUSTER_POLICIES),
+    ("CustomResourceDefinition", CRDS),
 ];
 
 fn collection_of(kind: &str) -> &'static str {
@@ -58,6 +60,8 @@ struct Server {
     outage: bool,
     /// The ClusterNetworkPolicy CRD is installed (its collection is served).
     crd_installed: bool,
+    /// CustomResourceDefinitions are answered 403 (a ClusterRole without them).
+    crds_forbidden: bool,
     /// "GET /api/v1/pods?limit=500", in order.
     requests: Vec<String>,
     /// Bodies of the Events the client created.
@@ -150,6 +154,10 @@ impl FakeApi {
                 ));
                 continue;
             }
+            if path == CRDS && server.crds_forbidden {
+                respond.send_response(status(StatusCode::FORBIDDEN, "Forbidden"));
+                continue;
+            }
             if path.contains("/events") {
                 let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 server.events.push(event.clone());
@@ -173,12 +181,21 @@ impl FakeApi {
                     respond.send_response(watch_body(&[gone()]));
                     continue;
                 }
-                let events: Vec<Value> = collection
-                    .log
-                    .iter()
-                    .filter(|(rv, _)| *rv > since)
-                    .map(|(_, e)| e.clone())
-                    .collect();
+                // From "0": the objects as they are now, as ADDED events (as the API server does).
+                let events: Vec<Value> = if since == 0 {
+                    collection
+                        .objects
+                        .values()
+                        .map(|o| json!({"type": "ADDED", "object": o}))
+                        .collect()
+                } else {
+                    collection
+                        .log
+                        .iter()
+                        .filter(|(rv, _)| *rv > since)
+                        .map(|(_, e)| e.clone())
+                        .collect()
+                };
                 if events.is_empty() {
                     collection.held.push((since, respond));
                 } else {
@@ -273,11 +290,19 @@ impl FakeApi {
         }
     }
 
-    /// Installs or removes the ClusterNetworkPolicy CRD: while removed, its collection is 404
+    /// Installs or removes the ClusterNetworkPolicy CRD (its CustomResourceDefinition object,
+    /// established and serving v1beta1, and its collection): while removed, its collection is 404
     /// and open watches of it are answered 404.
     pub fn set_crd_installed(&self, installed: bool) {
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "clusternetworkpolicies.policy.networking.k8s.io"},
+            "spec": {"group": "policy.networking.k8s.io",
+                     "versions": [{"name": "v1alpha2", "served": true}, {"name": "v1beta1", "served": true}]},
+            "status": {"conditions": [{"type": "Established", "status": "True"}]}});
+        // The collection first, as the API server serves it before it reports Established.
+        self.server().crd_installed = installed;
+        self.change(crd, !installed, true);
         let mut server = self.server();
-        server.crd_installed = installed;
         if !installed {
             if let Some(collection) = server.collections.get_mut(CLUSTER_POLICIES) {
                 collection.objects.clear();
@@ -286,6 +311,11 @@ impl FakeApi {
                 }
             }
         }
+    }
+
+    /// Answers requests for CustomResourceDefinitions 403 Forbidden from now on.
+    pub fn forbid_crds(&self) {
+        self.server().crds_forbidden = true;
     }
 
     /// Every request so far: "METHOD path?query".

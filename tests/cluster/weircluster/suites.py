@@ -710,7 +710,7 @@ def cluster_network_policy(checks: Checks) -> None:
         expect(connects(ns_a, "client", target), f"before any policy, {ns_a}/client cannot reach {target}")
         apply(ALLOW_ALL_INGRESS, ns_b)
         apply(CNP_DENY_FROM_A)
-        # The agents look for a CRD installed after them every 20 s at most.
+        # The agents watch the CRD object, so the policy applies once they see it (seconds).
         wait_for("the Admin Deny to apply", lambda: not connects(ns_a, "client", target), timeout=90, interval=1)
         expect(connects(ns_b, "neighbour", target), f"{ns_b}/neighbour is denied too")
         wait_for("status Accepted=True", lambda: condition("weir-check-b-closed-to-a") == ("True", "Accepted"),
