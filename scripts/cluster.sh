@@ -4,7 +4,7 @@
 #
 #   bash scripts/cluster.sh up [--nodes N] [--routing native|vxlan]   # last line: KUBECONFIG=<path>
 #   bash scripts/cluster.sh e2e [--procs N] [-- extra e2e.test flags]  # upstream Netpol specs
-#   bash scripts/cluster.sh cnp-conformance   # network-policy-api's ClusterNetworkPolicy suite (2+ nodes)
+#   bash scripts/cluster.sh cnp-conformance   # network-policy-api's ClusterNetworkPolicy suite (1 or more nodes)
 #   bash scripts/cluster.sh test      # seed scenario, probes, pod recreation, rollout under a stream, uninstall
 #   bash scripts/cluster.sh smoke     # up (1 node), two pods talk, a policy denies, down
 #   bash scripts/cluster.sh env       # where e2e.test, ginkgo and kubectl are

@@ -19,7 +19,7 @@ def main() -> int:
     p_e2e = sub.add_parser("e2e", help="upstream's Netpol e2e specs against the cluster that is up")
     p_e2e.add_argument("--procs", type=int, default=3, help="ginkgo parallel processes")
     p_e2e.add_argument("extra", nargs=argparse.REMAINDER, help="extra e2e.test flags")
-    sub.add_parser("cnp-conformance", help="network-policy-api's ClusterNetworkPolicy conformance suite (2+ nodes)")
+    sub.add_parser("cnp-conformance", help="network-policy-api's ClusterNetworkPolicy conformance suite (1 or more nodes)")
     sub.add_parser("smoke", help="up (1 node), two pods talk, a policy denies, down")
     sub.add_parser("test", help="the cluster checks: the seed scenario, probes, recreation, a rollout under a stream, uninstall")
     sub.add_parser("env", help="where the upstream binaries and the kubeconfig are")

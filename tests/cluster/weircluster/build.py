@@ -170,6 +170,37 @@ CNP_SCTP_SERVER = re.compile(
 )
 
 
+# On one node: the suite's host-network server StatefulSet (centaur, in forbidden-forrest) has two
+# replicas binding the same host ports, which one node cannot hold (the second pod never
+# schedules, and the suite waits for both). The one-node copy runs it with one replica, waits for
+# each StatefulSet's own replica count, and uses centaur-0 where the specs use centaur-1 (the
+# node-peer specs' server); nothing else differs.
+CNP_CENTAUR_REPLICAS = re.compile(r"(\n  name: centaur\n(?:[^\n]*\n)*?  replicas: )2\n")
+CNP_READY_REPLICAS = ("statefulSet.Status.ReadyReplicas != numStatufulSetReplicas",
+                      "statefulSet.Status.ReadyReplicas != *statefulSet.Spec.Replicas")
+
+
+def _patch_cnp_conformance_one_node(src: Path) -> None:
+    manifests = src / "conformance" / "base" / "manifests.yaml"
+    text, n = CNP_CENTAUR_REPLICAS.subn(r"\g<1>1\n", manifests.read_text())
+    if n != 1:
+        raise Failed("the conformance suite's centaur StatefulSet (replicas: 2) was not found")
+    manifests.write_text(text)
+    helper = src / "conformance" / "utils" / "kubernetes" / "helper.go"
+    text = helper.read_text()
+    if text.count(CNP_READY_REPLICAS[0]) != 1:
+        raise Failed(f"{helper}: the StatefulSet readiness check was not found")
+    helper.write_text(text.replace(*CNP_READY_REPLICAS))
+    specs = sorted((src / "conformance" / "tests").glob("*experimental-egress-rules.go"))
+    uses = 0
+    for spec in specs:
+        text = spec.read_text()
+        uses += text.count('"centaur-1"')
+        spec.write_text(text.replace('"centaur-1"', '"centaur-0"'))
+    if uses == 0:
+        raise Failed("the conformance suite's node-peer specs no longer use centaur-1")
+
+
 def _patch_cnp_conformance(src: Path) -> dict[str, int]:
     counts = {"sctp_pokes": 0, "pokes": 0, "sctp_servers": 0, "sctp_tests": 0}
     tests = src / "conformance" / "tests"
@@ -194,15 +225,18 @@ def _patch_cnp_conformance(src: Path) -> dict[str, int]:
     return counts
 
 
-def build_cnp_conformance() -> Path:
+def build_cnp_conformance(one_node: bool = False) -> Path:
     """network-policy-api's conformance suite (its `go test` package, with the manifests it
-    embeds) as one test binary, built from a copy of the module patched as CNP_SCTP_* say."""
-    target = config.BIN / "cnp-conformance.test"
+    embeds) as one test binary, built from a copy of the module patched as CNP_SCTP_* say (and,
+    for a one-node cluster, as CNP_CENTAUR_REPLICAS says)."""
+    suffix = "-1node" if one_node else ""
+    target = config.BIN / f"cnp-conformance{suffix}.test"
     recipe = _recipe(config.NETWORK_POLICY_API_VERSION, config.AGNHOST_IMAGE, CNP_SCTP_POKE.pattern,
-                     CNP_SCTP_SERVER.pattern, "sh")
+                     CNP_SCTP_SERVER.pattern, "sh",
+                     *((CNP_CENTAUR_REPLICAS.pattern, *CNP_READY_REPLICAS) if one_node else ()))
     if _fresh(target, recipe):
         return target
-    src = config.CACHE / "npapi-conformance-src"
+    src = config.CACHE / f"npapi-conformance-src{suffix}"
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(network_policy_api(), src)
     for path in [src, *src.rglob("*")]:
@@ -210,6 +244,8 @@ def build_cnp_conformance() -> Path:
     counts = _patch_cnp_conformance(src)
     if counts["sctp_pokes"] == 0 or counts["sctp_servers"] == 0:
         raise Failed(f"the conformance suite's SCTP parts were not found to take out: {counts}")
+    if one_node:
+        _patch_cnp_conformance_one_node(src)
     log(f"network-policy-api conformance: {counts['sctp_pokes']} of {counts['pokes']} pokes are SCTP and "
         f"{counts['sctp_servers']} server containers serve SCTP: taken out (no SCTP on this kernel)")
     (src / "SCTP-REMOVED.json").write_text(json.dumps(counts))
@@ -217,12 +253,13 @@ def build_cnp_conformance() -> Path:
     log(f"building network-policy-api {config.NETWORK_POLICY_API_VERSION}'s conformance suite")
     run(["go", "test", "-c", "-o", target, "./conformance"], env=go_env(), cwd=src)
     _stamp(target, recipe)
-    log(f"built cnp-conformance.test in {time.monotonic() - t:.0f}s")
+    log(f"built {target.name} in {time.monotonic() - t:.0f}s")
     return target
 
 
-def cnp_conformance_patch_counts() -> dict[str, int]:
-    return json.loads((config.CACHE / "npapi-conformance-src" / "SCTP-REMOVED.json").read_text())
+def cnp_conformance_patch_counts(one_node: bool = False) -> dict[str, int]:
+    suffix = "-1node" if one_node else ""
+    return json.loads((config.CACHE / f"npapi-conformance-src{suffix}" / "SCTP-REMOVED.json").read_text())
 
 
 def build_weir() -> Path:
