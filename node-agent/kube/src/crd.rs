@@ -25,12 +25,13 @@ pub const CLUSTER_NETWORK_POLICY_CRD: &str = "clusternetworkpolicies.policy.netw
 const WATCH_TIMEOUT_SECS: u32 = 290;
 
 /// The parts of a CustomResourceDefinition that say whether a version is served. Everything
-/// else (the schema is most of a CRD's size) is skipped while parsing, not kept.
+/// else (the schema is most of a CRD's size) is skipped while parsing, not kept. Lists may be
+/// null (a CRD just created has `conditions: null`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CrdServing {
     pub metadata: ObjectMeta,
     #[serde(default)]
-    pub spec: CrdSpec,
+    pub spec: Option<CrdSpec>,
     #[serde(default)]
     pub status: Option<CrdStatus>,
 }
@@ -38,7 +39,7 @@ pub struct CrdServing {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CrdSpec {
     #[serde(default)]
-    pub versions: Vec<CrdVersion>,
+    pub versions: Option<Vec<CrdVersion>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -51,7 +52,7 @@ pub struct CrdVersion {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CrdStatus {
     #[serde(default)]
-    pub conditions: Vec<CrdCondition>,
+    pub conditions: Option<Vec<CrdCondition>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -88,15 +89,17 @@ impl kube::Resource for CrdServing {
 impl CrdServing {
     /// Established (the API serves it) with `version` served.
     pub fn serves(&self, version: &str) -> bool {
-        let established = self.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        });
+        let established = self
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        let versions = self.spec.as_ref().and_then(|s| s.versions.as_deref());
         established
-            && self
-                .spec
-                .versions
+            && versions
+                .unwrap_or_default()
                 .iter()
                 .any(|v| v.name == version && v.served)
     }
@@ -121,10 +124,11 @@ impl CrdWatch {
         }
     }
 
-    /// Returns once the CRD is established and serves the version, or when the watch ends (the
-    /// API server closes it every few minutes), so that the caller looks at the kind again. If
-    /// the CRD cannot be watched (no permission: an install from before this watch), it waits
-    /// [`ABSENT_CRD_RETRY_MAX`] instead. Returns whether the CRD was seen served.
+    /// Returns once the CRD is established and serves the version (or changed in a way this
+    /// cannot read: the caller had better look), or when the watch ends (the API server closes
+    /// it every few minutes), so that the caller looks at the kind again. If the CRD cannot be
+    /// watched (no permission: an install from before this watch), it waits
+    /// [`ABSENT_CRD_RETRY_MAX`] instead. Returns whether the CRD was seen (possibly) served.
     pub async fn until_served(&mut self) -> bool {
         // By name: the RBAC rule grants this one CRD only, which needs the field selector.
         let params = WatchParams::default()
@@ -151,9 +155,11 @@ impl CrdWatch {
                     self.cannot_watch(&status.message).await;
                     return false;
                 }
+                // A line this could not parse (kube reports it as an empty API error): the CRD
+                // changed somehow, so look at the kind.
                 Err(e) => {
-                    self.cannot_watch(&e.to_string()).await;
-                    return false;
+                    debug!(crd = %self.name, error = %e, "unreadable CRD watch event");
+                    return true;
                 }
                 Ok(_) => {}
             }
@@ -213,5 +219,13 @@ mod tests {
         let pending: CrdServing =
             serde_json::from_value(json!({"metadata": {"name": "x"}, "spec": {}})).unwrap();
         assert!(!pending.serves("v1beta1"));
+        // Just created, as the API server sends it: null lists.
+        let created: CrdServing = serde_json::from_value(json!({
+            "metadata": {"name": "x"},
+            "spec": {"versions": [{"name": "v1beta1", "served": true}]},
+            "status": {"acceptedNames": {"kind": "", "plural": ""}, "conditions": null,
+                       "storedVersions": ["v1beta1"]}}))
+        .unwrap();
+        assert!(!created.serves("v1beta1"));
     }
 }

@@ -304,6 +304,7 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
         }
         let mut absent = false;
         let mut seen_served = false;
+        let mut lag_wait = RETRY_MAX;
         loop {
             match api.list_metadata(&kube::api::ListParams::default().limit(1)).await {
                 Err(kube::Error::Api(status)) if status.code == 404 => {
@@ -317,9 +318,11 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
                         shared.handle(watcher::Event::<K>::Init);
                         shared.handle(watcher::Event::<K>::InitDone);
                     }
-                    if std::mem::take(&mut seen_served) {
-                        // The CRD says served and the API does not serve it yet: a moment's lag.
-                        tokio::time::sleep(RETRY_MAX).await;
+                    if seen_served {
+                        // The CRD looked served and the API does not serve the kind yet: a
+                        // moment's lag, or a CRD this cannot read; wait longer each time.
+                        tokio::time::sleep(lag_wait).await;
+                        lag_wait = (lag_wait * 2).min(ABSENT_CRD_RETRY_MAX);
                     }
                     seen_served = crd.until_served().await;
                 }
@@ -332,6 +335,7 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
                     if std::mem::take(&mut absent) {
                         info!(kind = K::KIND.as_str(), "served by the API now: watching");
                     }
+                    lag_wait = RETRY_MAX;
                     // Returns when the kind stops being served (its CRD deleted).
                     watch(api.clone(), &shared, true).await;
                 }

@@ -299,7 +299,14 @@ impl FakeApi {
             "spec": {"group": "policy.networking.k8s.io",
                      "versions": [{"name": "v1alpha2", "served": true}, {"name": "v1beta1", "served": true}]},
             "status": {"conditions": [{"type": "Established", "status": "True"}]}});
-        // The collection first, as the API server serves it before it reports Established.
+        // As the API server does: created with null lists, the collection served, then
+        // Established.
+        if installed {
+            let mut created = crd.clone();
+            created["status"] =
+                json!({"acceptedNames": {"kind": "", "plural": ""}, "conditions": null});
+            self.change(created, false, true);
+        }
         self.server().crd_installed = installed;
         self.change(crd, !installed, true);
         let mut server = self.server();
