@@ -1,15 +1,28 @@
-//! `tc_from_uplink`: tcx ingress of the node's uplink (native routing): another node's pod's
+//! `tc_from_uplink`: tcx ingress of the node's uplink. Native routing: another node's pod's
 //! packets for a local pod, arriving on the shared segment, go straight to the pod (see
-//! [`crate::to_pod`]); everything else the node receives passes untouched.
+//! [`crate::to_pod`]). VXLAN routing: a tunnel datagram that is one packet (not GSO) for a local
+//! pod is decapsulated here and goes straight to the pod, skipping the outer IP and UDP receive,
+//! netfilter, and the tunnel device's second receive pass; everything else the node receives
+//! passes untouched (GSO tunnel packets included: see [`decapsulate`]).
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContext};
+use weir_common::config::{NODE_F_VXLAN, VXLAN_PORT, VXLAN_VNI};
 
 use crate::{
-    node::{endpoint, remote_node},
-    packet::{self, EthIpv4, ETH_P_IP},
+    node::{config, endpoint, is_host_ip, is_node_address, remote_node},
+    packet::{self, EthIpv4, ETH_HLEN, ETH_P_IP},
     to_pod,
-    verdict::PASS,
+    verdict::{DROP, PASS},
 };
+
+const IPPROTO_UDP: u8 = 17;
+const UDP_HLEN: usize = 8;
+const VXLAN_HLEN: usize = 8;
+/// Outer IPv4 (no options), UDP, VXLAN and the inner Ethernet header: what decapsulation removes
+/// (the outer Ethernet header stays, with the inner packet's EtherType, IPv4, after it).
+const ENCAP_LEN: usize = 20 + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+/// VXLAN flags: the VNI is valid (RFC 7348), and nothing else may be set.
+const VXLAN_FLAG_VNI: u8 = 0x08;
 
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> i32 {
@@ -19,11 +32,89 @@ pub fn from_uplink(ctx: &TcContext) -> i32 {
     let Some(hdr) = packet::load::<EthIpv4>(ctx, 0) else {
         return PASS;
     };
+    if config().flags & NODE_F_VXLAN != 0 {
+        return decapsulate(ctx, &hdr);
+    }
     let Some(peer) = endpoint(hdr.daddr_be()) else {
         return PASS;
     };
     if remote_node(hdr.saddr).is_none() {
         return PASS;
     }
+    to_pod::deliver(ctx, &hdr, &peer)
+}
+
+/// The UDP and VXLAN headers after an outer IPv4 header without options.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UdpVxlan {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    len: [u8; 2],
+    check: [u8; 2],
+    flags: u8,
+    reserved: [u8; 3],
+    /// VNI (3 bytes) and a reserved byte.
+    vni: [u8; 4],
+}
+
+/// A tunnel datagram for a local pod, decapsulated and delivered as `tc_from_tunnel` would have,
+/// with the same checks first (Weir's VNI, the outer source another node, the inner source that
+/// node or one of its pods, the outer destination this node); anything else, and every packet
+/// these checks refuse, passes to the tunnel device, which receives and judges it as before.
+///
+/// Only packets that are not GSO: this kernel cannot mark a GSO packet as no longer tunnelled
+/// (`bpf_skb_adjust_room` has no flag to decapsulate UDP, and shrinking keeps the packet's UDP
+/// tunnel GSO type), which would be wrong for a pod that forwards it. The inner checksums stay
+/// to be checked by the pod: the shrink resets a checksum the NIC vouched for (which covered the
+/// outer packet only).
+#[inline(always)]
+fn decapsulate(ctx: &TcContext, outer: &EthIpv4) -> i32 {
+    // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return PASS;
+    }
+    // No options, not a fragment (MF clear, offset 0; DF may be set).
+    if outer.ver_ihl != 0x45
+        || outer.protocol != IPPROTO_UDP
+        || u16::from_be_bytes(outer.frag_off) & 0x3fff != 0
+    {
+        return PASS;
+    }
+    let Some(udp) = packet::load::<UdpVxlan>(ctx, ETH_HLEN + 20) else {
+        return PASS;
+    };
+    let vni = u32::from_be_bytes([0, udp.vni[0], udp.vni[1], udp.vni[2]]);
+    if udp.dport != VXLAN_PORT.to_be_bytes() || udp.flags != VXLAN_FLAG_VNI || vni != VXLAN_VNI {
+        return PASS;
+    }
+    let inner_at = ETH_HLEN + 20 + UDP_HLEN + VXLAN_HLEN;
+    let Some(inner) = packet::load::<EthIpv4>(ctx, inner_at) else {
+        return PASS;
+    };
+    if inner.eth_proto != ETH_P_IP.to_be_bytes() {
+        return PASS;
+    }
+    let Some(peer) = endpoint(inner.daddr_be()) else {
+        return PASS;
+    };
+    let outer_src = outer.saddr_be();
+    if !is_host_ip(outer.daddr_be())
+        || !is_node_address(outer_src)
+        || !remote_node(inner.saddr).is_some_and(|r| r.node_ip_be == outer_src)
+    {
+        return PASS;
+    }
+    if ctx
+        .adjust_room(-(ENCAP_LEN as i32), BPF_ADJ_ROOM_MAC, 0)
+        .is_err()
+    {
+        return PASS;
+    }
+    // The outer Ethernet header now fronts the inner IPv4 packet, which must not go up the
+    // uplink's stack as if it had come in plain.
+    let Some(hdr) = packet::load::<EthIpv4>(ctx, 0) else {
+        return DROP;
+    };
     to_pod::deliver(ctx, &hdr, &peer)
 }

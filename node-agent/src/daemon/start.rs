@@ -226,8 +226,9 @@ fn node_config(
 }
 
 /// Attach the node's programs: `weir0`'s, and where other nodes' pods' packets arrive (the
-/// tunnel, or with native routing the uplink, where everything else passes untouched). Returns
-/// the node's devices that keep their attachments.
+/// tunnel, and the uplink, where everything else passes untouched: with native routing the
+/// packets themselves, with VXLAN the tunnel datagrams it decapsulates). Returns the node's
+/// devices that keep their attachments.
 fn attach_node_programs(
     datapath: &mut BpfDatapath,
     routing: Routing,
@@ -236,9 +237,13 @@ fn attach_node_programs(
     datapath.attach(HOST_DEV, Hook::FromHost)?;
     let mut node_links = vec![HOST_DEV.to_owned()];
     match (routing, uplink) {
-        (Routing::Vxlan, _) => {
+        (Routing::Vxlan, uplink) => {
             datapath.attach(TUNNEL_DEV, Hook::FromTunnel)?;
             node_links.push(TUNNEL_DEV.to_owned());
+            if let Some(uplink) = uplink {
+                datapath.attach(&uplink.name, Hook::FromUplink)?;
+                node_links.push(uplink.name.clone());
+            }
         }
         (Routing::Native, Some(uplink)) => {
             datapath.attach(&uplink.name, Hook::FromUplink)?;
