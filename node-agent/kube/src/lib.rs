@@ -335,7 +335,7 @@ fn spawn_watcher<K: Watched>(client: &Client, shared: &Arc<Shared>) -> AbortHand
                     if std::mem::take(&mut absent) {
                         info!(kind = K::KIND.as_str(), "served by the API now: watching");
                     }
-                    lag_wait = RETRY_MAX;
+                    (seen_served, lag_wait) = (false, RETRY_MAX);
                     // Returns when the kind stops being served (its CRD deleted).
                     watch(api.clone(), &shared, true).await;
                 }

@@ -318,47 +318,41 @@ fn cluster_policy_requests(api: &FakeApi) -> usize {
         .count()
 }
 
+/// Installs the CRD with a policy `name` once the agents have settled into waiting for it, and
+/// returns how long the source took to have it.
+async fn install_crd_and_policy(source: &KubeSource, api: &FakeApi, name: &str) -> Duration {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let installed = tokio::time::Instant::now();
+    api.set_crd_installed(true);
+    api.apply(cluster_policy(name));
+    until(source, "the cluster policy", |c| {
+        c.cluster_policies().count() == 1
+    })
+    .await;
+    installed.elapsed()
+}
+
 // Paused time: the clock moves only when every task waits on a timer, so the time taken below is
 // the time the agent chose to wait, not how busy the machine was.
 #[tokio::test(start_paused = true)]
 async fn a_crd_installed_later_is_watched_once_established_not_at_the_next_look() {
     let (source, api) = synced_source(seed).await;
     assert_eq!(source.snapshot().cluster.cluster_policies().count(), 0);
-    // The agents have settled into waiting for the CRD.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let installed = tokio::time::Instant::now();
-    api.set_crd_installed(true);
-    api.apply(cluster_policy("c1"));
-    until(&source, "the cluster policy", |c| {
-        c.cluster_policies().count() == 1
-    })
-    .await;
-    let waited = installed.elapsed();
-    assert!(
-        waited < Duration::from_secs(2),
-        "a policy created right after its CRD was enforced {waited:?} later (the next look at \
-         the CRD, every {:?}, not the CRD's watch)",
-        weir_kube::ABSENT_CRD_RETRY_MAX
-    );
-    // Removed and installed again: the same.
-    api.set_crd_installed(false);
-    until(&source, "the CRD's removal", |c| {
-        c.cluster_policies().count() == 0
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let installed = tokio::time::Instant::now();
-    api.set_crd_installed(true);
-    api.apply(cluster_policy("c2"));
-    until(&source, "the cluster policy again", |c| {
-        c.cluster_policies().count() == 1
-    })
-    .await;
-    assert!(
-        installed.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        installed.elapsed()
-    );
+    // Installed, then removed and installed again.
+    for round in ["c1", "c2"] {
+        let waited = install_crd_and_policy(&source, &api, round).await;
+        assert!(
+            waited < Duration::from_secs(2),
+            "{round}: a policy created right after its CRD was enforced {waited:?} later (the \
+             next look at the CRD, every {:?}, not the CRD's watch)",
+            weir_kube::ABSENT_CRD_RETRY_MAX
+        );
+        api.set_crd_installed(false);
+        until(&source, "the CRD's removal", |c| {
+            c.cluster_policies().count() == 0
+        })
+        .await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -374,14 +368,8 @@ async fn without_permission_to_watch_the_crd_it_is_looked_for_now_and_then() {
         (2..=5).contains(&asked),
         "an absent CRD that cannot be watched was asked for {asked} times in 60 s"
     );
-    let installed = tokio::time::Instant::now();
-    api.set_crd_installed(true);
-    api.apply(cluster_policy("c1"));
-    until(&source, "the cluster policy", |c| {
-        c.cluster_policies().count() == 1
-    })
-    .await;
-    assert!(installed.elapsed() <= weir_kube::ABSENT_CRD_RETRY_MAX);
+    let waited = install_crd_and_policy(&source, &api, "c1").await;
+    assert!(waited <= weir_kube::ABSENT_CRD_RETRY_MAX, "{waited:?}");
 }
 
 #[tokio::test]
