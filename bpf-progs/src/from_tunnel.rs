@@ -7,7 +7,7 @@ use aya_ebpf::{bindings::bpf_tunnel_key, helpers::bpf_skb_get_tunnel_key, progra
 use weir_common::{config::VXLAN_VNI, counters::DIR_TO_POD, Reason};
 
 use crate::{
-    node::{endpoint, is_node_address, remote_node},
+    node::{endpoint, tunnel_sender_ok},
     packet::{self, EthIpv4, ETH_P_IP},
     to_pod,
     verdict::{drop_with, DROP, PASS},
@@ -57,8 +57,5 @@ fn tunnel_source_ok(ctx: &TcContext, inner_saddr: [u8; 4]) -> bool {
     // SAFETY: the IPv4 member of the union, which the kernel filled for an IPv4 tunnel (in host
     // order; `to_be` gives the wire order the maps hold).
     let outer_be = unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be();
-    if !is_node_address(outer_be) {
-        return false;
-    }
-    remote_node(inner_saddr).is_some_and(|r| r.node_ip_be == outer_be)
+    tunnel_sender_ok(outer_be, inner_saddr)
 }

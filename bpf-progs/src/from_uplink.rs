@@ -9,7 +9,7 @@ use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContex
 use weir_common::config::{NODE_F_VXLAN, VXLAN_PORT, VXLAN_VNI};
 
 use crate::{
-    node::{config, endpoint, is_host_ip, is_node_address, remote_node},
+    node::{config, endpoint, is_host_ip, remote_node, tunnel_sender_ok},
     packet::{self, EthIpv4, ETH_HLEN, ETH_P_IP},
     to_pod,
     verdict::{DROP, PASS},
@@ -98,11 +98,7 @@ fn decapsulate(ctx: &TcContext, outer: &EthIpv4) -> i32 {
     let Some(peer) = endpoint(inner.daddr_be()) else {
         return PASS;
     };
-    let outer_src = outer.saddr_be();
-    if !is_host_ip(outer.daddr_be())
-        || !is_node_address(outer_src)
-        || !remote_node(inner.saddr).is_some_and(|r| r.node_ip_be == outer_src)
-    {
+    if !is_host_ip(outer.daddr_be()) || !tunnel_sender_ok(outer.saddr_be(), inner.saddr) {
         return PASS;
     }
     if ctx

@@ -29,6 +29,14 @@ pub fn is_node_address(ip_be: u32) -> bool {
     remote_node(ip_be.to_ne_bytes()).is_some_and(|r| r.node_ip_be == ip_be)
 }
 
+/// May a tunnel datagram from `outer_be` carry a packet from `inner_saddr`? Only if `outer_be`
+/// is another node's address and the inner source is that node or one of its pods: anything else
+/// is a forged identity, whoever sent it.
+#[inline(always)]
+pub fn tunnel_sender_ok(outer_be: u32, inner_saddr: [u8; 4]) -> bool {
+    is_node_address(outer_be) && remote_node(inner_saddr).is_some_and(|r| r.node_ip_be == outer_be)
+}
+
 #[inline(always)]
 pub fn is_host_ip(ip_be: u32) -> bool {
     // SAFETY: presence check only.
