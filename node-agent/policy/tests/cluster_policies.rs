@@ -12,7 +12,7 @@ mod common;
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use common::{all_local, random_selector, random_world, NAMESPACES};
+use common::{all_local, cluster_from_manifests, random_selector, random_world, NAMESPACES};
 use ipnet::Ipv4Net;
 use rand::{rngs::StdRng, seq::IndexedRandom, Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -456,10 +456,15 @@ fn incremental_equals_fresh_under_changes_of_every_kind() {
     }
 }
 
+/// Every pod of the manifests local, compiled.
+fn compile_manifests(yaml: &str) -> Compiled {
+    let cluster = cluster_from_manifests(yaml);
+    compile(&cluster, &all_local(&cluster))
+}
+
 #[test]
 fn an_admin_deny_beats_a_namespace_allow_and_a_team_policy_beats_a_baseline_deny() {
-    let mut cluster = Cluster::default();
-    let objects = weir_policy::manifest::parse_documents(
+    let compiled = compile_manifests(
         r#"
 apiVersion: v1
 kind: Namespace
@@ -515,10 +520,7 @@ spec:
   podSelector: {}
   ingress: [{}]
 "#,
-    )
-    .unwrap();
-    cluster.apply_all(objects).unwrap();
-    let compiled = compile(&cluster, &all_local(&cluster));
+    );
     let (prometheus, grafana, web) = (
         Ipv4Addr::new(10, 0, 0, 1),
         Ipv4Addr::new(10, 0, 0, 2),
@@ -543,8 +545,7 @@ spec:
 /// named port `web` (TCP 80), rule 6 a Deny of everything else to the namespace.
 #[test]
 fn an_egress_named_port_accept_then_a_deny_of_the_rest() {
-    let mut cluster = Cluster::default();
-    let objects = weir_policy::manifest::parse_documents(
+    let compiled = compile_manifests(
         r#"
 apiVersion: v1
 kind: Pod
@@ -577,10 +578,7 @@ spec:
     action: Deny
     to: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: hufflepuff}}}]
 "#,
-    )
-    .unwrap();
-    cluster.apply_all(objects).unwrap();
-    let compiled = compile(&cluster, &all_local(&cluster));
+    );
     let (harry, cedric) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
     assert!(compiled.flow_allowed(harry, cedric, 6, 80));
     assert!(

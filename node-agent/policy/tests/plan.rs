@@ -396,11 +396,7 @@ fn pod(name: &str, role: &str, ip: [u8; 4]) -> String {
 }
 
 fn cluster_of(pods: &[String]) -> Cluster {
-    let mut cluster = Cluster::default();
-    cluster
-        .apply_all(parse_documents(&format!("{POLICY}{}", pods.concat())).unwrap())
-        .unwrap();
-    cluster
+    common::cluster_from_manifests(&format!("{POLICY}{}", pods.concat()))
 }
 
 fn servers() -> Vec<String> {

@@ -11,6 +11,15 @@ use weir_policy::model::{Cluster, Labels, NamedPort, PodInfo, PodKey, PolicyKey,
 
 pub const NAMESPACES: [&str; 3] = ["a", "b", "c"]; // "c" has no Namespace object
 
+/// A cluster holding the objects of `yaml` (Kubernetes manifests, `---`-separated).
+pub fn cluster_from_manifests(yaml: &str) -> Cluster {
+    let mut cluster = Cluster::default();
+    cluster
+        .apply_all(weir_policy::manifest::parse_documents(yaml).expect("valid manifests"))
+        .expect("valid objects");
+    cluster
+}
+
 pub fn random_labels(rng: &mut StdRng) -> Labels {
     let mut labels = Labels::new();
     if rng.random_bool(0.8) {
