@@ -17,28 +17,32 @@ use crate::{
     node::remote_node,
     packet::{self, EthIpv4},
     verdict::{drop_with, PASS},
+    vxlan,
 };
 
 const AF_INET: u32 = 2;
-/// The outer TTL of tunnelled packets (the kernel's default IP TTL).
-const TUNNEL_TTL: u8 = 64;
 
-/// Send a packet to another node: into the VXLAN tunnel to it, or straight out of the uplink to it
-/// (native routing, on a shared L2: the kernel resolves the node's MAC). Returns the tc verdict.
+/// Send a packet to another node: wrapped in VXLAN to it (in eBPF, or by the tunnel device when
+/// [`vxlan::encapsulate`] leaves it), or straight out of the uplink to it (native routing, on a
+/// shared L2: the kernel resolves the node's MAC). Returns the tc verdict.
 #[inline(always)]
 pub fn forward_remote(
     ctx: &TcContext,
     cfg: &NodeConfig,
+    hdr: &EthIpv4,
     remote: &RemoteNode,
 ) -> Result<i32, Reason> {
     if cfg.flags & NODE_F_VXLAN != 0 {
+        if let Some(verdict) = vxlan::encapsulate(ctx, cfg, hdr, remote) {
+            return Ok(verdict);
+        }
         // The far end's stack takes frames to TUNNEL_DEV_MAC as its own (see weir_common::config).
         packet::set_macs(ctx, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC).ok_or(Reason::DropMalformed)?;
         // SAFETY: a plain-data kernel struct for which all zeroes is valid.
         let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
         key.tunnel_id = cfg.vni;
         key.__bindgen_anon_1.remote_ipv4 = u32::from_be(remote.node_ip_be);
-        key.tunnel_ttl = TUNNEL_TTL;
+        key.tunnel_ttl = vxlan::TUNNEL_TTL;
         // SAFETY: `skb` is the valid context pointer; `key` lives on the stack for the call and
         // `size` is its full size. DF on the outer header: the pod MTU leaves room for VXLAN, so
         // an oversized packet is a misconfiguration to report (ICMP), not to fragment.
@@ -100,7 +104,7 @@ pub fn deliver(
         if decrement_ttl(ctx, hdr).is_none() {
             return drop_with(ctx, ifindex, DIR_FROM_POD, Reason::DropMalformed);
         }
-        return match forward_remote(ctx, cfg, &remote) {
+        return match forward_remote(ctx, cfg, hdr, &remote) {
             Ok(verdict) => {
                 count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardRemote);
                 verdict

@@ -75,7 +75,7 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
             return deny(ctx, reason, Some(src), None);
         }
     }
-    match forward_remote(ctx, &cfg, &remote) {
+    match forward_remote(ctx, &cfg, hdr, &remote) {
         Ok(verdict) => {
             count(ctx, counted_on, DIR_FROM_POD, Reason::ForwardRemote);
             verdict

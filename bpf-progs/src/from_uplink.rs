@@ -13,16 +13,8 @@ use crate::{
     packet::{self, EthIpv4, ETH_HLEN, ETH_P_IP},
     to_pod,
     verdict::{DROP, PASS},
+    vxlan::{UdpVxlan, ENCAP_LEN, IPPROTO_UDP, IPV4_HLEN, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN},
 };
-
-const IPPROTO_UDP: u8 = 17;
-const UDP_HLEN: usize = 8;
-const VXLAN_HLEN: usize = 8;
-/// Outer IPv4 (no options), UDP, VXLAN and the inner Ethernet header: what decapsulation removes
-/// (the outer Ethernet header stays, with the inner packet's EtherType, IPv4, after it).
-const ENCAP_LEN: usize = 20 + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
-/// VXLAN flags: the VNI is valid (RFC 7348), and nothing else may be set.
-const VXLAN_FLAG_VNI: u8 = 0x08;
 
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> i32 {
@@ -42,20 +34,6 @@ pub fn from_uplink(ctx: &TcContext) -> i32 {
         return PASS;
     }
     to_pod::deliver(ctx, &hdr, &peer)
-}
-
-/// The UDP and VXLAN headers after an outer IPv4 header without options.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct UdpVxlan {
-    sport: [u8; 2],
-    dport: [u8; 2],
-    len: [u8; 2],
-    check: [u8; 2],
-    flags: u8,
-    reserved: [u8; 3],
-    /// VNI (3 bytes) and a reserved byte.
-    vni: [u8; 4],
 }
 
 /// A tunnel datagram for a local pod, decapsulated and delivered as `tc_from_tunnel` would have,
@@ -81,14 +59,14 @@ fn decapsulate(ctx: &TcContext, outer: &EthIpv4) -> i32 {
     {
         return PASS;
     }
-    let Some(udp) = packet::load::<UdpVxlan>(ctx, ETH_HLEN + 20) else {
+    let Some(udp) = packet::load::<UdpVxlan>(ctx, ETH_HLEN + IPV4_HLEN) else {
         return PASS;
     };
     let vni = u32::from_be_bytes([0, udp.vni[0], udp.vni[1], udp.vni[2]]);
     if udp.dport != VXLAN_PORT.to_be_bytes() || udp.flags != VXLAN_FLAG_VNI || vni != VXLAN_VNI {
         return PASS;
     }
-    let inner_at = ETH_HLEN + 20 + UDP_HLEN + VXLAN_HLEN;
+    let inner_at = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
     let Some(inner) = packet::load::<EthIpv4>(ctx, inner_at) else {
         return PASS;
     };
@@ -107,7 +85,7 @@ fn decapsulate(ctx: &TcContext, outer: &EthIpv4) -> i32 {
     {
         return PASS;
     }
-    // The outer Ethernet header now fronts the inner IPv4 packet, which must not go up the
+    // The outer Ethernet header (its EtherType IPv4, as the inner one's) now fronts the inner IPv4 packet, which must not go up the
     // uplink's stack as if it had come in plain.
     let Some(hdr) = packet::load::<EthIpv4>(ctx, 0) else {
         return DROP;

@@ -15,7 +15,7 @@
 //!
 //! Libraries: [`node`] (what the node knows), [`flow`] (a packet's 5-tuple), [`ct`] (connection
 //! tracking), [`policy`] (the verdict of a new flow), [`forward`] (sending on), [`to_pod`] (another
-//! node's packet for a local pod), [`arp`], [`packet`], [`counters`], [`verdict`], [`maps`].
+//! node's packet for a local pod), [`vxlan`] (encapsulation), [`arp`], [`packet`], [`counters`], [`verdict`], [`maps`].
 //!
 //! Where policy is judged, so that it always sees the real peers and ports:
 //! - pod → local pod, pod IP to pod IP: at the sender's veth, egress and ingress both; the packet
@@ -50,6 +50,7 @@ mod packet;
 mod policy;
 mod to_pod;
 mod verdict;
+mod vxlan;
 
 use aya_ebpf::{
     macros::{classifier, socket_filter},

@@ -376,6 +376,27 @@ fn fragments(netns: &str) -> u64 {
         .sum()
 }
 
+/// Packets the nodes' `weir-vxlan` devices received and sent, summed over the nodes.
+fn tunnel_packets(nodes: &[String]) -> (u64, u64) {
+    nodes
+        .iter()
+        .map(|n| {
+            let dev = in_netns(n, || std::fs::read_to_string("/proc/thread-self/net/dev"))
+                .unwrap()
+                .unwrap();
+            // "weir-vxlan: rx_bytes rx_packets (6 more rx fields) tx_bytes tx_packets ..."
+            let fields: Vec<u64> = dev
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("weir-vxlan:"))
+                .expect("a weir-vxlan device")
+                .split_whitespace()
+                .map(|f| f.parse().unwrap())
+                .collect();
+            (fields[1], fields[9])
+        })
+        .fold((0, 0), |(rx, tx), (r, t)| (rx + r, tx + t))
+}
+
 #[test]
 fn full_size_tcp_crosses_vxlan_without_fragments() {
     require_root!();
@@ -398,6 +419,7 @@ fn full_size_tcp_crosses_vxlan_without_fragments() {
     let state = lab.state().unwrap();
     let nodes: Vec<String> = state.nodes.iter().map(|n| n.netns.clone()).collect();
     let before: u64 = nodes.iter().map(|n| fragments(n)).sum();
+    let (_, tx_before) = tunnel_packets(&nodes);
 
     // Full-size segments both ways, 16 MiB each, byte for byte.
     let listener = in_netns(&b_ns, || TcpListener::bind(SocketAddrV4::new(b_ip, 7100)))
@@ -452,27 +474,7 @@ fn full_size_tcp_crosses_vxlan_without_fragments() {
     // Single packets (not GSO) for a local pod are decapsulated at the uplink and go straight to
     // the pod: the tunnel devices receive none of 40 pings and their replies (the bulk transfer
     // above came through them, as GSO packets do).
-    let tunnel_rx = || -> u64 {
-        nodes
-            .iter()
-            .map(|n| {
-                let dev = in_netns(n, || std::fs::read_to_string("/proc/thread-self/net/dev"))
-                    .unwrap()
-                    .unwrap();
-                // "weir-vxlan: rx_bytes rx_packets ..."
-                let line = dev
-                    .lines()
-                    .find_map(|l| l.trim().strip_prefix("weir-vxlan:"))
-                    .expect("a weir-vxlan device");
-                line.split_whitespace()
-                    .nth(1)
-                    .unwrap()
-                    .parse::<u64>()
-                    .unwrap()
-            })
-            .sum()
-    };
-    let before = tunnel_rx();
+    let (rx_before, _) = tunnel_packets(&nodes);
     let pings = Command::new("ip")
         .args([
             "netns", "exec", &a_ns, "ping", "-c40", "-i0.01", "-W2", "-q",
@@ -481,11 +483,20 @@ fn full_size_tcp_crosses_vxlan_without_fragments() {
         .output()
         .unwrap();
     assert!(pings.status.success(), "{pings:?}");
-    let through_tunnel = tunnel_rx() - before;
+    let (rx_after, tx_after) = tunnel_packets(&nodes);
+    let through_tunnel = rx_after - rx_before;
     assert!(
         through_tunnel < 10,
         "{through_tunnel} of 80 single packets were received by the tunnel devices, not \
          decapsulated at the uplink"
     );
+    // And every packet of the test, GSO or not, was encapsulated in eBPF: the tunnel devices
+    // sent none of the 16 MiB each way, the pings or their replies.
+    let sent_by_tunnel = tx_after - tx_before;
+    assert!(
+        sent_by_tunnel < 10,
+        "the tunnel devices sent {sent_by_tunnel} packets: not encapsulated in eBPF"
+    );
+
     lab.down().unwrap();
 }
