@@ -1,4 +1,4 @@
-//! Sending an allowed packet on: to a local pod's veth, to another node (natively or through the
+//! Sending an allowed packet on: to a local pod, to another node (natively or through the
 //! tunnel), or up the host stack.
 
 use aya_ebpf::{
@@ -16,6 +16,7 @@ use crate::{
     counters::count,
     node::remote_node,
     packet::{self, EthIpv4},
+    to_pod,
     verdict::{drop_with, PASS},
     vxlan,
 };
@@ -75,8 +76,9 @@ pub fn forward_remote(
     } as i32)
 }
 
-/// Send an allowed packet on: straight to a local pod's veth, straight to another node for its
-/// pods, or to the host stack (the node, the outside, and replies whose flow came through it).
+/// Send an allowed packet on: straight to a local pod, straight to another node for its pods, or
+/// to the host stack (the node, the outside, and replies whose flow came through it). Called at
+/// a tc ingress hook (`tc_from_pod`), where [`to_pod::into_pod`] may use a peer redirect.
 #[inline(always)]
 pub fn deliver(
     ctx: &TcContext,
@@ -97,8 +99,7 @@ pub fn deliver(
         {
             count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardLocal);
             count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::Deliver);
-            // SAFETY: plain helper call; the target is a veth whose egress delivers to the pod.
-            return unsafe { bpf_redirect(peer.host_ifindex, 0) } as i32;
+            return to_pod::into_pod(peer);
         }
     } else if let Some(remote) = remote_node(hdr.daddr) {
         if decrement_ttl(ctx, hdr).is_none() {

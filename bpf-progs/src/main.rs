@@ -1,8 +1,8 @@
 //! Weir's eBPF datapath: the entry points, one module each, over small libraries.
 //!
-//! Every packet a pod receives was put on its veth by one of these programs (a redirect after
-//! ingress policy), so the veth's egress needs no program: one attach per pod, which halves what
-//! CNI ADD waits for the kernel.
+//! Every packet a pod receives was put on its veth, or straight into its interface, by one of
+//! these programs (a redirect after ingress policy), so the veth's egress needs no program: one
+//! attach per pod, which halves what CNI ADD waits for the kernel.
 //!
 //! Attach points (a module each):
 //! - [`from_pod`] — `tc_from_pod`, ingress of each pod's host-side veth: everything a pod sends.

@@ -3,9 +3,15 @@
 //! replies go straight back from `tc_from_pod`). Replies of flows that crossed the host stack here
 //! (which must undo a DNAT) and ICMP errors about them go up the host stack instead.
 
-use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
+use aya_ebpf::{
+    helpers::{bpf_redirect, bpf_redirect_peer},
+    programs::TcContext,
+};
 use weir_common::{
-    counters::DIR_TO_POD, endpoint::ENDPOINT_F_READY, events::AT_FROM_REMOTE, EndpointInfo, Reason,
+    counters::DIR_TO_POD,
+    endpoint::{ENDPOINT_F_DIRECT, ENDPOINT_F_READY},
+    events::AT_FROM_REMOTE,
+    EndpointInfo, Reason,
 };
 
 use crate::{
@@ -51,6 +57,21 @@ pub fn deliver(ctx: &TcContext, hdr: &EthIpv4, peer: &EndpointInfo) -> i32 {
         return drop_with(ctx, peer.host_ifindex, DIR_TO_POD, Reason::DropMalformed);
     }
     count(ctx, peer.host_ifindex, DIR_TO_POD, Reason::FromRemote);
-    // SAFETY: plain helper call.
-    unsafe { bpf_redirect(peer.host_ifindex, 0) as i32 }
+    into_pod(&peer)
+}
+
+/// Hand an allowed packet, its MACs set, to local pod `peer`: straight into the pod's interface
+/// where the pod allows it ([`ENDPOINT_F_DIRECT`]: no pass through the host veth and the backlog
+/// behind it), else out of the host veth, whose qdisc shapes the pod's ingress. Only from a tc
+/// ingress hook (the kernel drops a peer redirect made anywhere else).
+#[inline(always)]
+pub fn into_pod(peer: &EndpointInfo) -> i32 {
+    // SAFETY: plain helper calls; the target is a veth, whose peer is the pod's interface.
+    unsafe {
+        if peer.flags & ENDPOINT_F_DIRECT != 0 {
+            bpf_redirect_peer(peer.host_ifindex, 0) as i32
+        } else {
+            bpf_redirect(peer.host_ifindex, 0) as i32
+        }
+    }
 }

@@ -401,6 +401,7 @@ fn the_agent_programs_only_the_attachments_own_veth() {
                 host_ifindex: index(ifname),
                 host_mac: "02:00:00:00:00:02".into(),
                 port_mappings: Vec::new(),
+                ingress_shaped: Some(false),
             },
         };
         let answer = weir_agent_api::call(

@@ -30,6 +30,10 @@ pub struct EndpointInfo {
 
 /// The endpoint's datapath is fully programmed; until then nothing is delivered to or from it.
 pub const ENDPOINT_F_READY: u32 = 1;
+/// Packets for the pod may go straight into its interface (`bpf_redirect_peer`, from a tc
+/// ingress hook), skipping the host-side veth and a pass through the backlog. Not set while that
+/// veth shapes the pod's ingress: its qdisc must see every packet.
+pub const ENDPOINT_F_DIRECT: u32 = 2;
 
 const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
 const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 32);

@@ -110,6 +110,7 @@ pub fn run(conf: &NetConf, args: &AddArgs) -> Result<CniResult, CniError> {
         host_ifindex: host_index,
         host_mac: format_mac(host_mac),
         port_mappings: conf.port_mappings.clone(),
+        ingress_shaped: Some(conf.bandwidth.as_ref().is_some_and(|b| b.ingress.is_some())),
     };
     // Registered before the call: a timed-out ADD may still have been applied by the agent.
     undo.push("the weir-agent endpoint", || {

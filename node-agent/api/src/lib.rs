@@ -80,6 +80,18 @@ pub struct Endpoint {
     /// The pod's `hostPort`s (CNI capability `portMappings`), IPv4 only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_mappings: Vec<PortMapping>,
+    /// Does the host-side veth shape the pod's ingress (a `tbf` from the `bandwidth`
+    /// capability)? Then every packet for the pod must cross that veth. `None` (a plugin or a
+    /// record from before this field) is taken as yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_shaped: Option<bool>,
+}
+
+impl Endpoint {
+    /// May packets for this pod skip its host-side veth?
+    pub fn direct_delivery(&self) -> bool {
+        self.ingress_shaped == Some(false)
+    }
 }
 
 /// A transport protocol a `hostPort` can publish.

@@ -165,6 +165,7 @@ mod tests {
                         host_ip: None,
                     })
                     .collect(),
+                ingress_shaped: Some(false),
             },
             endpoint_id: 1,
         }

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use weir_agent_api::{parse_mac, AttachmentId, Endpoint};
 use weir_common::{
-    endpoint::ENDPOINT_F_READY, policy::TABLE_FAIL_CLOSED, CounterKey, CounterValue, EndpointInfo,
+    endpoint::{ENDPOINT_F_DIRECT, ENDPOINT_F_READY},
+    policy::TABLE_FAIL_CLOSED,
+    CounterKey, CounterValue, EndpointInfo,
 };
 
 use crate::kernel::datapath::{Datapath, DatapathError, Hook};
@@ -59,7 +61,11 @@ impl EndpointRecord {
             endpoint_id: self.endpoint_id,
             pod_mac: mac(&self.endpoint.pod_mac)?,
             host_mac: mac(&self.endpoint.host_mac)?,
-            flags: ENDPOINT_F_READY,
+            flags: if self.endpoint.direct_delivery() {
+                ENDPOINT_F_READY | ENDPOINT_F_DIRECT
+            } else {
+                ENDPOINT_F_READY
+            },
             ingress_table,
             egress_table,
         })
@@ -431,6 +437,7 @@ mod tests {
             host_ifindex: 7,
             host_mac: "ee:ee:ee:ee:ee:ee".into(),
             port_mappings: Vec::new(),
+            ingress_shaped: Some(false),
         }
     }
 
@@ -456,6 +463,36 @@ mod tests {
         assert!(eps.datapath().endpoints.is_empty());
         assert!(!dir.path().join("weir0123456789a.json").exists());
         assert!(!eps.del(&ep.attachment).unwrap(), "second DEL is a no-op");
+    }
+
+    /// Only a pod known to be unshaped gets packets past its host veth: a shaped one, and one
+    /// whose plugin or record does not say, keep every packet crossing the veth's qdisc.
+    #[test]
+    fn direct_delivery_only_for_pods_known_to_be_unshaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut eps = open(dir.path());
+        for (last, shaped, direct) in [
+            (2, Some(false), true),
+            (3, Some(true), false),
+            (4, None, false),
+        ] {
+            let ep = Endpoint {
+                ingress_shaped: shaped,
+                ..endpoint(
+                    &format!("c{last}"),
+                    [10, 244, 1, last],
+                    &format!("weir012345678{last}"),
+                )
+            };
+            eps.add(ep.clone(), (0, 0)).unwrap();
+            let flags = eps.datapath().endpoints[&ep.ip].flags;
+            assert_eq!(
+                flags & ENDPOINT_F_DIRECT != 0,
+                direct,
+                "ingress_shaped {shaped:?}"
+            );
+            assert_ne!(flags & ENDPOINT_F_READY, 0);
+        }
     }
 
     #[test]

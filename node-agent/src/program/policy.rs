@@ -449,6 +449,7 @@ mod tests {
             host_ifindex: u32::from(last),
             host_mac: "ee:ee:ee:ee:ee:ee".into(),
             port_mappings: Vec::new(),
+            ingress_shaped: Some(false),
         }
     }
 
