@@ -46,7 +46,7 @@ pub fn forward_remote(
         key.tunnel_ttl = vxlan::TUNNEL_TTL;
         // SAFETY: `skb` is the valid context pointer; `key` lives on the stack for the call and
         // `size` is its full size. DF on the outer header: the pod MTU leaves room for VXLAN, so
-        // an oversized packet is a misconfiguration to report (ICMP), not to fragment.
+        // an oversized packet is a misconfiguration, not something to fragment.
         let rc = unsafe {
             bpf_skb_set_tunnel_key(
                 ctx.skb.skb,

@@ -85,8 +85,8 @@ fn decapsulate(ctx: &TcContext, outer: &EthIpv4) -> i32 {
     {
         return PASS;
     }
-    // The outer Ethernet header (its EtherType IPv4, as the inner one's) now fronts the inner IPv4 packet, which must not go up the
-    // uplink's stack as if it had come in plain.
+    // The outer Ethernet header (its EtherType IPv4, as the inner one's) now fronts the inner
+    // IPv4 packet, which must not go up the uplink's stack as if it had come in plain.
     let Some(hdr) = packet::load::<EthIpv4>(ctx, 0) else {
         return DROP;
     };

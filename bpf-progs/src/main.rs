@@ -9,17 +9,19 @@
 //! - [`from_host`] — `tc_from_host`, egress of `weir0`, where the node routes every pod CIDR:
 //!   host-stack traffic for local pods and for other nodes' pods.
 //! - [`from_tunnel`] — `tc_from_tunnel`, ingress of `weir-vxlan` (VXLAN routing).
-//! - [`from_uplink`] — `tc_from_uplink`, ingress of the uplink (native routing).
+//! - [`from_uplink`] — `tc_from_uplink`, ingress of the uplink (native routing; with VXLAN, the
+//!   tunnel datagrams it decapsulates).
 //! - [`after_dnat`] — `sk_egress_after_dnat`, a socket filter the agent's iptables run: pods'
 //!   Service traffic whose backend is not a pod.
 //!
 //! Libraries: [`node`] (what the node knows), [`flow`] (a packet's 5-tuple), [`ct`] (connection
 //! tracking), [`policy`] (the verdict of a new flow), [`forward`] (sending on), [`to_pod`] (another
-//! node's packet for a local pod), [`vxlan`] (encapsulation), [`arp`], [`packet`], [`counters`], [`verdict`], [`maps`].
+//! node's packet for a local pod), [`vxlan`] (VXLAN's wire format and encapsulation), [`arp`],
+//! [`packet`], [`counters`], [`verdict`], [`maps`].
 //!
 //! Where policy is judged, so that it always sees the real peers and ports:
 //! - pod → local pod, pod IP to pod IP: at the sender's veth, egress and ingress both; the packet
-//!   is then redirected straight to the receiver's veth.
+//!   is then redirected straight into the receiver (see [`to_pod::into_pod`]).
 //! - pod → another node's pod: egress at the sender's veth, which sends it straight to that node;
 //!   ingress on the receiving node, from the host stack, the uplink or the tunnel.
 //! - pod → Service ClusterIP: deferred (the host stack has yet to DNAT it) and judged where the

@@ -1,7 +1,8 @@
 //! Another node's packet for a local pod (from the tunnel or the uplink): judged by the pod's
-//! ingress policy and delivered straight to its veth, skipping the host stack both ways (the pod's
-//! replies go straight back from `tc_from_pod`). Replies of flows that crossed the host stack here
-//! (which must undo a DNAT) and ICMP errors about them go up the host stack instead.
+//! ingress policy and delivered straight to it (see [`into_pod`]), skipping the host stack both
+//! ways (the pod's replies go straight back from `tc_from_pod`). Replies of flows that crossed the
+//! host stack here (which must undo a DNAT) and ICMP errors about them go up the host stack
+//! instead.
 
 use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_peer},
