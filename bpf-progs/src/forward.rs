@@ -15,13 +15,11 @@ use weir_common::{
 use crate::{
     counters::count,
     node::remote_node,
-    packet::{self, EthIpv4},
+    packet::{self, EthIpv4, AF_INET},
     to_pod,
     verdict::{drop_with, PASS},
     vxlan,
 };
-
-const AF_INET: u32 = 2;
 
 /// Send a packet to another node: wrapped in VXLAN to it (in eBPF, or by the tunnel device when
 /// [`vxlan::encapsulate`] leaves it), or straight out of the uplink to it (native routing, on a
@@ -61,19 +59,26 @@ pub fn forward_remote(
         // SAFETY: plain helper call.
         return Ok(unsafe { bpf_redirect(cfg.tunnel_ifindex, 0) } as i32);
     }
-    // SAFETY: as above.
+    Ok(redirect_neigh_v4(cfg.uplink_ifindex, remote.node_ip_be))
+}
+
+/// Send the packet out of `ifindex` to the IPv4 next hop `nexthop_be` (network order): the kernel
+/// resolves its MAC and writes the Ethernet header. Returns the tc verdict.
+#[inline(always)]
+pub fn redirect_neigh_v4(ifindex: u32, nexthop_be: u32) -> i32 {
+    // SAFETY: a plain-data kernel struct for which all zeroes is valid.
     let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-    nh.nh_family = AF_INET;
-    nh.__bindgen_anon_1.ipv4_nh = remote.node_ip_be;
+    nh.nh_family = u32::from(AF_INET);
+    nh.__bindgen_anon_1.ipv4_nh = nexthop_be;
     // SAFETY: `nh` lives on the stack for the call and its size is passed with it.
-    Ok(unsafe {
+    unsafe {
         bpf_redirect_neigh(
-            cfg.uplink_ifindex,
+            ifindex,
             &mut nh,
             core::mem::size_of::<bpf_redir_neigh>() as i32,
             0,
-        )
-    } as i32)
+        ) as i32
+    }
 }
 
 /// Send an allowed packet on: straight to a local pod, straight to another node for its pods, or

@@ -48,8 +48,7 @@ pub fn from_uplink(ctx: &TcContext) -> i32 {
 /// outer packet only).
 #[inline(always)]
 fn decapsulate(ctx: &TcContext, outer: &EthIpv4) -> i32 {
-    // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
-    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+    if packet::is_gso(ctx) {
         return PASS;
     }
     // No options, not a fragment (MF clear, offset 0; DF may be set).

@@ -9,6 +9,8 @@ use aya_ebpf::programs::TcContext;
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
+/// The kernel's address family of IPv4, as FIB lookups and neighbour redirects take it.
+pub const AF_INET: u8 = 2;
 
 /// Offsets from the start of the frame.
 pub const OFF_ETH_DST: usize = 0;
@@ -70,6 +72,13 @@ pub fn store<T>(ctx: &TcContext, offset: usize, value: &T) -> Option<()> {
 pub fn ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
     unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Is the packet GSO (several segments' worth, cut up only on the way out)?
+#[inline(always)]
+pub fn is_gso(ctx: &TcContext) -> bool {
+    // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
+    unsafe { (*ctx.skb.skb).gso_size != 0 }
 }
 
 /// Rewrite the Ethernet addresses for delivery on a veth.

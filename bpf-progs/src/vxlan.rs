@@ -9,12 +9,12 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, bpf_redir_neigh,
-        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
-        BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LOOKUP_SRC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_get_hash_recalc, bpf_redirect_neigh},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_get_hash_recalc},
     programs::TcContext,
 };
 use weir_common::{
@@ -23,7 +23,8 @@ use weir_common::{
 };
 
 use crate::{
-    packet::{EthIpv4, ETH_HLEN, ETH_P_IP},
+    forward::redirect_neigh_v4,
+    packet::{self, EthIpv4, AF_INET, ETH_HLEN, ETH_P_IP},
     verdict::DROP,
 };
 
@@ -37,7 +38,6 @@ pub const ENCAP_LEN: usize = IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
 /// VXLAN flags: the VNI is valid (RFC 7348), and nothing else may be set.
 pub const VXLAN_FLAG_VNI: u8 = 0x08;
 
-const AF_INET: u8 = 2;
 /// The outer TTL (the kernel's default IP TTL, as the tunnel device uses).
 pub const TUNNEL_TTL: u8 = 64;
 /// Outer UDP source ports, chosen per inner flow so that the underlay can spread flows (the
@@ -95,8 +95,7 @@ pub fn encapsulate(
     remote: &RemoteNode,
 ) -> Option<i32> {
     let skb = ctx.skb.skb;
-    // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
-    let gso = unsafe { (*skb).gso_size } != 0;
+    let gso = packet::is_gso(ctx);
     let outer_len = ctx.len() as usize - ETH_HLEN + ENCAP_LEN;
     if outer_len > usize::from(u16::MAX) {
         return None;
@@ -182,20 +181,8 @@ pub fn encapsulate(
     if ctx.store(ETH_HLEN, &encap, 0).is_err() {
         return Some(DROP);
     }
-    // SAFETY: as above.
-    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-    nh.nh_family = u32::from(AF_INET);
-    nh.__bindgen_anon_1.ipv4_nh = nexthop_be;
-    // SAFETY: `nh` lives on the stack for the call and its size is passed with it; the kernel
-    // writes the outer Ethernet header for the next hop.
-    Some(unsafe {
-        bpf_redirect_neigh(
-            egress_ifindex,
-            &mut nh,
-            core::mem::size_of::<bpf_redir_neigh>() as i32,
-            0,
-        )
-    } as i32)
+    // The kernel writes the outer Ethernet header for the next hop.
+    Some(redirect_neigh_v4(egress_ifindex, nexthop_be))
 }
 
 /// The outer TOS: ECN copied from the inner packet, CE sent as ECT(0) (RFC 6040's normal mode,
