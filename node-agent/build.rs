@@ -49,6 +49,9 @@ fn main() {
         }
     }
     cmd.env("RUSTC_BOOTSTRAP", "1");
+    // BTF (with function info): the kernel accepts a tail call (`tc_from_pod`'s) in a program
+    // with subprograms (the memcpy/memset the linker emits) only when the object carries it.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=--btf");
     let status = cmd
         .status()
         .expect("running `cargo build` for bpf-progs (is cargo on PATH?)");

@@ -14,15 +14,26 @@ use weir_common::{
 
 use crate::{
     counters::count,
+    icmp,
     node::remote_node,
-    packet::{self, EthIpv4, AF_INET},
+    packet::{self, EthIpv4, AF_INET, IP_DF},
     to_pod,
     verdict::{drop_with, PASS},
-    vxlan,
+    vxlan::{self, Wrapped},
 };
 
+/// Why [`forward_remote`] did not send a packet on.
+pub enum NotSent {
+    Drop(Reason),
+    /// Too big for the route to the other node once wrapped in VXLAN, and not to be fragmented
+    /// (DF): the route takes a pod's packets of `mtu` bytes at most. Still untouched.
+    TooBig {
+        mtu: u16,
+    },
+}
+
 /// Send a packet to another node: wrapped in VXLAN to it (in eBPF, or by the tunnel device when
-/// [`vxlan::encapsulate`] leaves it), or straight out of the uplink to it (native routing, on a
+/// [`vxlan::encapsulate`] declines), or straight out of the uplink to it (native routing, on a
 /// shared L2: the kernel resolves the node's MAC). Returns the tc verdict.
 #[inline(always)]
 pub fn forward_remote(
@@ -30,36 +41,55 @@ pub fn forward_remote(
     cfg: &NodeConfig,
     hdr: &EthIpv4,
     remote: &RemoteNode,
-) -> Result<i32, Reason> {
-    if cfg.flags & NODE_F_VXLAN != 0 {
-        if let Some(verdict) = vxlan::encapsulate(ctx, cfg, hdr, remote) {
-            return Ok(verdict);
-        }
-        // The far end's stack takes frames to TUNNEL_DEV_MAC as its own (see weir_common::config).
-        packet::set_macs(ctx, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC).ok_or(Reason::DropMalformed)?;
-        // SAFETY: a plain-data kernel struct for which all zeroes is valid.
-        let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
-        key.tunnel_id = cfg.vni;
-        key.__bindgen_anon_1.remote_ipv4 = u32::from_be(remote.node_ip_be);
-        key.tunnel_ttl = vxlan::TUNNEL_TTL;
-        // SAFETY: `skb` is the valid context pointer; `key` lives on the stack for the call and
-        // `size` is its full size. DF on the outer header: the pod MTU leaves room for VXLAN, so
-        // an oversized packet is a misconfiguration, not something to fragment.
-        let rc = unsafe {
-            bpf_skb_set_tunnel_key(
-                ctx.skb.skb,
-                &mut key,
-                core::mem::size_of::<bpf_tunnel_key>() as u32,
-                u64::from(BPF_F_DONT_FRAGMENT),
-            )
-        };
-        if rc != 0 {
-            return Err(Reason::DropNoRoute);
-        }
-        // SAFETY: plain helper call.
-        return Ok(unsafe { bpf_redirect(cfg.tunnel_ifindex, 0) } as i32);
+) -> Result<i32, NotSent> {
+    if cfg.flags & NODE_F_VXLAN == 0 {
+        return Ok(redirect_neigh_v4(cfg.uplink_ifindex, remote.node_ip_be));
     }
-    Ok(redirect_neigh_v4(cfg.uplink_ifindex, remote.node_ip_be))
+    let dont_fragment = u16::from_be_bytes(hdr.frag_off) & IP_DF != 0;
+    match vxlan::encapsulate(ctx, cfg, hdr, remote) {
+        Wrapped::Sent(verdict) => Ok(verdict),
+        Wrapped::TooBig { mtu } if dont_fragment => Err(NotSent::TooBig { mtu }),
+        _ => through_tunnel_device(ctx, cfg, remote, dont_fragment).map_err(NotSent::Drop),
+    }
+}
+
+/// Send a packet to `remote` through the tunnel device `weir-vxlan`, which wraps it. The outer
+/// header's DF is the inner packet's: a packet that may be fragmented is, outside, where the
+/// path is narrower than the pod's MTU.
+#[inline(always)]
+pub fn through_tunnel_device(
+    ctx: &TcContext,
+    cfg: &NodeConfig,
+    remote: &RemoteNode,
+    dont_fragment: bool,
+) -> Result<i32, Reason> {
+    // The far end's stack takes frames to TUNNEL_DEV_MAC as its own (see weir_common::config).
+    packet::set_macs(ctx, TUNNEL_DEV_MAC, TUNNEL_SRC_MAC).ok_or(Reason::DropMalformed)?;
+    // SAFETY: a plain-data kernel struct for which all zeroes is valid.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    key.tunnel_id = cfg.vni;
+    key.__bindgen_anon_1.remote_ipv4 = u32::from_be(remote.node_ip_be);
+    key.tunnel_ttl = vxlan::TUNNEL_TTL;
+    let flags = if dont_fragment {
+        u64::from(BPF_F_DONT_FRAGMENT)
+    } else {
+        0
+    };
+    // SAFETY: `skb` is the valid context pointer; `key` lives on the stack for the call and
+    // `size` is its full size.
+    let rc = unsafe {
+        bpf_skb_set_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            core::mem::size_of::<bpf_tunnel_key>() as u32,
+            flags,
+        )
+    };
+    if rc != 0 {
+        return Err(Reason::DropNoRoute);
+    }
+    // SAFETY: plain helper call.
+    Ok(unsafe { bpf_redirect(cfg.tunnel_ifindex, 0) } as i32)
 }
 
 /// Send the packet out of `ifindex` to the IPv4 next hop `nexthop_be` (network order): the kernel
@@ -81,9 +111,10 @@ pub fn redirect_neigh_v4(ifindex: u32, nexthop_be: u32) -> i32 {
     }
 }
 
-/// Send an allowed packet on: straight to a local pod, straight to another node for its pods, or
-/// to the host stack (the node, the outside, and replies whose flow came through it). Called at
-/// a tc ingress hook (`tc_from_pod`), where [`to_pod::into_pod`] may use a peer redirect.
+/// Send a local pod's allowed packet on: straight to a local pod, straight to another node for
+/// its pods, or to the host stack (the node, the outside, and replies whose flow came through it).
+/// Called at a tc ingress hook (`tc_from_pod`), where [`to_pod::into_pod`] may use a peer redirect.
+/// A packet too big for the path to another node is answered as a router would (see [`icmp`]).
 #[inline(always)]
 pub fn deliver(
     ctx: &TcContext,
@@ -115,7 +146,20 @@ pub fn deliver(
                 count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardRemote);
                 verdict
             }
-            Err(reason) => drop_with(ctx, ifindex, DIR_FROM_POD, reason),
+            Err(not_sent) => {
+                let (reason, too_big) = match not_sent {
+                    NotSent::Drop(reason) => (reason, None),
+                    NotSent::TooBig { mtu } => (Reason::DropTooBig, Some(mtu)),
+                };
+                // Counted (and its event read) while the packet is still the pod's.
+                let dropped = drop_with(ctx, ifindex, DIR_FROM_POD, reason);
+                match too_big {
+                    Some(mtu) if icmp::frag_needed_allowed(ctx, hdr) => {
+                        icmp::send_frag_needed(ctx, mtu)
+                    }
+                    _ => dropped,
+                }
+            }
         };
     }
     count(ctx, ifindex, DIR_FROM_POD, Reason::ForwardHost);

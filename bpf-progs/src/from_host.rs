@@ -17,7 +17,7 @@ use crate::{
     counters::count,
     ct::{self, known, Known},
     flow::{self, Flow},
-    forward::forward_remote,
+    forward::{forward_remote, through_tunnel_device, NotSent},
     node::{config, endpoint, is_host_ip, remote_node},
     packet::{self, EthIpv4, ETH_P_IP},
     policy,
@@ -75,7 +75,13 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
             return deny(ctx, reason, Some(src), None);
         }
     }
-    match forward_remote(ctx, &cfg, hdr, &remote) {
+    // Too big for the path once wrapped: the tunnel device takes it, and tells the host stack
+    // the path's MTU, which tells the socket (a pod's packets are answered in `tc_from_pod`).
+    let sent = forward_remote(ctx, &cfg, hdr, &remote).or_else(|not_sent| match not_sent {
+        NotSent::Drop(reason) => Err(reason),
+        NotSent::TooBig { .. } => through_tunnel_device(ctx, &cfg, &remote, true),
+    });
+    match sent {
         Ok(verdict) => {
             count(ctx, counted_on, DIR_FROM_POD, Reason::ForwardRemote);
             verdict

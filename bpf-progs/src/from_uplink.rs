@@ -9,11 +9,12 @@ use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContex
 use weir_common::config::{NODE_F_VXLAN, VXLAN_PORT, VXLAN_VNI};
 
 use crate::{
+    flow::IPPROTO_UDP,
     node::{config, endpoint, is_host_ip, remote_node, tunnel_sender_ok},
-    packet::{self, EthIpv4, ETH_HLEN, ETH_P_IP},
+    packet::{self, EthIpv4, ETH_HLEN, ETH_P_IP, IPV4_HLEN},
     to_pod,
     verdict::{DROP, PASS},
-    vxlan::{UdpVxlan, ENCAP_LEN, IPPROTO_UDP, IPV4_HLEN, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN},
+    vxlan::{UdpVxlan, ENCAP_LEN, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN},
 };
 
 #[inline(always)]

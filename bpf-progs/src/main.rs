@@ -11,12 +11,13 @@
 //! - [`from_tunnel`] — `tc_from_tunnel`, ingress of `weir-vxlan` (VXLAN routing).
 //! - [`from_uplink`] — `tc_from_uplink`, ingress of the uplink (native routing; with VXLAN, the
 //!   tunnel datagrams it decapsulates).
+//! - [`icmp`] — `tc_frag_needed`, tail-called by `tc_from_pod`: "fragmentation needed" for a pod.
 //! - [`after_dnat`] — `sk_egress_after_dnat`, a socket filter the agent's iptables run: pods'
 //!   Service traffic whose backend is not a pod.
 //!
 //! Libraries: [`node`] (what the node knows), [`flow`] (a packet's 5-tuple), [`ct`] (connection
 //! tracking), [`policy`] (the verdict of a new flow), [`forward`] (sending on), [`to_pod`] (another
-//! node's packet for a local pod), [`vxlan`] (VXLAN's wire format and encapsulation), [`arp`],
+//! node's packet for a local pod), [`vxlan`] (VXLAN's wire format and encapsulation), [`icmp`] (errors sent to pods), [`arp`],
 //! [`packet`], [`counters`], [`verdict`], [`maps`].
 //!
 //! Where policy is judged, so that it always sees the real peers and ports:
@@ -46,6 +47,7 @@ mod from_host;
 mod from_pod;
 mod from_tunnel;
 mod from_uplink;
+mod icmp;
 mod maps;
 mod node;
 mod packet;
@@ -77,6 +79,12 @@ pub fn tc_from_tunnel(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn tc_from_uplink(ctx: TcContext) -> i32 {
     from_uplink::from_uplink(&ctx)
+}
+
+/// Tail-called by `tc_from_pod` only (see `icmp`), never attached.
+#[classifier]
+pub fn tc_frag_needed(ctx: TcContext) -> i32 {
+    icmp::frag_needed(&ctx)
 }
 
 #[socket_filter]

@@ -5,7 +5,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+    },
 };
 use weir_common::{
     events::LOST_SLOTS,
@@ -68,3 +70,7 @@ pub static FLOW_LOST: PerCpuArray<u64> = PerCpuArray::pinned(LOST_SLOTS, 0);
 
 #[map(name = "WEIR_VERDICTS")]
 pub static VERDICTS: LruPerCpuHashMap<VerdictKey, u64> = LruPerCpuHashMap::pinned(VERDICTS_MAX, 0);
+
+/// Programs `tc_from_pod` tail-calls (`weir_common::maps::TAIL_CALLS`; not pinned).
+#[map(name = "WEIR_TAIL_CALLS")]
+pub static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(1, 0);

@@ -10,9 +10,9 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH,
-        BPF_FIB_LOOKUP_SRC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
+        BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::{bpf_fib_lookup as fib_lookup, bpf_get_hash_recalc},
     programs::TcContext,
@@ -23,13 +23,12 @@ use weir_common::{
 };
 
 use crate::{
+    flow::{IPPROTO_TCP, IPPROTO_UDP},
     forward::redirect_neigh_v4,
-    packet::{self, EthIpv4, AF_INET, ETH_HLEN, ETH_P_IP},
+    packet::{self, EthIpv4, Ipv4Hdr, AF_INET, ETH_HLEN, ETH_P_IP, IPV4_HLEN, IP_DF},
     verdict::DROP,
 };
 
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPV4_HLEN: usize = 20;
 pub const UDP_HLEN: usize = 8;
 pub const VXLAN_HLEN: usize = 8;
 /// Outer IPv4 (no options), UDP, VXLAN and the inner Ethernet header: what encapsulation adds
@@ -44,8 +43,6 @@ pub const TUNNEL_TTL: u8 = 64;
 /// kernel's default ephemeral range, which the tunnel device uses too).
 const SPORT_MIN: u32 = 32768;
 const SPORT_MAX: u32 = 60999;
-/// IP's DF bit in the fragment field: the pod MTU leaves room for VXLAN.
-const IP_DF: u16 = 0x4000;
 
 /// The UDP and VXLAN headers after an outer IPv4 header without options.
 #[repr(C)]
@@ -64,50 +61,56 @@ pub struct UdpVxlan {
 /// Everything encapsulation writes after the outer Ethernet header, as on the wire.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Encap {
-    ver_ihl: u8,
-    tos: u8,
-    tot_len: [u8; 2],
-    id: [u8; 2],
-    frag_off: [u8; 2],
-    ttl: u8,
-    protocol: u8,
-    check: [u8; 2],
-    saddr: [u8; 4],
-    daddr: [u8; 4],
+struct EncapHeaders {
+    outer: Ipv4Hdr,
     udp_vxlan: UdpVxlan,
     inner_dst: [u8; 6],
     inner_src: [u8; 6],
     inner_proto: [u8; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<Encap>() == ENCAP_LEN);
+const _: () = assert!(core::mem::size_of::<EncapHeaders>() == ENCAP_LEN);
 
-/// Wrap the packet `hdr` heads for `remote` and send it there. `None` when this packet is left
-/// to the tunnel device, untouched, to handle as it did before this path existed: no route to
-/// the node, a packet that would not fit the route's MTU once wrapped, a packet that is already
-/// encapsulated, or a kernel that refuses a step.
+/// What [`encapsulate`] did with a packet.
+pub enum Wrapped {
+    /// Wrapped and sent: the tc verdict.
+    Sent(i32),
+    /// Left untouched: wrapped, it (or for a GSO packet, each of its segments) would not fit the
+    /// route to the other node, whose MTU allows a pod's packets of `mtu` bytes at most.
+    TooBig { mtu: u16 },
+    /// Left untouched, for the tunnel device: no route to the node, a packet that is already
+    /// encapsulated or too large to wrap whole, or a kernel that refuses a step.
+    Declined,
+}
+
+/// Wrap the packet `hdr` heads for `remote` and send it there, or say why not (see [`Wrapped`]).
 #[inline(always)]
 pub fn encapsulate(
     ctx: &TcContext,
     cfg: &NodeConfig,
     hdr: &EthIpv4,
     remote: &RemoteNode,
-) -> Option<i32> {
+) -> Wrapped {
     let skb = ctx.skb.skb;
     let gso = packet::is_gso(ctx);
     let outer_len = ctx.len() as usize - ETH_HLEN + ENCAP_LEN;
     if outer_len > usize::from(u16::MAX) {
-        return None;
+        return Wrapped::Declined;
     }
+    // The largest outer packet this one becomes on the wire: itself, or each segment of a GSO
+    // packet. Checked against the route's MTU, which PMTU discovery lowers when a router between
+    // the nodes takes less than the uplink does.
+    let wire_len = if gso {
+        segment_len(ctx, hdr).map_or(0, |len| len + ENCAP_LEN)
+    } else {
+        outer_len
+    };
     // SAFETY: a plain-data kernel struct for which all zeroes is valid.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_UDP;
     fib.dport = VXLAN_PORT.to_be();
-    // A single packet is checked against the route's MTU as it will be sent; a GSO packet's
-    // segments are sized by the pod's MTU, which leaves room for the encapsulation.
-    fib.__bindgen_anon_1.tot_len = if gso { 0 } else { outer_len as u16 };
+    fib.__bindgen_anon_1.tot_len = wire_len as u16;
     fib.ifindex = cfg.uplink_ifindex;
     fib.__bindgen_anon_4.ipv4_dst = remote.node_ip_be;
     // SAFETY: `fib` lives on the stack for the call and its size is passed with it. SRC asks for
@@ -120,8 +123,15 @@ pub fn encapsulate(
             BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC,
         )
     };
+    if rc == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+        // SAFETY: the lookup reports the route's MTU in the union's other member.
+        let route_mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
+        return Wrapped::TooBig {
+            mtu: route_mtu.saturating_sub(ENCAP_LEN as u16),
+        };
+    }
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
-        return None;
+        return Wrapped::Declined;
     }
     // SAFETY: plain helper call; the hash is of the inner flow.
     let hash = unsafe { bpf_get_hash_recalc(skb) };
@@ -132,17 +142,20 @@ pub fn encapsulate(
         unsafe { (fib.__bindgen_anon_3.ipv4_src, fib.__bindgen_anon_4.ipv4_dst) };
     let egress_ifindex = fib.ifindex;
 
-    let mut encap = Encap {
-        ver_ihl: 0x45,
-        tos: ecn_encapsulate(hdr.tos),
-        tot_len: (outer_len as u16).to_be_bytes(),
-        id: [0, 0],
-        frag_off: IP_DF.to_be_bytes(),
-        ttl: TUNNEL_TTL,
-        protocol: IPPROTO_UDP,
-        check: [0, 0],
-        saddr: saddr_be.to_ne_bytes(),
-        daddr: remote.node_ip_be.to_ne_bytes(),
+    let mut headers = EncapHeaders {
+        outer: Ipv4Hdr {
+            ver_ihl: 0x45,
+            tos: ecn_encapsulate(hdr.tos),
+            tot_len: (outer_len as u16).to_be_bytes(),
+            id: [0, 0],
+            // DF: the route's MTU was checked above; a router that takes less tells this node.
+            frag_off: IP_DF.to_be_bytes(),
+            ttl: TUNNEL_TTL,
+            protocol: IPPROTO_UDP,
+            check: [0, 0],
+            saddr: saddr_be.to_ne_bytes(),
+            daddr: remote.node_ip_be.to_ne_bytes(),
+        },
         udp_vxlan: UdpVxlan {
             sport: sport.to_be_bytes(),
             dport: VXLAN_PORT.to_be_bytes(),
@@ -160,11 +173,11 @@ pub fn encapsulate(
         inner_src: TUNNEL_SRC_MAC,
         inner_proto: ETH_P_IP.to_be_bytes(),
     };
-    encap.check = ipv4_checksum(&encap).to_be_bytes();
+    headers.outer.check = headers.outer.checksum().to_be_bytes();
 
     // Room after the outer Ethernet header; the flags record the new headers (inner offsets,
     // UDP tunnel GSO type, encapsulation) so segmentation and checksum offload stay right.
-    // FIXED_GSO keeps the segment size: the pod's MTU already leaves room for the headers.
+    // FIXED_GSO keeps the segment size, checked against the route above.
     let flags = u64::from(
         BPF_F_ADJ_ROOM_FIXED_GSO
             | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
@@ -175,14 +188,29 @@ pub fn encapsulate(
         .adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags)
         .is_err()
     {
-        return None;
+        return Wrapped::Declined;
     }
     // The packet has grown: from here on it cannot go back to the tunnel device.
-    if ctx.store(ETH_HLEN, &encap, 0).is_err() {
-        return Some(DROP);
+    if ctx.store(ETH_HLEN, &headers, 0).is_err() {
+        return Wrapped::Sent(DROP);
     }
     // The kernel writes the outer Ethernet header for the next hop.
-    Some(redirect_neigh_v4(egress_ifindex, nexthop_be))
+    Wrapped::Sent(redirect_neigh_v4(egress_ifindex, nexthop_be))
+}
+
+/// The IP length of each segment of GSO packet `hdr` (its headers and one segment's payload), or
+/// `None` for a kind of GSO packet this does not size (then the route's MTU is not checked).
+#[inline(always)]
+fn segment_len(ctx: &TcContext, hdr: &EthIpv4) -> Option<usize> {
+    // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
+    let ihl = usize::from(hdr.ver_ihl & 0x0f) * 4;
+    let l4_len = match hdr.protocol {
+        IPPROTO_TCP => usize::from(packet::load::<u8>(ctx, ETH_HLEN + ihl + 12)? >> 4) * 4,
+        IPPROTO_UDP => UDP_HLEN,
+        _ => return None,
+    };
+    Some(ihl + l4_len + gso_size)
 }
 
 /// The outer TOS: ECN copied from the inner packet, CE sent as ECT(0) (RFC 6040's normal mode,
@@ -193,27 +221,4 @@ fn ecn_encapsulate(inner_tos: u8) -> u8 {
         0b11 => 0b10,
         ecn => ecn,
     }
-}
-
-/// The IPv4 header checksum of the outer header at the start of `encap`.
-#[inline(always)]
-fn ipv4_checksum(encap: &Encap) -> u16 {
-    let words = [
-        u16::from_be_bytes([encap.ver_ihl, encap.tos]),
-        u16::from_be_bytes(encap.tot_len),
-        u16::from_be_bytes(encap.id),
-        u16::from_be_bytes(encap.frag_off),
-        u16::from_be_bytes([encap.ttl, encap.protocol]),
-        u16::from_be_bytes([encap.saddr[0], encap.saddr[1]]),
-        u16::from_be_bytes([encap.saddr[2], encap.saddr[3]]),
-        u16::from_be_bytes([encap.daddr[0], encap.daddr[1]]),
-        u16::from_be_bytes([encap.daddr[2], encap.daddr[3]]),
-    ];
-    let mut sum = 0u32;
-    for word in words {
-        sum += u32::from(word);
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
 }

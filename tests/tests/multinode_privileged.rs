@@ -397,6 +397,90 @@ fn tunnel_packets(nodes: &[String]) -> (u64, u64) {
         .fold((0, 0), |(rx, tx), (r, t)| (rx + r, tx + t))
 }
 
+/// `size` bytes from a pod in `a_ns` to a TCP server in `b_ns` at `b_ip`, which echoes them:
+/// both ways, byte for byte; each side gives up after 30 s without progress.
+fn echo_exchange(a_ns: &str, b_ns: &str, b_ip: Ipv4Addr, port: u16, size: usize) {
+    let listener = in_netns(b_ns, || TcpListener::bind(SocketAddrV4::new(b_ip, port)))
+        .unwrap()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        conn.set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut got = vec![0u8; size];
+        conn.read_exact(&mut got).unwrap();
+        conn.write_all(&got).unwrap();
+        got
+    });
+    let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut client = in_netns(a_ns, || {
+        TcpStream::connect_timeout(
+            &SocketAddrV4::new(b_ip, port).into(),
+            Duration::from_secs(3),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client.write_all(&payload).unwrap();
+    let mut echoed = vec![0u8; size];
+    client.read_exact(&mut echoed).unwrap();
+    assert!(server.join().unwrap() == payload, "server got other bytes");
+    assert!(echoed == payload, "echo differs");
+}
+
+/// One ping of `size` payload bytes (IP length `size` + 28) from `netns` to `dst`, with DF
+/// (`-M do`) or without (`-M dont`), waiting 2 s for the answer.
+fn ping(netns: &str, dst: Ipv4Addr, size: usize, dont_fragment: bool) -> std::process::Output {
+    let mode = if dont_fragment { "do" } else { "dont" };
+    Command::new("ip")
+        .args([
+            "netns", "exec", netns, "ping", "-c1", "-W2", "-M", mode, "-s",
+        ])
+        .arg(size.to_string())
+        .arg(dst.to_string())
+        .output()
+        .unwrap()
+}
+
+/// ICMP "fragmentation needed" (`mtu`) from `router` to node `from` about a VXLAN datagram it
+/// sent to node `to`, sent from `netns`: what a router between the nodes sends.
+fn router_says_frag_needed(netns: &str, router: Ipv4Addr, from: Ipv4Addr, to: Ipv4Addr, mtu: u16) {
+    // The quote: the datagram's IP and UDP headers and its VXLAN header (VNI 1), which the
+    // kernel checks before it believes the error.
+    let vxlan = [0x08, 0, 0, 0, 0, 0, 1, 0];
+    let quote = common::ipv4_udp_packet(from, to, 40000, 8472, &vxlan);
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&quote);
+    let sum: u32 = icmp
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let check = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let mut pkt = common::ipv4_header(router, from, 1, icmp.len()).to_vec();
+    pkt.extend_from_slice(&icmp);
+    common::send_raw_ipv4(netns, &pkt);
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn full_size_tcp_crosses_vxlan_without_fragments() {
     require_root!();
@@ -422,34 +506,7 @@ fn full_size_tcp_crosses_vxlan_without_fragments() {
     let (_, tx_before) = tunnel_packets(&nodes);
 
     // Full-size segments both ways, 16 MiB each, byte for byte.
-    let listener = in_netns(&b_ns, || TcpListener::bind(SocketAddrV4::new(b_ip, 7100)))
-        .unwrap()
-        .unwrap();
-    const SIZE: usize = 16 << 20;
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut got = vec![0u8; SIZE];
-        conn.read_exact(&mut got).unwrap();
-        conn.write_all(&got).unwrap();
-        got
-    });
-    let payload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
-    let mut client = in_netns(&a_ns, || {
-        TcpStream::connect_timeout(
-            &SocketAddrV4::new(b_ip, 7100).into(),
-            Duration::from_secs(3),
-        )
-    })
-    .unwrap()
-    .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    client.write_all(&payload).unwrap();
-    let mut echoed = vec![0u8; SIZE];
-    client.read_exact(&mut echoed).unwrap();
-    assert!(server.join().unwrap() == payload, "server got other bytes");
-    assert!(echoed == payload, "echo differs");
+    echo_exchange(&a_ns, &b_ns, b_ip, 7100, 16 << 20);
     let after: u64 = nodes.iter().map(|n| fragments(n)).sum();
     assert_eq!(
         after, before,
@@ -457,19 +514,11 @@ fn full_size_tcp_crosses_vxlan_without_fragments() {
     );
 
     // A DF datagram of exactly the pod MTU crosses; one byte more is refused at the pod.
-    let ping = |size: &str| {
-        Command::new("ip")
-            .args([
-                "netns", "exec", &a_ns, "ping", "-c1", "-W2", "-M", "do", "-s", size,
-            ])
-            .arg(b_ip.to_string())
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
-    assert!(ping("1422"), "1450-byte DF ping across the tunnel");
-    assert!(!ping("1423"));
+    assert!(
+        ping(&a_ns, b_ip, 1422, true).status.success(),
+        "1450-byte DF ping across the tunnel"
+    );
+    assert!(!ping(&a_ns, b_ip, 1423, true).status.success());
 
     // Single packets (not GSO) for a local pod are decapsulated at the uplink and go straight to
     // the pod: the tunnel devices receive none of 40 pings and their replies (the bulk transfer
@@ -498,5 +547,87 @@ fn full_size_tcp_crosses_vxlan_without_fragments() {
         "the tunnel devices sent {sent_by_tunnel} packets: not encapsulated in eBPF"
     );
 
+    lab.down().unwrap();
+}
+
+/// A path between two nodes narrower than their uplinks (a router that takes 1400 bytes, which
+/// PMTU discovery records in each node's route to the other): a pod's full-size DF packets are
+/// answered with "fragmentation needed" and the MTU the path leaves a pod, so its TCP sizes
+/// segments to the path (before, they went to the tunnel device, which told only the node: on an
+/// underlay that drops them, a black hole), and a datagram that may be fragmented is, outside
+/// the tunnel. (The lab's veths pass a GSO packet whole whatever its size, so only single
+/// packets are really dropped here; the pods' learned MTU shows they were told.)
+#[test]
+fn a_narrower_path_between_nodes_is_told_to_the_pods() {
+    require_root!();
+    let lab = lab("mn-pmtu", Routing::Vxlan);
+    add_pods(&lab);
+    let a_ns = pod_netns(&lab, "x/a");
+    let b_ns = pod_netns(&lab, "x/b");
+    let a_ip = pod_ip(&lab, "x/a");
+    let b_ip = pod_ip(&lab, "x/b");
+    let state = lab.state().unwrap();
+    let (n1, n2) = (state.node(1).unwrap(), state.node(2).unwrap());
+    // The segment's port to node 2 takes 1400 bytes (larger frames are dropped, unannounced);
+    // the "router" tells each node, as one would of a tunnel datagram too big for it, which
+    // gives the node's route to the other its path MTU.
+    ip(&[
+        "-n",
+        &state.ext.netns,
+        "link",
+        "set",
+        &n2.ext_ifname,
+        "mtu",
+        "1400",
+    ]);
+    for (from, to) in [(n1, n2), (n2, n1)] {
+        router_says_frag_needed(&state.ext.netns, state.ext.gateway_ip, from.ip, to.ip, 1400);
+        let route = Command::new("ip")
+            .args(["-n", &from.netns, "route", "get", &to.ip.to_string()])
+            .output()
+            .unwrap();
+        let route = String::from_utf8_lossy(&route.stdout);
+        assert!(
+            route.contains("mtu 1400"),
+            "{}'s route to {}: {route}",
+            from.name,
+            to.ip
+        );
+    }
+
+    // A datagram without DF is fragmented outside the tunnel and arrives whole, both ways.
+    let out = ping(&a_ns, b_ip, 1422, false);
+    assert!(out.status.success(), "1450-byte ping without DF: {out:?}");
+
+    // Full-size TCP both ways: each pod's first full-size segments are answered by its node with
+    // the path's MTU less the 50 bytes of VXLAN, and the rest fit.
+    echo_exchange(&a_ns, &b_ns, b_ip, 7200, 4 << 20);
+    for (index, ns, dst) in [(1, &a_ns, b_ip), (2, &b_ns, a_ip)] {
+        assert!(
+            common::node_packets(&lab, index, "drop_too_big") > 0,
+            "node {index} answered no packet as too big"
+        );
+        let route = Command::new("ip")
+            .args(["-n", ns, "route", "get", &dst.to_string()])
+            .output()
+            .unwrap();
+        let route = String::from_utf8_lossy(&route.stdout);
+        assert!(route.contains("mtu 1350"), "route to {dst}: {route}");
+    }
+    echo_exchange(&b_ns, &a_ns, a_ip, 7201, 4 << 20);
+
+    // A pod new to the path learns it from a DF ping: the answer comes from its gateway.
+    lab.add_pod_with(&PodSpec::new("x", "d").on_node(1))
+        .unwrap();
+    let d_ns = pod_netns(&lab, "x/d");
+    let out = ping(&d_ns, b_ip, 1422, true);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("From 169.254.1.1")
+            && said.contains("Frag needed")
+            && said.contains("mtu = 1350"),
+        "1450-byte DF ping: {said}"
+    );
+    assert!(ping(&d_ns, b_ip, 1322, true).status.success());
     lab.down().unwrap();
 }

@@ -73,6 +73,9 @@ pub enum Reason {
     DropTunnelFromPod = 111,
     /// A later IP fragment of a datagram whose first fragment was not seen (or was denied).
     DropFragment = 112,
+    /// Too big for the path to another node once wrapped in VXLAN, and not to be fragmented
+    /// (DF): answered with ICMP "fragmentation needed" and the MTU the path takes.
+    DropTooBig = 113,
 }
 
 impl Reason {
@@ -102,6 +105,7 @@ impl Reason {
             110 => Self::DropTunnelForged,
             111 => Self::DropTunnelFromPod,
             112 => Self::DropFragment,
+            113 => Self::DropTooBig,
             _ => return None,
         })
     }
@@ -128,6 +132,7 @@ impl Reason {
             Self::DropTunnelForged => "drop_tunnel_forged",
             Self::DropTunnelFromPod => "drop_tunnel_from_pod",
             Self::DropFragment => "drop_fragment",
+            Self::DropTooBig => "drop_too_big",
         }
     }
 }

@@ -100,6 +100,15 @@ pub const PROG_FROM_POD: &str = "tc_from_pod";
 pub const PROG_FROM_HOST: &str = "tc_from_host";
 pub const PROG_FROM_TUNNEL: &str = "tc_from_tunnel";
 pub const PROG_FROM_UPLINK: &str = "tc_from_uplink";
+/// Made by a tail call from `tc_from_pod` (see [`TAIL_CALLS`]): a pod's packet too big for its
+/// path turned into ICMP "fragmentation needed" for the pod.
+pub const PROG_FRAG_NEEDED: &str = "tc_frag_needed";
+/// The program array `tc_from_pod` tail-calls into, for work that needs a stack of its own. Not
+/// pinned: each load of the programs fills its own (an agent restarting leaves it empty until the
+/// new agent's programs replace the old ones, and a failed tail call drops the packet).
+pub const TAIL_CALLS: &str = "WEIR_TAIL_CALLS";
+/// [`TAIL_CALLS`] slot of [`PROG_FRAG_NEEDED`].
+pub const TAIL_FRAG_NEEDED: u32 = 0;
 /// The socket filter the agent's iptables rules run (pinned under `progs/` in the pin directory).
 pub const PROG_EGRESS_AFTER_DNAT: &str = "sk_egress_after_dnat";
 

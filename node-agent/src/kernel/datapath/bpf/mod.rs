@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, Map, MapData, MapError, PerCpuHashMap,
+        Array, HashMap, Map, MapData, MapError, PerCpuHashMap, ProgramArray,
     },
     programs::{ProgramError, SocketFilter},
     sys::SyscallError,
@@ -25,8 +25,9 @@ use tracing::info;
 use weir_common::{
     maps::{
         CONFIG, COUNTERS, CT_ANY, CT_TCP, ENDPOINTS, FLOW_RATE, HOST_IPS, HOST_PORTS, MAP_KINDS,
-        POLICY_PEERS, POLICY_PORTS, PROG_EGRESS_AFTER_DNAT, PROG_FROM_HOST, PROG_FROM_POD,
-        PROG_FROM_TUNNEL, PROG_FROM_UPLINK, REMOTES, VERDICTS,
+        POLICY_PEERS, POLICY_PORTS, PROG_EGRESS_AFTER_DNAT, PROG_FRAG_NEEDED, PROG_FROM_HOST,
+        PROG_FROM_POD, PROG_FROM_TUNNEL, PROG_FROM_UPLINK, REMOTES, TAIL_CALLS, TAIL_FRAG_NEEDED,
+        VERDICTS,
     },
     CounterKey, CounterValue, CtKey, CtValue, EndpointInfo, EndpointKey, FlowRate, HostPortKey,
     NodeConfig, PeerKey, PeerValue, PortKey, PortValue, RemoteKey, RemoteNode, VerdictKey,
@@ -144,6 +145,7 @@ impl BpfDatapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        fill_tail_calls(&mut ebpf)?;
         pin_egress_after_dnat(&mut ebpf, pin_dir)?;
         let resolved = match attachments.mode {
             AttachMode::Auto => None,
@@ -212,6 +214,28 @@ impl BpfDatapath {
     ) -> Result<HashMap<&mut MapData, EndpointKey, EndpointInfo>, DatapathError> {
         self.typed_mut(ENDPOINTS)
     }
+}
+
+/// Load the programs `tc_from_pod` tail-calls and put them in its program array (see
+/// `weir_common::maps::TAIL_CALLS`).
+fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let name = PROG_FRAG_NEEDED;
+    let prog = program(ebpf, name)?;
+    prog.load()
+        .map_err(|source| DatapathError::Program { name, source })?;
+    let fd = prog
+        .fd()
+        .map_err(|source| DatapathError::Program { name, source })?
+        .try_clone()
+        .map_err(|e| DatapathError::Program {
+            name,
+            source: ProgramError::IOError(e),
+        })?;
+    let map = ebpf.map_mut(TAIL_CALLS).ok_or(missing_map(TAIL_CALLS))?;
+    let mut tails = ProgramArray::try_from(map).map_err(map_err(TAIL_CALLS))?;
+    tails
+        .set(TAIL_FRAG_NEEDED, &fd, 0)
+        .map_err(map_err(TAIL_CALLS))
 }
 
 /// Unpin each map in `sizes` whose pinned copy has another size, so the loader creates it anew;
