@@ -10,9 +10,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # Debian packages: the LLVM that bpf-linker links against, iproute2/iptables for nodes and the lab,
 # podman/runc/busybox-static for the independent-runtime test, the reference CNI plugins for the
-# ADD/DEL benchmark, and iperf3/tcpdump/procps/python3 for the benchmarks and debugging.
+# ADD/DEL benchmark, conntrack for the tests that read a node's connection tracking, and
+# iperf3/tcpdump/procps/python3 for the benchmarks and debugging.
 PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev iproute2 iptables iputils-ping
-      podman runc busybox-static containernetworking-plugins iperf3 tcpdump procps python3)
+      podman runc busybox-static containernetworking-plugins conntrack iperf3 tcpdump procps
+      python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

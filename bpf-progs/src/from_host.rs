@@ -75,8 +75,10 @@ fn from_host_to_remote(ctx: &TcContext, hdr: &EthIpv4) -> i32 {
             return deny(ctx, reason, Some(src), None);
         }
     }
-    // Too big for the path once wrapped: the tunnel device takes it, and tells the host stack
-    // the path's MTU, which tells the socket (a pod's packets are answered in `tc_from_pod`).
+    // Too big for the path once wrapped: the tunnel device takes it and records the path's MTU
+    // in the route the packet took, which a local socket of the node's adapts to. (A pod's own
+    // packets to other nodes' pods are answered in `tc_from_pod`; its Service traffic through
+    // the stack is not told: the kernel's forwarding does not use learned path MTUs.)
     let sent = forward_remote(ctx, &cfg, hdr, &remote).or_else(|not_sent| match not_sent {
         NotSent::Drop(reason) => Err(reason),
         NotSent::TooBig { .. } => through_tunnel_device(ctx, &cfg, &remote, true),
