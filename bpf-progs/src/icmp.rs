@@ -96,9 +96,12 @@ pub fn frag_needed(ctx: &TcContext) -> i32 {
         daddr: hdr.saddr,
     };
     ip.check = ip.checksum().to_be_bytes();
-    // The quote is the pod's IP header as sent (the TTL decrement patched its checksum, which
-    // leaves the header's sum unchanged) and what followed.
-    let mut quoted = hdr.ip_sum();
+    // The quote: the pod's IP header (its TTL decremented, its checksum patched) and what
+    // followed, as they stand in the packet.
+    let Some(quoted_ip) = packet::load::<Ipv4Hdr>(ctx, ETH_HLEN) else {
+        return DROP;
+    };
+    let mut quoted = quoted_ip.sum();
     for word in l4.chunks_exact(2) {
         quoted += packet::word(word[0], word[1]);
     }

@@ -52,18 +52,6 @@ impl EthIpv4 {
     pub fn daddr_be(&self) -> u32 {
         u32::from_ne_bytes(self.daddr)
     }
-    /// The sum of the IPv4 header's words, its checksum included, for [`fold_checksum`].
-    #[inline(always)]
-    pub fn ip_sum(&self) -> u32 {
-        word(self.ver_ihl, self.tos)
-            + word(self.tot_len[0], self.tot_len[1])
-            + word(self.id[0], self.id[1])
-            + word(self.frag_off[0], self.frag_off[1])
-            + word(self.ttl, self.protocol)
-            + word(self.check[0], self.check[1])
-            + words4(self.saddr)
-            + words4(self.daddr)
-    }
 }
 
 /// An IPv4 header without options, as the programs write it (encapsulation, ICMP errors).
@@ -85,18 +73,23 @@ pub struct Ipv4Hdr {
 const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == IPV4_HLEN);
 
 impl Ipv4Hdr {
+    /// The sum of the header's words, its checksum included, for [`fold_checksum`].
+    #[inline(always)]
+    pub fn sum(&self) -> u32 {
+        word(self.ver_ihl, self.tos)
+            + word(self.tot_len[0], self.tot_len[1])
+            + word(self.id[0], self.id[1])
+            + word(self.frag_off[0], self.frag_off[1])
+            + word(self.ttl, self.protocol)
+            + word(self.check[0], self.check[1])
+            + words4(self.saddr)
+            + words4(self.daddr)
+    }
+
     /// The header checksum, over every field but the checksum itself.
     #[inline(always)]
     pub fn checksum(&self) -> u16 {
-        fold_checksum(
-            word(self.ver_ihl, self.tos)
-                + word(self.tot_len[0], self.tot_len[1])
-                + word(self.id[0], self.id[1])
-                + word(self.frag_off[0], self.frag_off[1])
-                + word(self.ttl, self.protocol)
-                + words4(self.saddr)
-                + words4(self.daddr),
-        )
+        fold_checksum(self.sum() - word(self.check[0], self.check[1]))
     }
 }
 

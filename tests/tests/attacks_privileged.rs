@@ -182,18 +182,7 @@ fn send_udp(netns: &str, from: Ipv4Addr, to: (Ipv4Addr, u16), payload: &[u8]) {
 /// An ICMP error from `src` to `dst` (type `kind`, code `code`) quoting the first 28 bytes of
 /// `quoted` (its IPv4 header and 8 bytes of its transport header).
 fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
-    let mut icmp = vec![kind, code, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(&quoted[..28]);
-    let sum: u32 = icmp
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
-    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
-    let mut pkt = common::ipv4_header(src, dst, libc::IPPROTO_ICMP as u8, icmp.len()).to_vec();
-    pkt.extend_from_slice(&icmp);
-    pkt
+    common::icmp_error(src, dst, kind, code, [0; 4], &quoted[..28])
 }
 
 /// A raw ICMP socket in `netns`: it sees every ICMP packet the pod receives.

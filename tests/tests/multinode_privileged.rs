@@ -457,18 +457,8 @@ fn router_says_frag_needed(netns: &str, router: Ipv4Addr, from: Ipv4Addr, to: Ip
     // kernel checks before it believes the error.
     let vxlan = [0x08, 0, 0, 0, 0, 0, 1, 0];
     let quote = common::ipv4_udp_packet(from, to, 40000, 8472, &vxlan);
-    let mut icmp = vec![3, 4, 0, 0, 0, 0];
-    icmp.extend_from_slice(&mtu.to_be_bytes());
-    icmp.extend_from_slice(&quote);
-    let sum: u32 = icmp
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let check = !(((folded & 0xffff) + (folded >> 16)) as u16);
-    icmp[2..4].copy_from_slice(&check.to_be_bytes());
-    let mut pkt = common::ipv4_header(router, from, 1, icmp.len()).to_vec();
-    pkt.extend_from_slice(&icmp);
+    let [hi, lo] = mtu.to_be_bytes();
+    let pkt = common::icmp_error(router, from, 3, 4, [0, 0, hi, lo], &quote);
     common::send_raw_ipv4(netns, &pkt);
 }
 

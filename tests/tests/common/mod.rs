@@ -141,14 +141,29 @@ pub fn ipv4_header(
     h[9] = proto;
     h[12..16].copy_from_slice(&src.octets());
     h[16..20].copy_from_slice(&dst.octets());
-    let sum: u32 = h
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    let checksum = weir_tests::probe::internet_checksum(&h);
     h[10..12].copy_from_slice(&checksum.to_be_bytes());
     h
+}
+
+/// A whole IPv4 ICMP error from `src` to `dst`: type `kind`, code `code`, the header's last four
+/// bytes `rest` (for "fragmentation needed": two unused, then the MTU), quoting `quoted`.
+pub fn icmp_error(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quoted);
+    let checksum = weir_tests::probe::internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    let mut pkt = ipv4_header(src, dst, libc::IPPROTO_ICMP as u8, icmp.len()).to_vec();
+    pkt.extend_from_slice(&icmp);
+    pkt
 }
 
 /// A whole IPv4 UDP datagram (UDP checksum 0: none, which IPv4 allows).
