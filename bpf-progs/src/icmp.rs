@@ -80,7 +80,9 @@ pub fn frag_needed(ctx: &TcContext) -> i32 {
         return DROP;
     }
     let cfg = config();
-    let Some(l4) = packet::load::<[u8; QUOTE_L4_LEN]>(ctx, ETH_HLEN + IPV4_HLEN) else {
+    // The quote: the pod's IP header (its TTL decremented, its checksum patched) and what
+    // followed, as they stand in the packet.
+    let Some(quote) = packet::load::<[u8; QUOTE_LEN]>(ctx, ETH_HLEN) else {
         return DROP;
     };
     let mut ip = Ipv4Hdr {
@@ -96,13 +98,8 @@ pub fn frag_needed(ctx: &TcContext) -> i32 {
         daddr: hdr.saddr,
     };
     ip.check = ip.checksum().to_be_bytes();
-    // The quote: the pod's IP header (its TTL decremented, its checksum patched) and what
-    // followed, as they stand in the packet.
-    let Some(quoted_ip) = packet::load::<Ipv4Hdr>(ctx, ETH_HLEN) else {
-        return DROP;
-    };
-    let mut quoted = quoted_ip.sum();
-    for word in l4.chunks_exact(2) {
+    let mut quoted = 0;
+    for word in quote.chunks_exact(2) {
         quoted += packet::word(word[0], word[1]);
     }
     let [mtu_hi, mtu_lo] = mtu.to_be_bytes();
